@@ -1,0 +1,214 @@
+"""The embedding cache: the only place that knows store keys and the Zarr layout (DESIGN.md).
+
+One Zarr v3 store per (dataset, extraction config): <cache_dir>/<dataset>/<backbone>-<key>.zarr.
+Per clip, readable with plain zarr: clips/<id>/{embeddings (T,D) f16, timestamps (T,) f32 s,
+face_prob (T,) f32, boxes (T,4) f32 source px}. A clip is complete only when its group attr
+`complete` is true; that attr is written last (zarr's LocalStore writes metadata atomically), so a
+crash leaves a clip pending, never readable as complete with partial data.
+
+This module imports neither decoding nor face detection: stage two reads through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+# Bump whenever the code changes what is written for the same config (new keys, never old stores).
+PREPROCESSING_VERSION = 1
+CACHE_FORMAT = "affectseq-cache/1"
+ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
+_COMPRESSORS = {
+    # float16 embeddings: byte-shuffle groups exponent/mantissa bytes, zstd does the rest.
+    "embeddings": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=2),
+    "default": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=4),
+}
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def config_key(config: dict) -> str:
+    """Short hash of the canonical extraction config: equal configs share a store, any change does not."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
+
+
+def store_path(cache_dir: Path, dataset: str, config: dict) -> Path:
+    return Path(cache_dir) / dataset / f"{config['backbone']}-{config_key(config)}.zarr"
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for dist in ("affectseq", "torch", "torchvision", "facenet-pytorch", "av", "zarr", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def source_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+
+
+def source_unchanged(path: Path, recorded: dict | None) -> bool:
+    """Same size and mtime: unchanged (no hashing on reruns). Otherwise the content hash decides."""
+    if not recorded or not path.is_file():
+        return False
+    st = path.stat()
+    if st.st_size != recorded.get("size"):
+        return False
+    if st.st_mtime_ns == recorded.get("mtime_ns"):
+        return True
+    return source_fingerprint(path)["sha256"] == recorded.get("sha256")
+
+
+@dataclass
+class ClipData:
+    embeddings: np.ndarray  # (T, D) float16
+    timestamps: np.ndarray  # (T,) float32 seconds
+    face_prob: np.ndarray  # (T,) float32, 0 where no face
+    boxes: np.ndarray  # (T, 4) float32 source pixels, NaN where no face
+
+    def __post_init__(self):
+        t = len(self.timestamps)
+        if not (len(self.embeddings) == len(self.face_prob) == len(self.boxes) == t):
+            raise ValueError("clip arrays disagree on the number of frames")
+
+
+class CacheStore:
+    """One extraction store. Open for reading with CacheStore(path); create with CacheStore.create."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r"):
+        self.path = Path(path)
+        if mode == "r" and not (self.path / "zarr.json").is_file():
+            raise FileNotFoundError(f"{self.path}: no embedding store here; fix: run `python -m embed run` first")
+        self.root = zarr.open_group(str(self.path), mode=mode)
+        attrs = self.root.attrs.asdict()
+        if attrs.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: not an affectseq cache store (format {attrs.get('format')!r})")
+        self.config: dict = attrs["config"]
+        self.dataset: str = attrs["dataset"]
+
+    @classmethod
+    def create(cls, cache_dir: Path, dataset: str, config: dict) -> CacheStore:
+        """Open the store for this config, creating it (with its config in the root attrs) if needed."""
+        path = store_path(cache_dir, dataset, config)
+        root = zarr.open_group(str(path), mode="a")
+        if "format" not in root.attrs:
+            root.attrs.update({"format": CACHE_FORMAT, "dataset": dataset, "key": config_key(config),
+                               "config": config, "versions": library_versions()})
+        if "clips" not in root:
+            try:
+                root.create_group("clips")
+            except Exception:  # noqa: BLE001 (another writer created it first)
+                if "clips" not in root:
+                    raise
+        store = cls(path, mode="a")
+        if store.config != json.loads(canonical_json(config)):
+            raise ValueError(f"{path}: holds a different config than its key says; fix: delete this store")
+        return store
+
+    @property
+    def key(self) -> str:
+        return config_key(self.config)
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["dim"])
+
+    def _clips(self) -> zarr.Group:
+        return self.root["clips"]
+
+    def clip_attrs(self) -> dict[str, dict]:
+        """Attributes of every clip group (one metadata read each)."""
+        return {name: dict(g.attrs) for name, g in self._clips().groups()}
+
+    def attrs_of(self, clip_id: str) -> dict | None:
+        try:
+            return dict(self._clips()[clip_id].attrs)
+        except (KeyError, FileNotFoundError):
+            return None
+
+    def complete_ids(self) -> list[str]:
+        return sorted(k for k, a in self.clip_attrs().items() if a.get("complete") is True)
+
+    def is_complete(self, clip_id: str, source: Path | None = None) -> bool:
+        attrs = self.attrs_of(clip_id)
+        if not attrs or attrs.get("complete") is not True:
+            return False
+        return source is None or source_unchanged(source, attrs.get("source"))
+
+    def _reset(self, clip_id: str) -> None:
+        clips = self._clips()
+        if clip_id in clips:
+            # Un-complete first (one atomic metadata write), so a crash while deleting the arrays
+            # can never leave a group that says complete over missing data.
+            clips[clip_id].attrs["complete"] = False
+            del clips[clip_id]
+
+    def write_clip(self, clip_id: str, data: ClipData, source: dict, extra: dict | None = None) -> None:
+        self._reset(clip_id)
+        group = self._clips().create_group(clip_id, attributes={"complete": False})
+        arrays = {
+            "embeddings": np.ascontiguousarray(data.embeddings, dtype=np.float16),
+            "timestamps": np.asarray(data.timestamps, dtype=np.float32),
+            "face_prob": np.asarray(data.face_prob, dtype=np.float32),
+            "boxes": np.asarray(data.boxes, dtype=np.float32),
+        }
+        for name, arr in arrays.items():
+            chunks = (max(1, min(len(arr), 1024)), *arr.shape[1:])
+            a = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
+                                   compressors=_COMPRESSORS.get(name, _COMPRESSORS["default"]))
+            if arr.size:
+                a[...] = arr
+        group.attrs.update({**(extra or {}), "frames": int(len(data.timestamps)),
+                            "faces": int((arrays["face_prob"] > 0).sum()), "source": source,
+                            "error": None, "complete": True})
+
+    def record_failure(self, clip_id: str, error: str, source: dict | None) -> None:
+        self._reset(clip_id)
+        self._clips().create_group(clip_id, attributes={"complete": False, "error": error, "source": source})
+
+    def read_clip(self, clip_id: str) -> ClipData:
+        g = self._clips()[clip_id]
+        if g.attrs.get("complete") is not True:
+            raise KeyError(f"{self.path}: clip {clip_id} is not complete")
+        return ClipData(*(g[name][...] for name in ARRAYS))
+
+    def read_clips(self, clip_ids: list[str], workers: int = 8) -> dict[str, ClipData]:
+        """Read many clips concurrently (zarr's decompression releases the GIL)."""
+        with ThreadPoolExecutor(workers) as pool:
+            return dict(zip(clip_ids, pool.map(self.read_clip, clip_ids), strict=True))
+
+    def summary(self) -> dict:
+        attrs = self.clip_attrs()
+        complete = [a for a in attrs.values() if a.get("complete") is True]
+        failures = [{"clip": k, "error": a["error"]} for k, a in sorted(attrs.items())
+                    if a.get("complete") is not True and a.get("error")]
+        return {"complete": len(complete), "failed": len(failures), "frames": sum(a.get("frames", 0) for a in complete),
+                "failures": failures, "clips": attrs}
+
+
+def list_stores(cache_dir: Path) -> list[CacheStore]:
+    out = []
+    for path in sorted(Path(cache_dir).glob("*/*.zarr")):
+        try:
+            out.append(CacheStore(path))
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+    return out

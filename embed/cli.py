@@ -1,0 +1,215 @@
+"""`python -m embed`: typer CLI for stage one. Parses options and calls the library; no logic here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from embed.errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Stage one of affectseq: videos -> cached per-frame face embeddings.")
+err = Console(stderr=True)
+log = logging.getLogger("embed")
+
+ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    "--dataset", "-d", help="Dataset name [default: the manifest's default_dataset].")]
+BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="inception, resnet18 or fec.")]
+WeightsOpt = Annotated[str | None, typer.Option(
+    "--weights", "-w", help="A named release (vggface2, casia-webface, imagenet), a state-dict file, "
+                            "or random[:seed] [default: the backbone's release].")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most this many frames per second.")]
+DetectEveryOpt = Annotated[int, typer.Option("--detect-every", min=1, help="Run MTCNN on every k-th frame.")]
+DetectWidthOpt = Annotated[int, typer.Option("--detect-width", min=32, help="Width frames are shrunk to for detection.")]
+MinFaceOpt = Annotated[int, typer.Option("--min-face-size", min=8, help="Smallest face, in detection pixels.")]
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _detector(detect_every: int, detect_width: int, min_face_size: int):
+    from embed.faces import DetectorConfig
+
+    return DetectorConfig(detect_every=detect_every, detect_width=detect_width, min_face_size=min_face_size)
+
+
+@app.command()
+def run(
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: DatasetOpt = None,
+    backbone: BackboneOpt = "inception",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    limit: Annotated[int | None, typer.Option(help="Embed only the first N clips (by id).")] = None,
+    max_fps: MaxFpsOpt = None,
+    detect_every: DetectEveryOpt = 3,
+    detect_width: DetectWidthOpt = 320,
+    min_face_size: MinFaceOpt = 40,
+    batch_size: Annotated[int, typer.Option(min=1, help="Face crops per CNN batch.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+) -> None:
+    """Embed every clip of a dataset into its cache store (skips clips already complete)."""
+    _setup_logging(quiet)
+    try:
+        from embed.backbones import get_backbone
+        from embed.cache import CacheStore
+        from embed.layouts import read_dataset
+        from embed.manifest import load_manifest
+        from embed.pipeline import Embedder, embed_dataset, resolve_device
+
+        m = load_manifest(manifest)
+        name, _ = m.dataset(dataset)
+        index = read_dataset(m, name)
+        loaded = get_backbone(backbone).build(weights, resolve_device(device))
+        embedder = Embedder(loaded, _detector(detect_every, detect_width, min_face_size), max_fps, batch_size)
+        store = CacheStore.create(m.cache_path, name, embedder.config)
+        report = embed_dataset(index, store, embedder, limit=limit, progress=not quiet)
+    except ConfigError as e:
+        _fail(str(e))
+    _print_report(report, loaded.weights_identity)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_report(report, weights_identity: str) -> None:
+    t = Table(title="stage one summary", show_header=False)
+    t.add_row("store", str(report.store))
+    t.add_row("weights", weights_identity + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]"
+                                             if weights_identity.startswith("random") else ""))
+    t.add_row("clips", f"{report.total} ({report.embedded} embedded now, {report.skipped} already complete, "
+                       f"{len(report.failures)} failed)")
+    rate = report.frames / report.seconds if report.seconds else 0.0
+    t.add_row("frames", f"{report.frames} in {report.seconds:.1f} s ({rate:.1f} frames/s, "
+                        f"{report.embedded / report.seconds if report.seconds else 0:.2f} clips/s)")
+    err.print(t)
+    for f in report.failures:
+        err.print(f"[red]failed[/] {f['clip']}: {f['error']}", highlight=False, soft_wrap=True)
+    if report.interrupted:
+        err.print("[yellow]interrupted: complete clips are kept; rerun to continue[/]")
+    print(f"cache: {report.store}")
+
+
+@app.command()
+def info(
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: DatasetOpt = None,
+    backbone: BackboneOpt = "inception",
+    weights: WeightsOpt = None,
+    max_fps: MaxFpsOpt = None,
+    detect_every: DetectEveryOpt = 3,
+    detect_width: DetectWidthOpt = 320,
+    min_face_size: MinFaceOpt = 40,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summarise one store: complete, failed and pending clips, frames, failures."""
+    _setup_logging(quiet=True)
+    try:
+        from embed.backbones import get_backbone
+        from embed.cache import CacheStore, config_key, store_path
+        from embed.layouts import read_dataset
+        from embed.manifest import load_manifest
+        from embed.pipeline import extraction_config
+
+        m = load_manifest(manifest)
+        name, _ = m.dataset(dataset)
+        index = read_dataset(m, name)
+        spec = get_backbone(backbone)
+        config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width,
+                                                                           min_face_size), max_fps)
+    except ConfigError as e:
+        _fail(str(e))
+    path = store_path(m.cache_path, name, config)
+    summary = CacheStore(path).summary() if (path / "zarr.json").is_file() else \
+        {"complete": 0, "failed": 0, "frames": 0, "failures": [], "clips": {}}
+    done = {k for k, a in summary["clips"].items() if a.get("complete") is True}
+    failed = {f["clip"] for f in summary["failures"]}
+    out = {
+        "store": str(path), "key": config_key(config), "backbone": spec.name, "dim": spec.dim,
+        "weights": config["weights"], "complete": summary["complete"], "failed": summary["failed"],
+        "pending": sum(1 for c in index.clips if c.clip_id not in done and c.clip_id not in failed),
+        "frames": summary["frames"], "failures": summary["failures"],
+        "missing_on_disk": index.missing_on_disk, "unlabelled": index.unlabelled,
+    }
+    if as_json:
+        print(json.dumps(out))
+        return
+    t = Table(title=f"{name} / {spec.name}", show_header=False)
+    for k, v in out.items():
+        if isinstance(v, list):
+            v = f"{len(v)}" + (f": {', '.join(x['clip'] if isinstance(x, dict) else x for x in v[:10])}" if v else "")
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
+@app.command("ls")
+def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = False) -> None:
+    """List the stores under the manifest's cache_dir with their configs."""
+    _setup_logging(quiet=True)
+    try:
+        from embed.cache import list_stores
+        from embed.manifest import load_manifest
+
+        m = load_manifest(manifest)
+    except ConfigError as e:
+        _fail(str(e))
+    rows = []
+    for s in list_stores(m.cache_path):
+        summ = s.summary()
+        size = sum(f.stat().st_size for f in s.path.rglob("*") if f.is_file())
+        rows.append({"store": str(s.path), "dataset": s.dataset, "key": s.key, "config": s.config,
+                     "complete": summ["complete"], "failed": summ["failed"], "frames": summ["frames"],
+                     "bytes": size})
+    if as_json:
+        print(json.dumps(rows))
+        return
+    t = Table(title=f"stores under {m.cache_path}")
+    for col in ("dataset", "backbone", "key", "weights", "detector", "complete", "failed", "frames", "MB"):
+        t.add_column(col)
+    for r in rows:
+        c = r["config"]
+        det = c["detector"]
+        t.add_row(r["dataset"], c["backbone"], r["key"], c["weights"],
+                  f"every {det['detect_every']} @ {det['detect_width']}px", str(r["complete"]), str(r["failed"]),
+                  str(r["frames"]), f"{r['bytes'] / 1e6:.1f}")
+    Console().print(t)
+
+
+@app.command()
+def sample(manifest: ManifestOpt = Path("data_manifest.yaml"), dataset: DatasetOpt = "sample") -> None:
+    """Generate the built-in sample dataset if it is missing (deterministic, no downloads)."""
+    _setup_logging()
+    try:
+        from embed.manifest import load_manifest
+        from embed.sample import ensure_sample
+
+        m = load_manifest(manifest)
+        name, spec = m.dataset(dataset)
+        if spec.sample is None:
+            _fail(f"{m.path}: dataset '{name}' has no 'sample' settings; fix: pick a generated dataset")
+        print(ensure_sample(m, name))
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,165 @@
+"""Face tracking with facenet-pytorch's MTCNN, and square face crops from full-resolution frames.
+
+MTCNN runs batched on frames downscaled to `detect_width`, only every `detect_every`-th frame (and
+the last); boxes in between are interpolated from the neighbouring detections, which is what makes
+detection a small share of stage one's time. Frames whose nearest detection found no face get
+face_prob 0 and a NaN box: they are flagged, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou, roi_align
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    detect_every: int = 3  # run MTCNN on every k-th frame (see bench/ for the measurement)
+    detect_width: int = 320  # frames are downscaled to this width for detection
+    min_face_size: int = 40  # smallest face MTCNN looks for, in detection pixels
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_prob: float = 0.9  # weaker detections count as "no face"
+    smooth: int = 3  # moving-average window over consecutive detections (1 = off)
+    margin: float = 0.2  # crop side = (1 + margin) * max(box w, box h)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["thresholds"] = list(self.thresholds)
+        return d
+
+
+@dataclass
+class FaceTrack:
+    boxes: np.ndarray  # (T, 4) float32 x0, y0, x1, y1 in source pixels; NaN where no face
+    probs: np.ndarray  # (T,) float32 detection probability; 0 where no face
+
+
+def _pick(boxes: np.ndarray | None, probs: np.ndarray | None, prev: np.ndarray | None, min_prob: float):
+    """One face per frame: the one continuing the track, else the largest and most probable."""
+    if boxes is None:
+        return None, 0.0
+    ok = probs >= min_prob
+    if not ok.any():
+        return None, 0.0
+    boxes, probs = boxes[ok], probs[ok]
+    if prev is not None:
+        iou = box_iou(torch.as_tensor(prev[None]), torch.as_tensor(boxes))[0].numpy()
+        if iou.max() > 0.2:
+            i = int(iou.argmax())
+            return boxes[i], float(probs[i])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    i = int(np.argmax(area * probs))
+    return boxes[i], float(probs[i])
+
+
+def _smooth_runs(boxes: np.ndarray, window: int) -> np.ndarray:
+    """Moving average over each run of consecutive detections that found a face."""
+    if window <= 1:
+        return boxes
+    out = boxes.copy()
+    has = ~np.isnan(boxes[:, 0])
+    edges = np.flatnonzero(np.diff(np.r_[0, has.astype(np.int8), 0]))
+    half = window // 2
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        run = boxes[start:stop]
+        padded = np.pad(run, ((half, half), (0, 0)), mode="edge")
+        kernel = np.ones(window) / window
+        out[start:stop] = np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(4)], 1)
+    return out
+
+
+def _interpolate(n: int, det_idx: np.ndarray, det_boxes: np.ndarray, det_probs: np.ndarray) -> FaceTrack:
+    """Boxes for all n frames from the detection frames: linear between two detections that both
+    found a face; the nearest detection decides whether a frame has a face at all."""
+    frames = np.arange(n)
+    nxt = np.clip(np.searchsorted(det_idx, frames), 0, len(det_idx) - 1)
+    prv = np.clip(nxt - (det_idx[nxt] > frames), 0, len(det_idx) - 1)
+    nearest = np.where(frames - det_idx[prv] <= det_idx[nxt] - frames, prv, nxt)
+    face = det_probs[nearest] > 0
+    both = face & (det_probs[prv] > 0) & (det_probs[nxt] > 0)
+    span = np.maximum(det_idx[nxt] - det_idx[prv], 1)
+    w = ((frames - det_idx[prv]) / span)[:, None]
+    boxes = np.full((n, 4), np.nan, dtype=np.float32)
+    boxes[face] = det_boxes[nearest[face]]
+    boxes[both] = ((1 - w) * det_boxes[prv] + w * det_boxes[nxt])[both]
+    probs = np.where(face, det_probs[nearest], 0.0)
+    probs[both] = np.minimum(det_probs[prv], det_probs[nxt])[both]
+    return FaceTrack(boxes, probs.astype(np.float32))
+
+
+class FaceTracker:
+    """MTCNN over a clip's frames -> one smoothed face box per frame."""
+
+    def __init__(self, config: DetectorConfig | None = None, device: str | torch.device = "cpu"):
+        self.config = config or DetectorConfig()
+        self.device = torch.device(device)
+
+    @cached_property
+    def mtcnn(self):
+        from facenet_pytorch import MTCNN  # its P/R/O-net weights ship inside the wheel
+
+        c = self.config
+        return MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
+                     post_process=False, device=self.device)
+
+    def detection_indices(self, n: int) -> np.ndarray:
+        return np.unique(np.r_[np.arange(0, n, self.config.detect_every), n - 1])
+
+    def downscale(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
+        h, w = frames.shape[1:3]
+        scale = min(1.0, self.config.detect_width / w)
+        if scale == 1.0:
+            return frames, 1.0
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), size[1] / w
+
+    def detect(self, frames: np.ndarray, batch: int = 64) -> tuple[list, list, float]:
+        """Raw MTCNN output (all faces) on the given frames, boxes in source pixels."""
+        all_boxes, all_probs, scale = [], [], 1.0
+        for i in range(0, len(frames), batch):
+            small, scale = self.downscale(frames[i:i + batch])  # per batch: bounded memory
+            boxes, probs = self.mtcnn.detect(small)
+            all_boxes += [None if b is None else np.asarray(b, np.float32) / scale for b in boxes]
+            all_probs += [None if p is None else np.asarray(p, np.float32) for p in probs]
+        return all_boxes, all_probs, scale
+
+    def track(self, frames: np.ndarray) -> FaceTrack:
+        n = len(frames)
+        idx = self.detection_indices(n)
+        raw_boxes, raw_probs, _ = self.detect(frames[idx])
+        det_boxes = np.full((len(idx), 4), np.nan, dtype=np.float32)
+        det_probs = np.zeros(len(idx), dtype=np.float32)
+        prev = None
+        for j, (b, p) in enumerate(zip(raw_boxes, raw_probs, strict=True)):
+            box, prob = _pick(b, p, prev, self.config.min_prob)
+            if box is not None:
+                det_boxes[j], det_probs[j], prev = box, prob, box
+        det_boxes = _smooth_runs(det_boxes, self.config.smooth)
+        return _interpolate(n, idx, det_boxes, det_probs)
+
+
+def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Square boxes around each face box's centre, side (1 + margin) * its longer side."""
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + margin) / 2
+    return np.stack([cx - half, cy - half, cx + half, cy + half], 1)
+
+
+def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int, margin: float,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8.
+
+    roi_align crops and resizes the whole batch in one call (bilinear, 2x2 samples per output pixel
+    for light anti-aliasing); the part of a box outside the frame reads as black.
+    """
+    x = torch.from_numpy(frames).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    sq = torch.as_tensor(square_boxes(boxes, margin), dtype=torch.float32, device=device)
+    rois = torch.cat([torch.arange(len(sq), device=device, dtype=torch.float32)[:, None], sq], 1)
+    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)

@@ -1,0 +1,71 @@
+"""Dataset layouts: each turns a dataset root into clip records. Register with @register_layout."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embed.errors import ConfigError
+from embed.plugins import import_submodules
+
+if TYPE_CHECKING:
+    from embed.manifest import Manifest
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v")
+
+
+@dataclass(frozen=True)
+class Clip:
+    clip_id: str
+    path: Path
+    split: str
+    labels: dict[str, int] | None  # None: on disk without a label row
+
+
+@dataclass
+class DatasetIndex:
+    name: str
+    root: Path
+    clips: list[Clip] = field(default_factory=list)  # every clip on disk, sorted by id
+    missing_on_disk: list[str] = field(default_factory=list)  # labelled, but no video file
+    unlabelled: list[str] = field(default_factory=list)  # video file, but no label row
+
+    def split(self, split: str) -> list[Clip]:
+        return [c for c in self.clips if c.split == split]
+
+
+LayoutReader = Callable[["Manifest", str, Path], DatasetIndex]
+_LAYOUTS: dict[str, LayoutReader] = {}
+
+
+def register_layout(name: str) -> Callable[[LayoutReader], LayoutReader]:
+    def deco(fn: LayoutReader) -> LayoutReader:
+        _LAYOUTS[name] = fn
+        return fn
+
+    return deco
+
+
+# Zarr v3 node names may not contain "/" or start with "__"; ids become group names in the cache.
+_BAD_ID = re.compile(r"(^__)|/|^\.{1,2}$|^$")
+
+
+def check_clip_id(clip_id: str, where: str) -> str:
+    if _BAD_ID.search(clip_id):
+        raise ConfigError(f"{where}: clip id {clip_id!r} is not usable as a cache key; fix: rename the clip")
+    return clip_id
+
+
+def read_dataset(manifest: Manifest, name: str | None = None) -> DatasetIndex:
+    """Index a dataset of the manifest (generating the built-in sample first if it is missing)."""
+    import_submodules("embed.layouts")
+    name, spec = manifest.dataset(name)
+    if spec.sample is not None:
+        from embed.sample import ensure_sample
+
+        ensure_sample(manifest, name)
+    root = manifest.dataset_root(name)
+    return _LAYOUTS[spec.layout](manifest, name, root)
