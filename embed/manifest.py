@@ -46,7 +46,7 @@ class DatasetSpec(_Strict):
 class Manifest(_Strict):
     cache_dir: str = "cache"
     runs_dir: str = "runs"
-    default_dataset: str = "sample"
+    default_dataset: str | None = None  # None: "sample" if defined, else the first dataset
     states: list[str] = Field(default_factory=lambda: list(DEFAULT_STATES))
     levels: int = Field(4, ge=2)
     datasets: dict[str, DatasetSpec]
@@ -82,7 +82,7 @@ class Manifest(_Strict):
         return self.resolve(self.runs_dir, "runs_dir")
 
     def dataset(self, name: str | None) -> tuple[str, DatasetSpec]:
-        name = name or self.default_dataset
+        name = name or self.default_dataset or ("sample" if "sample" in self.datasets else next(iter(self.datasets)))
         if name not in self.datasets:
             raise ConfigError(
                 f"{self.path}: no dataset '{name}' under 'datasets' (known: {', '.join(self.datasets)}); "

@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny generated sample (real videos), and the CLI run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_SAMPLE = {"seed": 3, "train": 3, "validation": 2, "test": 2, "subjects": {"Train": 1, "Validation": 1, "Test": 1},
+               "fps": 10, "seconds": 1.0, "width": 320, "height": 240}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_torch_home(tmp_path_factory):
+    # No test may download weights or read the user's weight cache.
+    home = tmp_path_factory.mktemp("torch_home")
+    old = {k: os.environ.get(k) for k in ("TORCH_HOME", "AFFECTSEQ_OFFLINE")}
+    os.environ["TORCH_HOME"] = str(home)
+    os.environ["AFFECTSEQ_OFFLINE"] = "1"
+    yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def write_manifest(path: Path, datasets: dict, **top) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": next(iter(datasets)),
+                                    **top, "datasets": datasets}))
+    return path
+
+
+def run_cli(*args: str, module: str = "embed", check: int | None = 0, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """A manifest whose default dataset is a tiny generated sample (7 clips x 10 frames, 320x240)."""
+    root = tmp_path_factory.mktemp("tiny")
+    return write_manifest(root / "data_manifest.yaml",
+                          {"tiny": {"layout": "daisee", "root": "data/tiny", "sample": TINY_SAMPLE}})
+
+
+@pytest.fixture(scope="session")
+def tiny_embedded(tiny_manifest) -> dict:
+    """The tiny sample embedded once by the real CLI (random inception weights, CPU)."""
+    proc = run_cli("run", "--manifest", str(tiny_manifest), "--weights", "random", "--device", "cpu", "--quiet")
+    info = last_json(run_cli("info", "--manifest", str(tiny_manifest), "--weights", "random", "--json").stdout)
+    return {"run": proc, "info": info, "store": Path(info["store"]), "manifest": tiny_manifest}
