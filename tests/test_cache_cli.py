@@ -83,3 +83,17 @@ def test_bad_config_exits_2_with_one_line(tmp_path, tiny_manifest):
     assert "datasets.d.root" in proc.stderr and "fix:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("run", "--manifest", str(tiny_manifest), "--backbone", "vgg", check=2)
     assert "unknown backbone 'vgg'; fix: use one of fec, inception, resnet18" in proc.stderr
+
+
+def test_reader_api_matches_plain_zarr(tiny_embedded):
+    from embed.cache import CacheStore
+
+    store = CacheStore(tiny_embedded["store"])
+    ids = store.complete_ids()
+    assert len(ids) == 7 and store.dim == 512 and store.dataset == "tiny"
+    many = store.read_clips(ids, workers=4)
+    raw = zarr.open_group(str(tiny_embedded["store"]), mode="r")["clips"]
+    for clip_id in ids:
+        one = store.read_clip(clip_id)
+        np.testing.assert_array_equal(one.embeddings, raw[clip_id]["embeddings"][...])
+        np.testing.assert_array_equal(many[clip_id].boxes, one.boxes)
