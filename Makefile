@@ -12,12 +12,26 @@ BACKBONE ?= inception
 WEIGHTS ?=
 DEVICE ?=
 LIMIT ?=
+HEAD ?= lstm
+FRAMES ?=
+EPOCHS ?=
+BATCH ?=
+PARAMS ?=
+LOSS ?=
+GRID ?= configs/sample.yaml
+VIDEO ?=
+RUN ?=
 
 opt = $(if $(strip $(2)),$(1) $(2))
 EMBED_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
 	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) $(call opt,--limit,$(LIMIT))
 
-.PHONY: setup demo embed info ls sample test lint bench clean-venv
+SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
+	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) --head $(HEAD) $(call opt,--frames,$(FRAMES)) \
+	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
+	$(foreach p,$(PARAMS),--param $(p))
+
+.PHONY: setup demo embed info ls sample train-seq experiments runs predict test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +41,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the built-in sample: generates it on first use, embeds it with explicitly
-# requested random weights (no downloads possible here), prints where the cache is.
+# requested random weights (no downloads possible here), trains the LSTM head on the cache and
+# prints its test metrics beside the majority baseline, and where the run folder is.
 demo: $(STAMP)
 	$(PY) -m embed run --manifest $(MANIFEST) --dataset sample --backbone inception --weights random
-	$(PY) -m embed info --manifest $(MANIFEST) --dataset sample --backbone inception --weights random
+	$(PY) -m sequence train --manifest $(MANIFEST) --dataset sample --backbone inception --weights random --head lstm
 
 embed: $(STAMP)
 	$(PY) -m embed run $(EMBED_OPTS)
@@ -40,6 +55,18 @@ info: $(STAMP)
 
 ls: $(STAMP)
 	$(PY) -m embed ls --manifest $(MANIFEST)
+
+train-seq: $(STAMP)
+	$(PY) -m sequence train $(SEQ_OPTS)
+
+experiments: $(STAMP)
+	$(PY) -m sequence experiments $(GRID) --manifest $(MANIFEST)
+
+runs: $(STAMP)
+	$(PY) -m sequence runs --manifest $(MANIFEST)
+
+predict: $(STAMP)
+	$(PY) -m sequence predict $(VIDEO) --run $(RUN) $(call opt,--device,$(DEVICE))
 
 sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
@@ -51,7 +78,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
 
 bench: $(STAMP)
-	$(PY) bench/embed_bench.py
+	$(PY) bench/stage_one.py
+	$(PY) bench/stage_two.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,6 +24,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from embed.errors import ConfigError
+
 # Bump whenever the code changes what is written for the same config (new keys, never old stores).
 PREPROCESSING_VERSION = 1
 CACHE_FORMAT = "affectseq-cache/1"
@@ -56,13 +58,22 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def source_fingerprint(path: Path) -> dict:
-    st = path.stat()
+def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def weights_file_identity(path: str | os.PathLike) -> str:
+    """How a weights file is named in a store config (and so in its key)."""
+    return f"file:sha256:{file_sha256(path)[:16]}"
+
+
+def source_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
 
 
 def source_unchanged(path: Path, recorded: dict | None) -> bool:
@@ -195,6 +206,22 @@ class CacheStore:
         with ThreadPoolExecutor(workers) as pool:
             return dict(zip(clip_ids, pool.map(self.read_clip, clip_ids), strict=True))
 
+    def read_arrays(self, clip_ids: list[str], names: tuple[str, ...], workers: int = 8) -> dict[str, dict]:
+        """Only some arrays of many complete clips, concurrently: stage two needs no boxes."""
+        unknown = set(names) - set(ARRAYS)
+        if unknown:
+            raise ValueError(f"unknown cache arrays {sorted(unknown)}; known: {', '.join(ARRAYS)}")
+        clips = self._clips()
+
+        def one(clip_id: str) -> dict:
+            g = clips[clip_id]
+            if g.attrs.get("complete") is not True:
+                raise KeyError(f"{self.path}: clip {clip_id} is not complete")
+            return {name: g[name][...] for name in names}
+
+        with ThreadPoolExecutor(workers) as pool:
+            return dict(zip(clip_ids, pool.map(one, clip_ids), strict=True))
+
     def summary(self) -> dict:
         attrs = self.clip_attrs()
         complete = [a for a in attrs.values() if a.get("complete") is True]
@@ -204,11 +231,45 @@ class CacheStore:
                 "failures": failures, "clips": attrs}
 
 
-def list_stores(cache_dir: Path) -> list[CacheStore]:
+def list_stores(cache_dir: Path, dataset: str = "*") -> list[CacheStore]:
     out = []
-    for path in sorted(Path(cache_dir).glob("*/*.zarr")):
+    for path in sorted(Path(cache_dir).glob(f"{dataset}/*.zarr")):
         try:
             out.append(CacheStore(path))
         except (FileNotFoundError, ValueError, KeyError):
             continue
     return out
+
+
+def weights_match(identity: str, weights: str | None) -> bool:
+    """Does a store's weights identity come from the weights a user names (as on the embed CLI)?"""
+    if weights is None:
+        return True
+    if weights == "random" or weights.startswith("random:"):
+        return identity == (weights if ":" in weights else "random:0")
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return identity == weights_file_identity(path)
+    return identity.split(":sha256:")[0] == weights  # a named release: vggface2:sha256:...
+
+
+def find_store(cache_dir: Path, dataset: str, backbone: str, weights: str | None = None,
+               key: str | None = None) -> CacheStore:
+    """The one store of a dataset matching a backbone (and weights, and key prefix, when given).
+
+    Stage two finds its input this way rather than by recomputing the extraction config, which
+    would mean importing face detection: the configs in the stores themselves are the truth.
+    """
+    stores = [s for s in list_stores(cache_dir, dataset)
+              if s.config.get("backbone") == backbone and weights_match(s.config.get("weights", ""), weights)
+              and (key is None or s.key.startswith(key))]
+    wanted = f"backbone '{backbone}'" + (f", weights '{weights}'" if weights else "") + (f", key {key}" if key else "")
+    if not stores:
+        raise ConfigError(f"{Path(cache_dir) / dataset}: no embedding store for {wanted}; "
+                          f"fix: run `python -m embed run --dataset {dataset} --backbone {backbone}"
+                          f"{' --weights ' + weights if weights else ''}` first (`python -m embed ls` lists stores)")
+    if len(stores) > 1:
+        choices = ", ".join(f"{s.key} ({s.config.get('weights')})" for s in stores)
+        raise ConfigError(f"{Path(cache_dir) / dataset}: {len(stores)} stores match {wanted}: {choices}; "
+                          f"fix: pass --weights or --key to pick one")
+    return stores[0]

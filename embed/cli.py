@@ -10,14 +10,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from embed.console import err, fail, setup_logging
 from embed.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Stage one of affectseq: videos -> cached per-frame face embeddings.")
-err = Console(stderr=True)
 log = logging.getLogger("embed")
 
 ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
@@ -33,16 +32,6 @@ MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most
 DetectEveryOpt = Annotated[int, typer.Option("--detect-every", min=1, help="Run MTCNN on every k-th frame.")]
 DetectWidthOpt = Annotated[int, typer.Option("--detect-width", min=32, help="Width frames are shrunk to for detection.")]
 MinFaceOpt = Annotated[int, typer.Option("--min-face-size", min=8, help="Smallest face, in detection pixels.")]
-
-
-def _setup_logging(quiet: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _detector(detect_every: int, detect_width: int, min_face_size: int):
@@ -67,7 +56,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
 ) -> None:
     """Embed every clip of a dataset into its cache store (skips clips already complete)."""
-    _setup_logging(quiet)
+    setup_logging(quiet)
     try:
         from embed.backbones import get_backbone
         from embed.cache import CacheStore
@@ -83,7 +72,7 @@ def run(
         store = CacheStore.create(m.cache_path, name, embedder.config)
         report = embed_dataset(index, store, embedder, limit=limit, progress=not quiet)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     _print_report(report, loaded.weights_identity)
     raise typer.Exit(report.exit_code)
 
@@ -119,7 +108,7 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """Summarise one store: complete, failed and pending clips, frames, failures."""
-    _setup_logging(quiet=True)
+    setup_logging(quiet=True)
     try:
         from embed.backbones import get_backbone
         from embed.cache import CacheStore, config_key, store_path
@@ -134,7 +123,7 @@ def info(
         config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width,
                                                                            min_face_size), max_fps)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     path = store_path(m.cache_path, name, config)
     summary = CacheStore(path).summary() if (path / "zarr.json").is_file() else \
         {"complete": 0, "failed": 0, "frames": 0, "failures": [], "clips": {}}
@@ -161,14 +150,14 @@ def info(
 @app.command("ls")
 def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = False) -> None:
     """List the stores under the manifest's cache_dir with their configs."""
-    _setup_logging(quiet=True)
+    setup_logging(quiet=True)
     try:
         from embed.cache import list_stores
         from embed.manifest import load_manifest
 
         m = load_manifest(manifest)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     rows = []
     for s in list_stores(m.cache_path):
         summ = s.summary()
@@ -194,7 +183,7 @@ def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = Fa
 @app.command()
 def sample(manifest: ManifestOpt = Path("data_manifest.yaml"), dataset: DatasetOpt = "sample") -> None:
     """Generate the built-in sample dataset if it is missing (deterministic, no downloads)."""
-    _setup_logging()
+    setup_logging()
     try:
         from embed.manifest import load_manifest
         from embed.sample import ensure_sample
@@ -202,10 +191,10 @@ def sample(manifest: ManifestOpt = Path("data_manifest.yaml"), dataset: DatasetO
         m = load_manifest(manifest)
         name, spec = m.dataset(dataset)
         if spec.sample is None:
-            _fail(f"{m.path}: dataset '{name}' has no 'sample' settings; fix: pick a generated dataset")
+            fail(f"{m.path}: dataset '{name}' has no 'sample' settings; fix: pick a generated dataset")
         print(ensure_sample(m, name))
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def main() -> None:

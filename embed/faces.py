@@ -32,6 +32,10 @@ class DetectorConfig:
         d["thresholds"] = list(self.thresholds)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DetectorConfig:
+        return cls(**{**d, "thresholds": tuple(d["thresholds"])})
+
 
 @dataclass
 class FaceTrack:

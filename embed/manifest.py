@@ -24,9 +24,9 @@ class SampleSpec(_Strict):
     """How the built-in synthetic sample is generated (see embed/sample.py)."""
 
     seed: int = 0
-    train: int = Field(48, ge=1)
-    validation: int = Field(16, ge=1)
-    test: int = Field(24, ge=1)
+    train: int = Field(96, ge=1)
+    validation: int = Field(24, ge=1)
+    test: int = Field(32, ge=1)
     subjects: dict[str, int] = Field(default_factory=lambda: {"Train": 6, "Validation": 2, "Test": 3})
     fps: float = Field(10.0, gt=0)
     seconds: float = Field(3.0, gt=0)

@@ -86,10 +86,23 @@ class Embedder:
 
 def embed_video(path: str | Path, backbone: str = "inception", weights: str | None = None,
                 device: str | None = "cpu", detector: DetectorConfig | None = None,
-                max_fps: float | None = None) -> ClipData:
-    """Embed one video in memory (used by stage two's predict); nothing is cached."""
+                max_fps: float | None = None, config: dict | None = None) -> ClipData:
+    """Embed one video in memory (used by stage two's predict); nothing is cached.
+
+    With `config` (a store's extraction config) the backbone, detector and frame policy are taken
+    from it, and the result is guaranteed to match that store: different weights (or code that
+    preprocesses differently) are an error, never silently different embeddings.
+    """
+    if config is not None:
+        backbone, max_fps = config["backbone"], config["frames"]["max_fps"]
+        detector = DetectorConfig.from_dict(config["detector"])
     loaded = get_backbone(backbone).build(weights, resolve_device(device))
     embedder = Embedder(loaded, detector, max_fps)
+    if config is not None and embedder.config != config:
+        diff = sorted(k for k in config if embedder.config.get(k) != config.get(k))
+        raise ConfigError(f"{path}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
+                          f"(weights here {loaded.weights_identity}, cache {config.get('weights')}); "
+                          f"fix: pass --weights with the weights the cache was embedded with")
     return embedder.embed_frames(embedder.decode(Path(path)), path)
 
 

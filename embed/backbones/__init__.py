@@ -12,7 +12,6 @@ owns how weights are chosen, loaded and identified, the same way for every backb
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -23,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from embed.cache import file_sha256, weights_file_identity
 from embed.errors import ConfigError
 from embed.plugins import import_submodules
 
@@ -47,14 +47,6 @@ def get_backbone(name: str) -> Backbone:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown backbone '{name}'; fix: use one of {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def offline() -> bool:
@@ -116,7 +108,7 @@ class Backbone(ABC):
             return f"{weights}:sha256:{file_sha256(cached)[:16]}"
         path = Path(weights).expanduser()
         if path.is_file():
-            return f"file:sha256:{file_sha256(path)[:16]}"
+            return weights_file_identity(path)
         raise ConfigError(
             f"weights '{weights}' for backbone '{self.name}': no such file and not one of "
             f"{', '.join(self.weight_choices())}; fix: pass one of those"

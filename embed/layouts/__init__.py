@@ -59,11 +59,12 @@ def check_clip_id(clip_id: str, where: str) -> str:
     return clip_id
 
 
-def read_dataset(manifest: Manifest, name: str | None = None) -> DatasetIndex:
-    """Index a dataset of the manifest (generating the built-in sample first if it is missing)."""
+def read_dataset(manifest: Manifest, name: str | None = None, generate: bool = True) -> DatasetIndex:
+    """Index a dataset of the manifest (generating the built-in sample first if it is missing and
+    `generate` is set; stage two passes False: it reads labels and never writes videos)."""
     import_submodules("embed.layouts")
     name, spec = manifest.dataset(name)
-    if spec.sample is not None:
+    if spec.sample is not None and generate:
         from embed.sample import ensure_sample
 
         ensure_sample(manifest, name)

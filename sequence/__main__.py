@@ -1,0 +1,3 @@
+from sequence.cli import main
+
+main()

@@ -1,0 +1,245 @@
+"""`python -m sequence`: typer CLI for stage two. Parses options and calls the library; no logic here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from embed.console import err, fail, setup_logging
+from embed.errors import ClipError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Stage two of affectseq: sequence heads on cached embeddings; metrics, runs, predict.")
+log = logging.getLogger("sequence")
+
+ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset [default: the manifest's].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, last on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+
+
+def _param(values: list[str]) -> dict:
+    """--param hidden=512,1024 --param dropout=0.5 -> {"hidden": [512, 1024], "dropout": 0.5}."""
+    out = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--param {item!r}: expected key=value; fix: e.g. --param hidden=256,256")
+        if value == "" or "," in value:
+            out[key] = [yaml.safe_load(v) for v in value.split(",") if v != ""]
+        else:
+            out[key] = yaml.safe_load(value)
+    return out
+
+
+def _state_table(result: dict, states: list[str]) -> Table:
+    t = Table(title=f"test metrics — {Path(result['run']).name}")
+    for col in ("state", "accuracy", "majority", "Δ points", "macro-F1", "weighted-F1", "F1 per level",
+                "2-level acc"):
+        t.add_column(col, justify="right" if col != "state" else "left")
+    for s in states:
+        m = result["test"].get(s)
+        if not m:
+            continue
+        t.add_row(s, f"{m['accuracy']:.3f}", f"{m['majority_accuracy']:.3f}",
+                  f"{100 * (m['accuracy'] - m['majority_accuracy']):+.1f}", f"{m['macro_f1']:.3f}",
+                  f"{m['weighted_f1']:.3f}", "/".join(f"{v:.2f}" for v in m["per_level_f1"]),
+                  f"{m['binary_accuracy']:.3f}")
+    return t
+
+
+@app.command()
+def train(
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    config: Annotated[Path | None, typer.Option(help="YAML of settings (as in a grid's base); options override it.")]
+    = None,
+    dataset: DatasetOpt = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="Backbone whose cache to train on.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Pick the store by weights, as on `embed run`.")]
+    = None,
+    key: Annotated[str | None, typer.Option(help="Pick the store by key (prefix).")] = None,
+    head: Annotated[str | None, typer.Option(help="lstm, gru, fc, tcn [default: lstm].")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", help="Head parameter key=value (lists comma-separated), repeatable.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per clip, uniform over time; 0: all [100].")] = None,
+    stride: Annotated[int | None, typer.Option(help="Keep every k-th face frame first.")] = None,
+    train_clips: Annotated[int | None, typer.Option(help="Seeded random subset of Train [all].")] = None,
+    loss: Annotated[str | None, typer.Option(help="weighted_ce, ce, focal or ordinal [weighted_ce].")] = None,
+    sampler: Annotated[str | None, typer.Option(help="shuffle or weighted (class-balanced draws).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs [30].")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size [32].")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate [1e-3].")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs [8].")] = None,
+    select: Annotated[str | None, typer.Option(help="Validation score: macro_f1, accuracy or loss.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, subset and batch order [0].")] = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a head on Train, select by Validation, report on Test; write a run folder."""
+    setup_logging(quiet)
+    try:
+        from embed.manifest import load_manifest
+        from sequence.config import parse_config
+        from sequence.experiment import train_run
+
+        m = load_manifest(manifest)
+        raw = {}
+        if config is not None:
+            if not config.is_file():
+                raise ConfigError(f"{config}: no such file; fix: pass an existing YAML file to --config")
+            raw = yaml.safe_load(config.read_text()) or {}
+        given = {"dataset": dataset, "backbone": backbone, "weights": weights, "key": key, "head": head,
+                 "frames": frames, "stride": stride, "train_clips": train_clips, "loss": loss, "sampler": sampler,
+                 "epochs": epochs, "batch": batch, "lr": lr, "patience": patience, "select": select, "seed": seed,
+                 "device": device}
+        raw.update({k: v for k, v in given.items() if v is not None})
+        if param:
+            raw["head_params"] = {**raw.get("head_params", {}), **_param(param)}
+        cfg = parse_config(raw, str(config) if config else "options")
+        result = train_run(m, cfg, progress=not quiet)
+    except ConfigError as e:
+        fail(str(e))
+    err.print(_state_table(result, m.states))
+    err.print(f"run folder: {result['run']}", highlight=False, soft_wrap=True)
+    print(json.dumps(result) if as_json else result["run"])
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-evaluate a run from its folder and the cache (e.g. after fixing labels)."""
+    setup_logging(quiet=True)
+    try:
+        from embed.manifest import load_manifest
+        from sequence.experiment import evaluate_run
+
+        m = load_manifest(manifest)
+        result = evaluate_run(run, m, device or "auto")
+    except ConfigError as e:
+        fail(str(e))
+    err.print(_state_table(result, m.states))
+    print(json.dumps(result) if as_json else result["run"])
+
+
+@app.command()
+def predict(
+    video: Annotated[Path, typer.Argument(help="A video file.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="A finished run folder.")],
+    weights: Annotated[str | None, typer.Option(help="Backbone weights, if the run's cannot be found.")] = None,
+    window: Annotated[float | None, typer.Option(help="Window in seconds [the run's training clip length].")] = None,
+    hop: Annotated[float, typer.Option(help="Seconds between window starts.")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="Folder for the timeline [RUN/predictions/VIDEO].")] = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each state's level and probabilities for a video; a timeline (CSV, JSON, PNG) if it is long."""
+    setup_logging(quiet=True)
+    try:
+        from sequence.predict import predict_video
+
+        result = predict_video(video, run, weights, device or "auto", window, hop, out)
+    except (ConfigError, ClipError) as e:
+        fail(str(e))
+    t = Table(title=f"{video.name}: {result['windows']} window(s) of {result['window_seconds']:.1f} s")
+    for col in ("state", "level", "p(0)", "p(1)", "p(2)", "p(3)"):
+        t.add_column(col)
+    for s, v in result["states"].items():
+        t.add_row(s, str(v["level"]), *(f"{p:.2f}" for p in v["probs"]))
+    err.print(t)
+    if result["timeline"]:
+        err.print(f"timeline: {result['timeline_png']}", highlight=False, soft_wrap=True)
+    print(json.dumps(result) if as_json else json.dumps(result["states"]))
+
+
+def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str,
+                states: list[str]) -> None:
+    from sequence.runs import to_csv, to_markdown
+
+    if as_json:
+        print(json.dumps(rows))
+    elif markdown:
+        print(to_markdown(rows))
+    elif as_csv:
+        print(to_csv(rows), end="")
+    else:
+        # The terminal view folds each state's three columns into one; CSV/Markdown/JSON keep them all.
+        t = Table(title=title + "; per state: accuracy (majority) macro-F1")
+        keep = ["run", "backbone", "train clips", "frames", "batch", "epochs", "head", "loss"]
+        for col in [*keep, *states]:
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            cells = [str(r[c]) for c in keep]
+            cells += [f"{r[s[0] + ' acc']:.2f} ({r[s[0] + ' maj']:.2f}) {r[s[0] + ' F1']:.2f}"
+                      if r[s[0] + " acc"] != "" else "-" for s in states]
+            t.add_row(*cells)
+        Console(width=max(Console().width, 160)).print(t)
+
+
+@app.command()
+def runs(
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this dataset's runs [all].")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="A Markdown table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The comparison table of every finished run (test accuracy and macro-F1 beside the majority rate)."""
+    setup_logging(quiet=True)
+    try:
+        from embed.manifest import load_manifest
+        from sequence.runs import comparison_rows, list_runs
+
+        m = load_manifest(manifest)
+    except ConfigError as e:
+        fail(str(e))
+    found, partial = list_runs(m.runs_path, dataset or "*")
+    for p in partial:
+        log.warning("%s: unfinished run (killed or still running); not listed", p)
+    _print_rows(comparison_rows(found, m.states), markdown, as_csv, as_json,
+                f"{len(found)} runs under {m.runs_path} (test split; epochs = best/trained/max)", m.states)
+
+
+@app.command()
+def experiments(
+    grid: Annotated[Path, typer.Argument(help="A grid YAML (see configs/).")],
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table as Markdown.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every configuration of a grid over the cache, then print their comparison table."""
+    setup_logging(quiet)
+    try:
+        from embed.manifest import load_manifest
+        from sequence.experiment import run_grid
+        from sequence.runs import comparison_rows, load_run
+
+        m = load_manifest(manifest)
+        results, failures = run_grid(m, grid, progress=not quiet)
+    except ConfigError as e:
+        fail(str(e))
+    rows = comparison_rows([load_run(Path(r["run"])) for r in results], m.states)
+    _print_rows(rows, markdown, False, False, f"{grid}: {len(results)} runs (test split)", m.states)
+    for f in failures:
+        err.print(f"[red]experiment {f['experiment']} did not run:[/] {f['error']}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if failures else 0)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,50 @@
+"""One training run's settings: validated (unknown keys are errors), the same for CLI, grids and runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from embed.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = None  # None: the manifest's default dataset
+    backbone: str = "inception"
+    weights: str | None = None  # None: the only store of this backbone; else as on `embed run`
+    key: str | None = None  # a store key (prefix), to pick among several stores
+    head: str = "lstm"
+    head_params: dict[str, Any] = Field(default_factory=dict)
+    frames: int | None = Field(100, ge=0)  # per clip, uniform over its face frames; 0/None: all
+    stride: int | None = Field(None, ge=1)
+    train_clips: int | None = Field(None, ge=1)  # seeded random subset of Train; None: all
+    loss: Literal["weighted_ce", "ce", "focal", "ordinal"] = "weighted_ce"
+    focal_gamma: float = Field(2.0, ge=0)
+    sampler: Literal["shuffle", "weighted"] = "shuffle"
+    epochs: int = Field(30, ge=1)
+    batch: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    patience: int = Field(8, ge=1)  # epochs without a better validation score before stopping
+    select: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"  # validation score for early stopping
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(x) for x in err["loc"]) or "(top)"
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(TrainConfig.model_fields)
+        return f"unknown key '{loc}'; fix: use one of {known}"
+    return f"key '{loc}': {err['msg']}; fix: correct the value"
+
+
+def parse_config(raw: dict, where: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {_describe(e.errors()[0])}") from None

@@ -1,0 +1,168 @@
+"""A training run end to end (cache -> data -> fit -> metrics -> run folder), re-evaluation, and grids."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from embed.cache import CacheStore, find_store
+from embed.errors import ConfigError
+from embed.layouts import read_dataset
+from embed.manifest import Manifest
+from sequence import plots
+from sequence.config import TrainConfig, parse_config
+from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
+from sequence.heads import build_head, resolve_params
+from sequence.metrics import evaluate, majority_levels
+from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_json, write_yaml
+from sequence.train import fit, predict_probs, resolve_device
+
+log = logging.getLogger(__name__)
+SPLITS = ("Train", "Validation", "Test")
+DataMemo = dict[tuple, tuple[dict[str, SequenceSet], LoadReport]]
+
+
+def _load(manifest: Manifest, dataset: str, store: CacheStore, policy: FramePolicy,
+          memo: DataMemo | None) -> tuple[dict[str, SequenceSet], LoadReport]:
+    key = (str(store.path), policy)
+    if memo is not None and key in memo:
+        return memo[key]
+    index = read_dataset(manifest, dataset, generate=False)
+    data, report = load_splits(store, index, manifest.states, policy)
+    for split in ("Train", "Validation"):
+        if len(data[split]) == 0:
+            raise ConfigError(f"{store.path}: no {split} clips with both a label and complete embeddings; "
+                              f"fix: run `python -m embed run --dataset {dataset} --backbone {store.config['backbone']}`"
+                              f" until its {split} clips are complete")
+    if memo is not None:
+        memo[key] = (data, report)
+    return data, report
+
+
+def command_line() -> str:
+    prog = Path(sys.argv[0]).name
+    head = ["python", "-m", "sequence"] if prog in ("__main__.py", "sequence") else [prog]
+    return shlex.join([*head, *sys.argv[1:]])
+
+
+def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo: DataMemo | None = None,
+              command: str | None = None) -> dict:
+    """Train one configuration and write its run folder. Returns {"run", "validation", "test"}."""
+    dataset, _ = manifest.dataset(cfg.dataset)
+    store = find_store(manifest.cache_path, dataset, cfg.backbone, cfg.weights, cfg.key)
+    device = resolve_device(cfg.device)
+    head_params = resolve_params(cfg.head, cfg.head_params)
+    build_head(cfg.head, store.dim, manifest.states, manifest.levels, head_params)  # bad params fail before loading
+    policy = FramePolicy(cfg.frames or None, cfg.stride)
+    data, report = _load(manifest, dataset, store, policy, memo)
+    train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_head(cfg.head, store.dim, manifest.states, manifest.levels, head_params)
+    resolved = {**cfg.model_dump(), "dataset": dataset, "head_params": head_params,
+                "states": manifest.states, "levels": manifest.levels, "manifest": str(manifest.path),
+                "clip_seconds": float(np.median(train.durations)),
+                "parameters": sum(p.numel() for p in model.parameters())}
+
+    run_dir = create_run_dir(manifest.runs_path, dataset, cfg.backbone, cfg.head)
+    write_yaml(run_dir / "config.yaml", resolved)
+    write_json(run_dir / "store.json", {"path": str(store.path), "key": store.key, "config": store.config})
+    write_json(run_dir / "data.json", {**report.as_dict(), "clips": {s: len(d) for s, d in data.items()},
+                                       "train_clips_used": len(train)})
+    (run_dir / "command.txt").write_text((command or command_line()) + "\n")
+    log.info("run %s: %s on %d train clips (%d params)", run_dir.name, cfg.head, len(train), resolved["parameters"])
+
+    best_state, history, best_epoch = fit(model, train, data["Validation"], cfg, manifest.levels, device, progress)
+    model.load_state_dict(best_state)
+    save_model(run_dir / "model.pt", model, head_params, store.dim, manifest.levels)
+    hist = [vars(h) for h in history]
+    write_json(run_dir / "history.json", hist)
+    plots.curves_png(run_dir / "curves.png", hist, best_epoch)
+    metrics = _evaluate(model, data, train, manifest, cfg.batch, device)
+    metrics.update({"best_epoch": best_epoch, "epochs_trained": len(history), "train_clips": len(train)})
+    _confusion_plots(run_dir, metrics, cfg)
+    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run finished
+    final = finish_run(run_dir)
+    return {"run": str(final), "validation": metrics["validation"], "test": metrics["test"]}
+
+
+def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest: Manifest, batch: int,
+              device: torch.device) -> dict:
+    majority = majority_levels(train.y.numpy(), manifest.states, manifest.levels)
+    out = {}
+    for split, key in (("Validation", "validation"), ("Test", "test")):
+        d = data[split]
+        out[key] = {} if len(d) == 0 else evaluate(d.y.numpy(), predict_probs(model, d, batch, device),
+                                                   manifest.states, manifest.levels, majority)
+    return out
+
+
+def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:
+    for state, m in metrics["test"].items():
+        plots.confusion_png(run_dir / f"confusion_{state}.png", state, m["confusion"],
+                            f"test acc {m['accuracy']:.2f} (majority {m['majority_accuracy']:.2f}), "
+                            f"macro-F1 {m['macro_f1']:.2f}  [{cfg.head}]")
+
+
+def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto") -> dict:
+    """Re-evaluate a finished run from its folder and the cache; rewrites metrics.json."""
+    run = load_run(run_dir)
+    cfg = TrainConfig.model_validate({k: v for k, v in run["config"].items() if k in TrainConfig.model_fields})
+    store_path = Path(run["store"]["path"])
+    store = CacheStore(store_path) if (store_path / "zarr.json").is_file() else \
+        find_store(manifest.cache_path, run["config"]["dataset"], cfg.backbone, key=run["store"]["key"])
+    dev = resolve_device(device)
+    data, _ = _load(manifest, run["config"]["dataset"], store, FramePolicy(cfg.frames or None, cfg.stride), None)
+    train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
+    metrics = {**run["metrics"], **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev)}
+    write_json(Path(run_dir) / "metrics.json", metrics)
+    return {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}
+
+
+GRID_KEYS = {"base", "experiments", "grid"}
+
+
+def expand_grid(path: Path) -> list[TrainConfig]:
+    """A grid file: `base` (settings for all), `experiments` (a list of settings, each one run), and
+    `grid` (lists of values whose every combination is applied to each experiment). All are checked
+    before anything runs."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the grid ({str(e).splitlines()[0]}); fix: correct the file") from None
+    if not isinstance(raw, dict) or set(raw) - GRID_KEYS:
+        extra = sorted(set(raw) - GRID_KEYS) if isinstance(raw, dict) else ["(not a mapping)"]
+        raise ConfigError(f"{path}: unknown key '{extra[0]}'; fix: a grid has only {', '.join(sorted(GRID_KEYS))}")
+    base, experiments, grid = raw.get("base") or {}, raw.get("experiments") or [{}], raw.get("grid") or {}
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    out = []
+    for i, exp in enumerate(experiments, start=1):
+        for combo in combos:
+            merged = {**base, **exp, **combo}
+            if "head_params" in base and "head_params" in exp:
+                merged["head_params"] = {**base["head_params"], **exp["head_params"]}
+            out.append(parse_config(merged, f"{path}: experiment {i}"))
+    return out
+
+
+def run_grid(manifest: Manifest, path: Path, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Run every configuration of a grid over the cache (each split loaded once per frame policy).
+    A configuration that cannot run (no cache for its backbone, say) is reported and skipped."""
+    configs = expand_grid(path)
+    memo: DataMemo = {}
+    results, failures = [], []
+    for i, cfg in enumerate(configs, start=1):
+        log.info("experiment %d/%d: %s %s, %s frames, batch %d", i, len(configs), cfg.backbone, cfg.head,
+                 cfg.frames or "all", cfg.batch)
+        try:
+            results.append(train_run(manifest, cfg, progress, memo, command=f"{command_line()}  # experiment {i}"))
+        except ConfigError as e:
+            log.error("experiment %d: %s", i, e)
+            failures.append({"experiment": i, "error": str(e)})
+    return results, failures

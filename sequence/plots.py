@@ -1,0 +1,65 @@
+"""PNG plots of what people would rather see than read: confusion matrices, curves, timelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window (and no display on servers)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+
+def confusion_png(path: Path, state: str, confusion: list[list[int]], title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=list(range(len(confusion)))).plot(
+        ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(f"{state}: {title}", fontsize=9)
+    ax.set_xlabel("predicted level")
+    ax.set_ylabel("true level")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves_png(path: Path, history: list[dict], best_epoch: int) -> None:
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    a.plot(epochs, [h["train_loss"] for h in history], label="train")
+    a.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss (sum over states)")
+    b.plot(epochs, [h["val_macro_f1"] for h in history], label="validation macro-F1 (mean of states)")
+    b.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy (mean of states)")
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1)
+    for ax in (a, b):
+        ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def timeline_png(path: Path, centers: np.ndarray, probs: dict[str, np.ndarray], title: str) -> None:
+    """Each state's most likely level (steps) and expected level (line) over the video."""
+    states = list(probs)
+    fig, axes = plt.subplots(len(states), 1, figsize=(9, 1.7 * len(states) + 0.6), sharex=True)
+    for ax, s in zip(np.atleast_1d(axes), states, strict=True):
+        p = probs[s]
+        levels = np.arange(p.shape[1])
+        ax.step(centers, p.argmax(1), where="mid", label="most likely level")
+        ax.plot(centers, p @ levels, alpha=0.7, label="expected level")
+        ax.set_ylim(-0.3, p.shape[1] - 0.7)
+        ax.set_yticks(levels)
+        ax.set_ylabel(s, fontsize=9)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper right")
+    np.atleast_1d(axes)[0].set_title(title, fontsize=9)
+    np.atleast_1d(axes)[-1].set_xlabel("time (s, window centre)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

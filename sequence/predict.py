@@ -1,0 +1,110 @@
+"""Predict the four states of a new video with a finished run: embed it in memory exactly as the
+run's cache was embedded, then score windows of the run's clip length along it."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from embed.cache import ClipData, weights_match
+from embed.errors import ClipError, ConfigError
+from sequence import plots
+from sequence.data import FramePolicy, to_tensors
+from sequence.runs import load_model, load_run, write_json
+from sequence.train import predict_probs, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def weights_for(identity: str, recorded: str | None, given: str | None) -> str:
+    """The --weights value that rebuilds the backbone behind a store's weights identity."""
+    if given:
+        return given
+    if identity.startswith("random:"):
+        return identity
+    if identity.startswith("file:"):
+        if recorded and weights_match(identity, recorded):
+            return recorded
+        raise ConfigError(f"the run's embeddings came from a weights file ({identity}) that is not at "
+                          f"{recorded or 'a recorded path'}; fix: pass --weights /path/to/that/file")
+    return identity.split(":sha256:")[0]  # a named release
+
+
+def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[float, float]]:
+    """[start, end) windows of `window` seconds every `hop` seconds; one window over the whole video
+    when it is not clearly longer than one window."""
+    step = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
+    duration = float(timestamps[-1]) + step
+    if duration <= window + hop / 2:
+        return [(0.0, duration)]
+    starts = np.arange(0.0, duration - window + 1e-6, hop)
+    return [(float(s), float(s) + window) for s in starts]
+
+
+def score_windows(clip: ClipData, spans: list[tuple[float, float]], run_dir: Path, cfg: dict,
+                  device: str = "auto") -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
+    """Per-window probabilities {state: (W, levels)} for the windows that contain a face."""
+    policy = FramePolicy(cfg["frames"] or None, cfg["stride"])
+    kept, arrays = [], []
+    for start, end in spans:
+        rows = (clip.timestamps >= start - 1e-6) & (clip.timestamps < end - 1e-6)
+        if (clip.face_prob[rows] > 0).any():
+            kept.append((start, end))
+            arrays.append((clip.embeddings[rows], clip.face_prob[rows], clip.timestamps[rows]))
+    if not kept:
+        raise ClipError("no window of the video has a face; fix: check that the video shows a face")
+    labels = np.zeros((len(kept), len(cfg["states"])), dtype=np.int64)
+    data = to_tensors(arrays, policy, labels, [f"w{i}" for i in range(len(kept))])
+    dev = resolve_device(device)
+    return kept, predict_probs(load_model(run_dir, dev), data, cfg["batch"], dev)
+
+
+def predict_video(video: Path, run_dir: Path, weights: str | None = None, device: str = "auto",
+                  window: float | None = None, hop: float = 1.0, out_dir: Path | None = None) -> dict:
+    from embed.pipeline import embed_video  # the one stage-one entry stage two may use (DESIGN.md)
+
+    run = load_run(run_dir)
+    cfg, store_config = run["config"], run["store"]["config"]
+    video = Path(video)
+    if not video.is_file():
+        raise ConfigError(f"{video}: no such video; fix: pass the path of a video file")
+    window = window or cfg["clip_seconds"]
+    if window <= 0 or hop <= 0:
+        raise ConfigError(f"--window {window} / --hop {hop}: both must be positive seconds; fix: e.g. --window 10 --hop 1")
+    w = weights_for(store_config["weights"], cfg.get("weights"), weights)
+    clip = embed_video(video, weights=w, device=device, config=store_config)
+    spans = windows(clip.timestamps, window, hop)
+    kept, probs = score_windows(clip, spans, Path(run_dir), cfg, device)
+    overall = {s: p.mean(0) for s, p in probs.items()}
+    result = {"video": str(video), "run": str(run_dir), "windows": len(kept), "window_seconds": window,
+              "states": {s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]}
+                         for s, p in overall.items()},
+              "timeline": None}
+    if len(spans) > 1:
+        out_dir = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / video.stem
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result["timeline"] = str(_write_timeline(out_dir, kept, probs, f"{video.name} — {Path(run_dir).name}"))
+        result["timeline_csv"] = str(out_dir / "timeline.csv")
+        result["timeline_png"] = str(out_dir / "timeline.png")
+    return result
+
+
+def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], title: str) -> Path:
+    centers = np.array([(a + b) / 2 for a, b in spans])
+    rows = []
+    for i, (a, b) in enumerate(spans):
+        row = {"start": round(a, 3), "end": round(b, 3), "center": round(float(centers[i]), 3)}
+        for s, p in probs.items():
+            row[f"{s}_level"] = int(p[i].argmax())
+            row.update({f"{s}_p{k}": round(float(v), 4) for k, v in enumerate(p[i])})
+        rows.append(row)
+    with open(out_dir / "timeline.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json(out_dir / "timeline.json", rows)
+    plots.timeline_png(out_dir / "timeline.png", centers, probs, title)
+    return out_dir / "timeline.json"

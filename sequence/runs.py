@@ -1,0 +1,130 @@
+"""Run folders and the comparison table across runs.
+
+A run is written into `<runs_dir>/<dataset>/<name>.partial/` and renamed to `<name>/` only after its
+last file (metrics.json) is in place, so a killed run never leaves a folder that looks finished.
+A finished folder holds everything needed to re-evaluate it or predict with it (plus the cache):
+config.yaml (resolved settings), store.json (the cache store and its extraction config), data.json
+(what was loaded and what was missing), history.json, model.pt, metrics.json, plots, command.txt.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from embed.errors import ConfigError
+from sequence.heads import Head, build_head, describe
+
+PARTIAL = ".partial"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def create_run_dir(runs_path: Path, dataset: str, backbone: str, head: str) -> Path:
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{backbone}-{head}-{secrets.token_hex(2)}"
+    path = Path(runs_path) / dataset / (name + PARTIAL)
+    path.mkdir(parents=True)
+    return path
+
+
+def finish_run(partial: Path) -> Path:
+    final = partial.with_name(partial.name.removesuffix(PARTIAL))
+    os.replace(partial, final)
+    return final
+
+
+def save_model(path: Path, model: Head, head_params: dict, input_dim: int, levels: int) -> None:
+    torch.save({"head": model.name, "head_params": head_params, "input_dim": input_dim, "states": model.states,
+                "levels": levels, "state_dict": model.state_dict()}, path)
+
+
+def load_model(run_dir: Path, device: torch.device) -> Head:
+    ckpt = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=True)
+    model = build_head(ckpt["head"], ckpt["input_dim"], ckpt["states"], ckpt["levels"], ckpt["head_params"])
+    state = ckpt["state_dict"]
+    model.input_mean, model.input_std = state["input_mean"], state["input_std"]  # sized by training
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def load_run(run_dir: Path) -> dict:
+    """config, store, metrics (and data) of a finished run folder."""
+    run_dir = Path(run_dir)
+    if run_dir.name.endswith(PARTIAL) or not (run_dir / "metrics.json").is_file():
+        raise ConfigError(f"{run_dir}: not a finished run (no metrics.json; a killed or running training?); "
+                          f"fix: pass a run folder listed by `python -m sequence runs`")
+    out = {"path": run_dir, "config": yaml.safe_load((run_dir / "config.yaml").read_text())}
+    for name in ("store", "metrics", "data"):
+        out[name] = json.loads((run_dir / f"{name}.json").read_text())
+    return out
+
+
+def list_runs(runs_path: Path, dataset: str = "*") -> tuple[list[dict], list[Path]]:
+    """Finished runs (oldest first) and unfinished folders."""
+    runs, partial = [], []
+    for path in sorted(Path(runs_path).glob(f"{dataset}/*")):
+        if not path.is_dir():
+            continue
+        try:
+            runs.append(load_run(path))
+        except (ConfigError, OSError, ValueError):
+            partial.append(path)
+    runs.sort(key=lambda r: r["path"].name)
+    return runs, partial
+
+
+def comparison_rows(runs: list[dict], states: list[str]) -> list[dict]:
+    """One row per run, the columns of the table a researcher keeps by hand."""
+    rows = []
+    for r in runs:
+        c, m, s = r["config"], r["metrics"], r["store"]
+        row = {"run": r["path"].name, "dataset": c["dataset"], "backbone": c["backbone"],
+               "weights": s["config"].get("weights", ""), "train clips": m["train_clips"],
+               "frames": c["frames"] or "all", "dim": s["config"].get("dim"), "batch": c["batch"],
+               "epochs": f"{m['best_epoch']}/{m['epochs_trained']}/{c['epochs']}",
+               "head": describe(c["head"], c["head_params"]), "loss": c["loss"]}
+        for state in states:
+            t = m["test"].get(state)
+            short = state[0]
+            row[f"{short} acc"] = round(t["accuracy"], 3) if t else ""
+            row[f"{short} F1"] = round(t["macro_f1"], 3) if t else ""
+            row[f"{short} maj"] = round(t["majority_accuracy"], 3) if t else ""
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()

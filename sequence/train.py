@@ -1,0 +1,139 @@
+"""One readable training loop: AdamW, per-state losses summed, early stopping on validation."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from embed.errors import ConfigError
+from sequence.config import TrainConfig
+from sequence.data import SequenceSet
+from sequence.heads import Head
+from sequence.losses import make_loss, sample_weights
+from sequence.metrics import evaluate, majority_levels, mean_over_states
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_macro_f1: float
+    val_accuracy: float
+    seconds: float
+
+
+def resolve_device(device: str) -> torch.device:
+    if device in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine; fix: use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device; fix: cpu, cuda or cuda:N") from None
+
+
+def _batches(data: SequenceSet, rows: torch.Tensor, batch: int, device: torch.device):
+    for i in range(0, len(rows), batch):
+        idx = rows[i:i + batch]
+        lengths = data.lengths[idx]
+        x = data.x[idx, : int(lengths.max())]
+        pin = device.type == "cuda"
+        yield (x.pin_memory().to(device, non_blocking=True) if pin else x).float(), lengths.to(device), \
+            data.y[idx].to(device)
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict_probs(model: Head, data: SequenceSet, batch: int, device: torch.device,
+                  amp: bool = False) -> dict[str, np.ndarray]:
+    """{state: (N, levels) softmax probabilities} in the order of data."""
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {s: [] for s in model.states}
+    for x, lengths, _ in _batches(data, torch.arange(len(data)), batch, device):
+        with _autocast(device, amp):
+            logits = model(x, lengths)
+        for s, lg in logits.items():
+            out[s].append(torch.softmax(lg.float(), 1).cpu().numpy())
+    return {s: np.concatenate(v) if v else np.zeros((0, 0)) for s, v in out.items()}
+
+
+def _loss_of(logits: dict[str, torch.Tensor], y: torch.Tensor, losses, states: list[str]) -> torch.Tensor:
+    return sum(fn(logits[s], y[:, i]) for i, (s, fn) in enumerate(zip(states, losses, strict=True)))
+
+
+def fit(model: Head, train: SequenceSet, val: SequenceSet, cfg: TrainConfig, levels: int,
+        device: torch.device, progress: bool = True) -> tuple[dict, list[EpochLog], int]:
+    """Train, keep the parameters of the best validation epoch; returns them, the history and that epoch."""
+    states = model.states
+    train_y = train.y.numpy()
+    losses = make_loss(cfg.loss, train_y, levels, device, cfg.focal_gamma)
+    majority = majority_levels(train_y, states, levels)
+    model.fit_input_stats(train.x, train.lengths)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    draw = torch.as_tensor(sample_weights(train_y, levels)) if cfg.sampler == "weighted" else None
+    steps = -(-len(train) // cfg.batch)
+    history: list[EpochLog] = []
+    best: tuple[float, int, dict] | None = None
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(f"train {model.name}", total=cfg.epochs * steps, info="")
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            rows = (torch.multinomial(draw, len(train), replacement=True, generator=gen) if draw is not None
+                    else torch.randperm(len(train), generator=gen))
+            total, seen = 0.0, 0
+            for x, lengths, y in _batches(train, rows, cfg.batch, device):
+                with _autocast(device, cfg.amp):
+                    loss = _loss_of(model(x, lengths), y, losses, states)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total, seen = total + loss.item() * len(y), seen + len(y)
+                bar.advance(task)
+            val_loss = _evaluate_loss(model, val, losses, cfg, device)
+            probs = predict_probs(model, val, cfg.batch, device, cfg.amp)
+            metrics = evaluate(val.y.numpy(), probs, states, levels, majority)
+            entry = EpochLog(epoch, total / max(seen, 1), val_loss, mean_over_states(metrics, "macro_f1"),
+                             mean_over_states(metrics, "accuracy"), time.perf_counter() - start)
+            history.append(entry)
+            score = {"macro_f1": entry.val_macro_f1, "accuracy": entry.val_accuracy, "loss": -val_loss}[cfg.select]
+            if best is None or score > best[0]:
+                best = (score, epoch, copy.deepcopy(model.state_dict()))
+            bar.update(task, info=f"epoch {epoch}: loss {entry.train_loss:.3f} val {val_loss:.3f} "
+                                  f"F1 {entry.val_macro_f1:.3f} (best {best[1]})")
+            log.debug("%s", asdict(entry))
+            if epoch - best[1] >= cfg.patience:
+                log.info("early stop at epoch %d: no better validation %s since epoch %d", epoch, cfg.select, best[1])
+                bar.update(task, total=epoch * steps, completed=epoch * steps)
+                break
+    assert best is not None
+    return best[2], history, best[1]
+
+
+@torch.inference_mode()
+def _evaluate_loss(model: Head, data: SequenceSet, losses, cfg: TrainConfig, device: torch.device) -> float:
+    model.eval()
+    total = 0.0
+    for x, lengths, y in _batches(data, torch.arange(len(data)), cfg.batch, device):
+        with _autocast(device, cfg.amp):
+            total += float(_loss_of(model(x, lengths), y, losses, model.states)) * len(y)
+    return total / max(len(data), 1)

@@ -1,0 +1,164 @@
+"""Stage two through its real CLI (subprocesses) on real caches embedded by stage one."""
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+import zarr
+
+from embed.manifest import SampleSpec
+from embed.sample import write_video
+from embed.video import decode_video
+from tests.conftest import last_json, run_cli, write_manifest
+
+STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
+FAST = ["--epochs", "3", "--batch", "2", "--param", "hidden=8", "--quiet", "--device", "cpu"]
+
+
+def _train(manifest, *args, check=0):
+    return run_cli("train", "--manifest", str(manifest), "--weights", "random", *FAST, *args, "--json",
+                   module="sequence", check=check)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_embedded):
+    proc = _train(tiny_embedded["manifest"])
+    return {"proc": proc, "result": last_json(proc.stdout), **tiny_embedded}
+
+
+def test_train_writes_a_complete_run_folder(tiny_run):
+    result = tiny_run["result"]
+    run = Path(result["run"])
+    assert run.parent == tiny_run["manifest"].parent / "runs" / "tiny" and not run.name.endswith(".partial")
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "store.json", "data.json", "history.json", "model.pt", "metrics.json", "curves.png",
+            "command.txt", *(f"confusion_{s}.png" for s in STATES)} <= names
+    for split in ("validation", "test"):
+        assert set(result[split]) == set(STATES)
+        for m in result[split].values():
+            assert {"accuracy", "macro_f1", "weighted_f1", "per_level_f1", "confusion", "majority_accuracy",
+                    "binary_accuracy"} <= set(m)
+            assert np.asarray(m["confusion"]).sum() == m["n"] == 2
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["head"] == "lstm" and config["head_params"]["hidden"] == [8] and config["epochs"] == 3
+    store = json.loads((run / "store.json").read_text())
+    assert store["path"] == str(tiny_run["store"]) and store["key"] == tiny_run["info"]["key"]
+    assert (run / "command.txt").read_text().startswith("python -m sequence train --manifest")
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_from_the_run_folder_reproduces_the_metrics(tiny_run):
+    run = tiny_run["result"]["run"]
+    again = last_json(run_cli("evaluate", run, "--manifest", str(tiny_run["manifest"]), "--json",
+                              module="sequence").stdout)
+    assert again["test"] == tiny_run["result"]["test"] and again["validation"] == tiny_run["result"]["validation"]
+
+
+def test_training_is_deterministic_on_cpu(tiny_run):
+    other = last_json(_train(tiny_run["manifest"]).stdout)
+    assert other["run"] != tiny_run["result"]["run"]
+    assert other["test"] == tiny_run["result"]["test"]
+    a = torch.load(Path(other["run"]) / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(Path(tiny_run["result"]["run"]) / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_runs_table_lists_runs_with_the_right_columns(tiny_run):
+    _train(tiny_run["manifest"], "--head", "fc", "--param", "hidden=16,8", "--frames", "5")
+    out = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--csv", module="sequence").stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) >= 2
+    assert list(rows[0])[:11] == ["run", "dataset", "backbone", "weights", "train clips", "frames", "dim", "batch",
+                                  "epochs", "head", "loss"]
+    assert {f"{s[0]} {k}" for s in STATES for k in ("acc", "F1", "maj")} <= set(rows[0])
+    fc = next(r for r in rows if r["head"].startswith("fc"))
+    assert fc["head"] == "fc hidden 16/8 dropout 0.3 pool mean" and fc["frames"] == "5" and fc["dim"] == "512"
+    assert fc["train clips"] == "3" and fc["weights"] == "random:0" and fc["backbone"] == "inception"
+    md = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--markdown", module="sequence").stdout
+    assert md.splitlines()[0].startswith("| run | dataset | backbone |") and len(md.splitlines()) == len(rows) + 2
+
+
+def test_missing_and_unlabelled_clips_are_reported_not_fatal(tiny_embedded, tmp_path):
+    src = tiny_embedded["manifest"].parent
+    shutil.copytree(src / "data" / "tiny", tmp_path / "data")
+    shutil.copytree(tiny_embedded["store"], tmp_path / "cache" / "tiny" / tiny_embedded["store"].name)
+    labels = tmp_path / "data" / "Labels" / "TrainLabels.csv"
+    lines = labels.read_text().splitlines()
+    unlabelled = Path(lines[1].split(",")[0]).stem
+    labels.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    (tmp_path / "data" / "Labels" / "AllLabels.csv").unlink()
+    store = zarr.open_group(str(tmp_path / "cache" / "tiny" / tiny_embedded["store"].name), mode="a")
+    missing = sorted(store["clips"].group_keys())[-1]  # a Test or Validation clip
+    del store["clips"][missing]
+    manifest = write_manifest(tmp_path / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})
+    proc = _train(manifest)
+    data = json.loads((Path(last_json(proc.stdout)["run"]) / "data.json").read_text())
+    assert data["unlabelled"] == [unlabelled]
+    assert [missing] in data["missing_embeddings"].values()
+    assert data["train_clips_used"] == 2
+    assert "no complete embeddings" in proc.stderr and "no label row" in proc.stderr
+
+
+def test_bad_options_exit_2_with_one_line(tiny_embedded):
+    m = str(tiny_embedded["manifest"])
+    proc = run_cli("train", "--manifest", m, "--head", "lstm", "--param", "hiden=8", module="sequence", check=2)
+    assert "head 'lstm' has no parameter 'hiden'; fix:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("train", "--manifest", m, "--backbone", "resnet18", module="sequence", check=2)
+    assert "no embedding store for backbone 'resnet18'" in proc.stderr and "fix: run `python -m embed run" in proc.stderr
+    proc = run_cli("train", "--manifest", m, "--loss", "hinge", module="sequence", check=2)
+    assert "key 'loss'" in proc.stderr
+    proc = run_cli("evaluate", str(tiny_embedded["manifest"].parent), "--manifest", m, module="sequence", check=2)
+    assert "not a finished run" in proc.stderr
+
+
+# ---- the built-in sample, embedded once: the learnability promise and predict over time ----
+
+@pytest.fixture(scope="module")
+def sample_embedded(tmp_path_factory):
+    """The default built-in sample (as `make demo` makes it), embedded with random inception weights."""
+    root = tmp_path_factory.mktemp("sample")
+    spec = yaml.safe_load((Path(__file__).parents[1] / "data_manifest.yaml").read_text())["datasets"]["sample"]
+    manifest = write_manifest(root / "m.yaml", {"sample": spec})
+    run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet", timeout=900)
+    return manifest
+
+
+@pytest.mark.slow
+def test_lstm_beats_the_majority_baseline_on_the_sample(sample_embedded):
+    proc = run_cli("train", "--manifest", str(sample_embedded), "--weights", "random", "--head", "lstm",
+                   "--quiet", "--json", module="sequence", timeout=900)
+    test = last_json(proc.stdout)["test"]
+    gains = {s: m["accuracy"] - m["majority_accuracy"] for s, m in test.items()}
+    assert sum(g >= 0.20 for g in gains.values()) >= 2, gains
+
+
+@pytest.mark.slow
+def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedded, tmp_path):
+    proc = run_cli("train", "--manifest", str(sample_embedded), "--weights", "random", "--head", "fc",
+                   "--epochs", "5", "--quiet", "--json", module="sequence", timeout=900)
+    run = last_json(proc.stdout)["run"]
+    clips = sorted((sample_embedded.parent / "data" / "sample" / "DataSet" / "Test").glob("*/*/*"))[:10]
+    spec = SampleSpec(**yaml.safe_load(sample_embedded.read_text())["datasets"]["sample"]["sample"])
+    joined = tmp_path / "lecture 30s.mp4"
+    frames = (f for c in clips for f in decode_video(c).frames)
+    n = write_video(joined, frames, spec.fps, spec.width, spec.height)
+    assert n == 10 * spec.fps * spec.seconds == 300
+    one = last_json(run_cli("predict", str(clips[0]), "--run", run, "--json", module="sequence").stdout)
+    assert set(one["states"]) == set(STATES) and one["timeline"] is None and one["windows"] == 1
+    for v in one["states"].values():
+        assert v["level"] in range(4) and len(v["probs"]) == 4 and abs(sum(v["probs"]) - 1) < 1e-3
+    out = last_json(run_cli("predict", str(joined), "--run", run, "--hop", "1", "--out", str(tmp_path / "t"),
+                            "--json", module="sequence", timeout=600).stdout)
+    assert out["window_seconds"] == pytest.approx(spec.seconds, abs=0.15)
+    assert out["windows"] == 28  # starts 0..27 s for 3 s windows in 30 s
+    rows = json.loads(Path(out["timeline"]).read_text())
+    assert len(rows) == 28 and all(f"{s}_level" in rows[0] for s in STATES)
+    assert Path(out["timeline_png"]).read_bytes()[:4] == b"\x89PNG" and Path(out["timeline_csv"]).is_file()
+    # The window over the first clip sees the same frames as predicting that clip alone.
+    assert [rows[0][f"{s}_level"] for s in STATES] == [one["states"][s]["level"] for s in STATES]

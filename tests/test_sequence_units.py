@@ -1,0 +1,165 @@
+"""Stage two's parts on small tensors: heads, losses, metrics, frame choice, grids."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from embed.errors import ConfigError
+from sequence.data import FramePolicy, to_tensors
+from sequence.experiment import expand_grid
+from sequence.heads import build_head, head_defaults, head_names
+from sequence.losses import class_weights, focal_loss, ordinal_loss
+from sequence.metrics import state_metrics
+
+STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
+
+
+def _batch(n=8, t=12, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, t, d, generator=g)
+    lengths = torch.randint(3, t + 1, (n,), generator=g)
+    lengths[0] = t
+    x = x * (torch.arange(t)[None, :, None] < lengths[:, None, None])
+    y = torch.randint(0, 4, (n, len(STATES)), generator=g)
+    return x, lengths, y
+
+
+def test_registry_has_the_heads():
+    assert {"lstm", "gru", "fc", "tcn"} <= set(head_names())
+    assert head_defaults("lstm")["hidden"] == [256, 256]
+
+
+@pytest.mark.parametrize("name", head_names())
+def test_head_overfits_a_tiny_batch(name):
+    torch.manual_seed(0)
+    x, lengths, y = _batch()
+    model = build_head(name, 16, STATES, 4, {"dropout": 0.0})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        out = model(x, lengths)
+        assert set(out) == set(STATES) and all(v.shape == (8, 4) for v in out.values())
+        loss = sum(F.cross_entropy(out[s], y[:, i]) for i, s in enumerate(STATES))
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        out = model(x, lengths)
+    assert loss.item() < first / 10
+    for i, s in enumerate(STATES):
+        assert torch.equal(out[s].argmax(1), y[:, i]), s
+
+
+@pytest.mark.parametrize("name", head_names())
+def test_padding_never_changes_the_output(name):
+    """Whatever lies past a clip's length (zeros, noise) must not change its prediction."""
+    torch.manual_seed(1)
+    x, lengths, _ = _batch(seed=2)
+    model = build_head(name, 16, STATES, 4).eval()
+    model.fit_input_stats(x, lengths)
+    noisy = x + torch.randn_like(x) * (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None])
+    longer = torch.cat([x, torch.randn(8, 5, 16)], 1)
+    with torch.no_grad():
+        a, b, c = model(x, lengths), model(noisy, lengths), model(longer, lengths)
+    for s in STATES:
+        torch.testing.assert_close(a[s], b[s], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a[s], c[s], atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_head_or_parameter_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown head 'transformer'; fix: use one of"):
+        build_head("transformer", 16, STATES, 4)
+    with pytest.raises(ConfigError, match="head 'lstm' has no parameter 'hiden'; fix: use one of hidden"):
+        build_head("lstm", 16, STATES, 4, {"hiden": [8]})
+
+
+def test_lstm_stacks_layers_of_different_sizes():
+    model = build_head("lstm", 16, STATES, 4, {"hidden": [8, 24], "fc": [5]})
+    assert [layer.hidden_size for layer in model.layers] == [8, 24]
+    assert model.outputs["Boredom"].in_features == 5
+
+
+def test_metrics_against_hand_computed_values():
+    y_true = np.array([0, 0, 1, 2, 3, 3])
+    y_pred = np.array([0, 1, 1, 2, 3, 0])
+    m = state_metrics(y_true, y_pred, 4, majority_level=0)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # level 0: P 1/2 R 1/2; level 1: P 1/2 R 1; level 2: P 1 R 1; level 3: P 1 R 1/2
+    assert m["per_level_f1"] == pytest.approx([0.5, 2 / 3, 1.0, 2 / 3])
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 1 + 2 / 3) / 4)
+    assert m["weighted_f1"] == pytest.approx((2 * 0.5 + 1 * 2 / 3 + 1 * 1 + 2 * 2 / 3) / 6)
+    assert m["confusion"] == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]]
+    assert m["majority_accuracy"] == pytest.approx(2 / 6)
+    assert m["majority_macro_f1"] == pytest.approx(0.5 / 4)  # level 0: P 1/3 R 1 -> F1 1/2; others 0
+    # low (0-1) vs high (2-3): only the last sample is wrong
+    assert m["binary_accuracy"] == pytest.approx(5 / 6)
+
+
+def test_class_weights_are_balanced():
+    w = class_weights(np.array([0, 0, 0, 1]), 4)
+    np.testing.assert_allclose(w, [4 / 6, 2.0, 1.0, 1.0], rtol=1e-6)
+
+
+def test_focal_loss_reduces_to_cross_entropy_at_gamma_0_and_discounts_easy_samples():
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4]])
+    y = torch.tensor([0, 3])
+    torch.testing.assert_close(focal_loss(logits, y, None, 0.0), F.cross_entropy(logits, y))
+    p = F.softmax(logits, 1)[[0, 1], [0, 3]]
+    expected = (-(1 - p) ** 2 * p.log()).mean()
+    torch.testing.assert_close(focal_loss(logits, y, None, 2.0), expected)
+
+
+def test_ordinal_loss_hand_case_and_order():
+    logits = torch.log(torch.tensor([[0.7, 0.1, 0.1, 0.1]]))
+    expected = -(math.log(0.7) + math.log(0.8) + math.log(0.9))
+    assert ordinal_loss(logits, torch.tensor([0]), None).item() == pytest.approx(expected, rel=1e-5)
+    # Mass on a far level costs more than the same mass on a near one; cross-entropy cannot tell.
+    near = torch.log(torch.tensor([[0.5, 0.5, 1e-9, 1e-9]]))
+    far = torch.log(torch.tensor([[0.5, 1e-9, 1e-9, 0.5]]))
+    assert ordinal_loss(far, torch.tensor([0]), None) > ordinal_loss(near, torch.tensor([0]), None)
+    torch.testing.assert_close(F.cross_entropy(near, torch.tensor([0])), F.cross_entropy(far, torch.tensor([0])))
+
+
+def test_frame_policy_masks_faceless_frames_and_spreads_uniformly():
+    prob = np.ones(300, dtype=np.float32)
+    prob[100:150] = 0
+    idx = FramePolicy(frames=10).select(prob)
+    assert len(idx) == 10 and idx[0] == 0 and idx[-1] == 299 and not np.isin(idx, np.arange(100, 150)).any()
+    assert len(FramePolicy(frames=None).select(prob)) == 250
+    assert list(FramePolicy(frames=None, stride=100).select(prob)) == [0, 150, 250]  # every 100th *face* frame
+    assert len(FramePolicy(frames=500).select(prob)) == 250
+
+
+def test_to_tensors_pads_and_keeps_lengths():
+    rng = np.random.default_rng(0)
+    clips = []
+    for t, faces in ((30, 30), (20, 12)):
+        prob = np.r_[np.ones(faces), np.zeros(t - faces)].astype(np.float32)
+        clips.append((rng.standard_normal((t, 4)).astype(np.float16), prob, np.arange(t, dtype=np.float32) / 10))
+    s = to_tensors(clips, FramePolicy(frames=15), np.zeros((2, 4), dtype=np.int64), ["a", "b"])
+    assert s.x.shape == (2, 15, 4) and s.x.dtype == torch.float16
+    assert s.lengths.tolist() == [15, 12]
+    assert (s.x[1, 12:] == 0).all()
+    np.testing.assert_allclose(s.durations, [3.0, 2.0], rtol=1e-5)
+
+
+def test_grid_expands_experiments_times_grid_and_checks_everything_first(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("base: {epochs: 3, head_params: {dropout: 0.1}}\n"
+                    "experiments:\n  - {head: lstm, head_params: {hidden: [8]}}\n  - {head: fc}\n"
+                    "grid: {frames: [10, 20], batch: [4]}\n")
+    configs = expand_grid(grid)
+    assert [(c.head, c.frames, c.batch, c.epochs) for c in configs] == [
+        ("lstm", 10, 4, 3), ("lstm", 20, 4, 3), ("fc", 10, 4, 3), ("fc", 20, 4, 3)]
+    assert configs[0].head_params == {"dropout": 0.1, "hidden": [8]}
+    grid.write_text("experiments:\n  - {head: lstm}\n  - {head: fc, epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"g\.yaml: experiment 2: unknown key 'epoch'; fix: use one of"):
+        expand_grid(grid)
+    grid.write_text("experiment: []\n")
+    with pytest.raises(ConfigError, match="unknown key 'experiment'"):
+        expand_grid(grid)
