@@ -178,7 +178,7 @@ def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, t
     else:
         # The terminal view folds each state's three columns into one; CSV/Markdown/JSON keep them all.
         t = Table(title=title + "; per state: accuracy (majority) macro-F1")
-        keep = ["run", "backbone", "train clips", "frames", "batch", "epochs", "head", "loss"]
+        keep = ["run", "backbone", "train clips", "frames", "deltas", "batch", "epochs", "head", "loss"]
         for col in [*keep, *states]:
             t.add_column(col, overflow="fold")
         for r in rows:

@@ -20,6 +20,9 @@ class TrainConfig(BaseModel):
     head_params: dict[str, Any] = Field(default_factory=dict)
     frames: int | None = Field(100, ge=0)  # per clip, uniform over its face frames; 0/None: all
     stride: int | None = Field(None, ge=1)
+    # Append frame-to-frame differences to the embeddings (see data.FramePolicy). None: on for heads
+    # that see frame order, off for those that pool it away (a mean of differences is mostly noise).
+    deltas: bool | None = None
     train_clips: int | None = Field(None, ge=1)  # seeded random subset of Train; None: all
     loss: Literal["weighted_ce", "ce", "focal", "ordinal"] = "weighted_ce"
     focal_gamma: float = Field(2.0, ge=0)

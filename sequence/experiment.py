@@ -19,7 +19,7 @@ from embed.manifest import Manifest
 from sequence import plots
 from sequence.config import TrainConfig, parse_config
 from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
-from sequence.heads import build_head, resolve_params
+from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import evaluate, majority_levels
 from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_json, write_yaml
 from sequence.train import fit, predict_probs, resolve_device
@@ -56,15 +56,18 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
               command: str | None = None) -> dict:
     """Train one configuration and write its run folder. Returns {"run", "validation", "test"}."""
     dataset, _ = manifest.dataset(cfg.dataset)
+    if cfg.deltas is None:
+        cfg = cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
     store = find_store(manifest.cache_path, dataset, cfg.backbone, cfg.weights, cfg.key)
     device = resolve_device(cfg.device)
     head_params = resolve_params(cfg.head, cfg.head_params)
-    build_head(cfg.head, store.dim, manifest.states, manifest.levels, head_params)  # bad params fail before loading
-    policy = FramePolicy(cfg.frames or None, cfg.stride)
+    policy = FramePolicy.from_config(cfg.model_dump())
+    input_dim = policy.input_dim(store.dim)
+    build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)  # bad params fail before loading
     data, report = _load(manifest, dataset, store, policy, memo)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_head(cfg.head, store.dim, manifest.states, manifest.levels, head_params)
+    model = build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)
     resolved = {**cfg.model_dump(), "dataset": dataset, "head_params": head_params,
                 "states": manifest.states, "levels": manifest.levels, "manifest": str(manifest.path),
                 "clip_seconds": float(np.median(train.durations)),
@@ -80,7 +83,7 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
 
     best_state, history, best_epoch = fit(model, train, data["Validation"], cfg, manifest.levels, device, progress)
     model.load_state_dict(best_state)
-    save_model(run_dir / "model.pt", model, head_params, store.dim, manifest.levels)
+    save_model(run_dir / "model.pt", model, head_params, input_dim, manifest.levels)
     hist = [vars(h) for h in history]
     write_json(run_dir / "history.json", hist)
     plots.curves_png(run_dir / "curves.png", hist, best_epoch)
@@ -118,7 +121,7 @@ def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto") -> dic
     store = CacheStore(store_path) if (store_path / "zarr.json").is_file() else \
         find_store(manifest.cache_path, run["config"]["dataset"], cfg.backbone, key=run["store"]["key"])
     dev = resolve_device(device)
-    data, _ = _load(manifest, run["config"]["dataset"], store, FramePolicy(cfg.frames or None, cfg.stride), None)
+    data, _ = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     metrics = {**run["metrics"], **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev)}
     write_json(Path(run_dir) / "metrics.json", metrics)

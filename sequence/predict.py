@@ -47,7 +47,7 @@ def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[flo
 def score_windows(clip: ClipData, spans: list[tuple[float, float]], run_dir: Path, cfg: dict,
                   device: str = "auto") -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
     """Per-window probabilities {state: (W, levels)} for the windows that contain a face."""
-    policy = FramePolicy(cfg["frames"] or None, cfg["stride"])
+    policy = FramePolicy.from_config(cfg)
     kept, arrays = [], []
     for start, end in spans:
         rows = (clip.timestamps >= start - 1e-6) & (clip.timestamps < end - 1e-6)

@@ -99,7 +99,8 @@ def comparison_rows(runs: list[dict], states: list[str]) -> list[dict]:
         c, m, s = r["config"], r["metrics"], r["store"]
         row = {"run": r["path"].name, "dataset": c["dataset"], "backbone": c["backbone"],
                "weights": s["config"].get("weights", ""), "train clips": m["train_clips"],
-               "frames": c["frames"] or "all", "dim": s["config"].get("dim"), "batch": c["batch"],
+               "frames": c["frames"] or "all", "deltas": "yes" if c.get("deltas") else "no",
+               "dim": s["config"].get("dim"), "batch": c["batch"],
                "epochs": f"{m['best_epoch']}/{m['epochs_trained']}/{c['epochs']}",
                "head": describe(c["head"], c["head_params"]), "loss": c["loss"]}
         for state in states:

@@ -74,11 +74,12 @@ def test_runs_table_lists_runs_with_the_right_columns(tiny_run):
     out = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--csv", module="sequence").stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) >= 2
-    assert list(rows[0])[:11] == ["run", "dataset", "backbone", "weights", "train clips", "frames", "dim", "batch",
-                                  "epochs", "head", "loss"]
+    assert list(rows[0])[:12] == ["run", "dataset", "backbone", "weights", "train clips", "frames", "deltas", "dim",
+                                  "batch", "epochs", "head", "loss"]
     assert {f"{s[0]} {k}" for s in STATES for k in ("acc", "F1", "maj")} <= set(rows[0])
     fc = next(r for r in rows if r["head"].startswith("fc"))
     assert fc["head"] == "fc hidden 16/8 dropout 0.3 pool mean" and fc["frames"] == "5" and fc["dim"] == "512"
+    assert fc["deltas"] == "no" and next(r for r in rows if r["head"].startswith("lstm"))["deltas"] == "yes"
     assert fc["train clips"] == "3" and fc["weights"] == "random:0" and fc["backbone"] == "inception"
     md = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--markdown", module="sequence").stdout
     assert md.splitlines()[0].startswith("| run | dataset | backbone |") and len(md.splitlines()) == len(rows) + 2
@@ -129,13 +130,27 @@ def sample_embedded(tmp_path_factory):
     return manifest
 
 
+def _train_sample(manifest, *args):
+    proc = run_cli("train", "--manifest", str(manifest), "--weights", "random", *args, "--quiet", "--json",
+                   module="sequence", timeout=900)
+    return last_json(proc.stdout)["test"]
+
+
 @pytest.mark.slow
 def test_lstm_beats_the_majority_baseline_on_the_sample(sample_embedded):
-    proc = run_cli("train", "--manifest", str(sample_embedded), "--weights", "random", "--head", "lstm",
-                   "--quiet", "--json", module="sequence", timeout=900)
-    test = last_json(proc.stdout)["test"]
+    test = _train_sample(sample_embedded, "--head", "lstm")
     gains = {s: m["accuracy"] - m["majority_accuracy"] for s, m in test.items()}
     assert sum(g >= 0.20 for g in gains.values()) >= 2, gains
+
+
+@pytest.mark.slow
+def test_a_temporal_head_learns_the_state_that_needs_time(sample_embedded):
+    """The sample's Confusion levels 1-3 differ only in the order of the same poses: a head that sees
+    order (tcn) must beat one that pools it away (fc) there, on the same cache and seed."""
+    tcn = _train_sample(sample_embedded, "--head", "tcn")["Confusion"]
+    fc = _train_sample(sample_embedded, "--head", "fc")["Confusion"]
+    assert tcn["macro_f1"] >= fc["macro_f1"] + 0.1, (tcn["macro_f1"], fc["macro_f1"])
+    assert tcn["accuracy"] > tcn["majority_accuracy"], tcn
 
 
 @pytest.mark.slow

@@ -148,6 +148,16 @@ def test_to_tensors_pads_and_keeps_lengths():
     np.testing.assert_allclose(s.durations, [3.0, 2.0], rtol=1e-5)
 
 
+def test_deltas_append_frame_differences_of_the_chosen_frames():
+    emb = (np.arange(10, dtype=np.float32)[:, None] ** 2 * np.ones((1, 3))).astype(np.float16)
+    prob = np.ones(10, dtype=np.float32)
+    s = to_tensors([(emb, prob, np.arange(10, dtype=np.float32))], FramePolicy(frames=4, deltas=True),
+                   np.zeros((1, 4), dtype=np.int64), ["a"])
+    assert s.x.shape == (1, 4, 6)  # frames 0, 3, 6, 9
+    np.testing.assert_array_equal(s.x[0, :, 0].numpy(), [0, 9, 36, 81])
+    np.testing.assert_array_equal(s.x[0, :, 3].numpy(), [0, 9, 27, 45])
+
+
 def test_grid_expands_experiments_times_grid_and_checks_everything_first(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("base: {epochs: 3, head_params: {dropout: 0.1}}\n"

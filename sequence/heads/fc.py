@@ -11,6 +11,7 @@ from sequence.heads import Head, masked_mean, mlp, register_head, valid_mask
 @register_head
 class FCHead(Head):
     name = "fc"
+    sees_order = False
 
     def __init__(self, input_dim: int, states: list[str], levels: int, hidden: list[int] = (128, 64),
                  dropout: float = 0.3, pool: str = "mean"):
