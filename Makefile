@@ -12,6 +12,8 @@ BACKBONE ?= inception
 WEIGHTS ?=
 DEVICE ?=
 LIMIT ?=
+WORKERS ?=
+SCHEDULER ?=
 HEAD ?= lstm
 FRAMES ?=
 EPOCHS ?=
@@ -25,6 +27,7 @@ RUN ?=
 opt = $(if $(strip $(2)),$(1) $(2))
 EMBED_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
 	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) $(call opt,--limit,$(LIMIT))
+RUN_OPTS = $(EMBED_OPTS) $(call opt,--workers,$(WORKERS)) $(call opt,--scheduler,$(SCHEDULER))
 
 SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
 	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) --head $(HEAD) $(call opt,--frames,$(FRAMES)) \
@@ -48,7 +51,7 @@ demo: $(STAMP)
 	$(PY) -m sequence train --manifest $(MANIFEST) --dataset sample --backbone inception --weights random --head lstm
 
 embed: $(STAMP)
-	$(PY) -m embed run $(EMBED_OPTS)
+	$(PY) -m embed run $(RUN_OPTS)
 
 info: $(STAMP)
 	$(PY) -m embed info $(EMBED_OPTS)

@@ -90,14 +90,14 @@ def source_unchanged(path: Path, recorded: dict | None) -> bool:
 
 @dataclass
 class ClipData:
-    embeddings: np.ndarray  # (T, D) float16
+    embeddings: np.ndarray | None  # (T, D) float16; None in a face-track store
     timestamps: np.ndarray  # (T,) float32 seconds
     face_prob: np.ndarray  # (T,) float32, 0 where no face
     boxes: np.ndarray  # (T, 4) float32 source pixels, NaN where no face
 
     def __post_init__(self):
         t = len(self.timestamps)
-        if not (len(self.embeddings) == len(self.face_prob) == len(self.boxes) == t):
+        if not (len(self.face_prob) == len(self.boxes) == t) or (self.embeddings is not None and len(self.embeddings) != t):
             raise ValueError("clip arrays disagree on the number of frames")
 
 
@@ -176,11 +176,12 @@ class CacheStore:
         self._reset(clip_id)
         group = self._clips().create_group(clip_id, attributes={"complete": False})
         arrays = {
-            "embeddings": np.ascontiguousarray(data.embeddings, dtype=np.float16),
             "timestamps": np.asarray(data.timestamps, dtype=np.float32),
             "face_prob": np.asarray(data.face_prob, dtype=np.float32),
             "boxes": np.asarray(data.boxes, dtype=np.float32),
         }
+        if data.embeddings is not None:
+            arrays["embeddings"] = np.ascontiguousarray(data.embeddings, dtype=np.float16)
         for name, arr in arrays.items():
             chunks = (max(1, min(len(arr), 1024)), *arr.shape[1:])
             a = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,

@@ -40,12 +40,27 @@ def _detector(detect_every: int, detect_width: int, min_face_size: int):
     return DetectorConfig(detect_every=detect_every, detect_width=detect_width, min_face_size=min_face_size)
 
 
+def _split(value: str | None, n: int, what: str) -> list[str | None]:
+    """`a,b,c` for n backbones, one value for all of them, or nothing (each backbone's default)."""
+    if value is None:
+        return [None] * n
+    parts = [p.strip() or None for p in value.split(",")]
+    if len(parts) == 1:
+        return parts * n
+    if len(parts) != n:
+        raise ConfigError(f"--{what} {value!r}: {len(parts)} values for {n} backbones; "
+                          f"fix: give one value, or one per backbone in the same order")
+    return parts
+
+
 @app.command()
 def run(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
     dataset: DatasetOpt = None,
-    backbone: BackboneOpt = "inception",
-    weights: WeightsOpt = None,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="inception, resnet18, fec, or several "
+                                          "comma-separated: one decode and detection feeds them all.")] = "inception",
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="As for one backbone, or comma-separated "
+                                                "per backbone [default: each backbone's release].")] = None,
     device: DeviceOpt = "auto",
     limit: Annotated[int | None, typer.Option(help="Embed only the first N clips (by id).")] = None,
     max_fps: MaxFpsOpt = None,
@@ -53,46 +68,64 @@ def run(
     detect_width: DetectWidthOpt = 320,
     min_face_size: MinFaceOpt = 40,
     batch_size: Annotated[int, typer.Option(min=1, help="Face crops per CNN batch.")] = 64,
+    workers: Annotated[int | None, typer.Option(min=1, help="Start a local dask cluster of N worker processes.")]
+    = None,
+    scheduler: Annotated[str | None, typer.Option(help="Send clips to this dask scheduler (tcp://HOST:PORT).")]
+    = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
 ) -> None:
-    """Embed every clip of a dataset into its cache store (skips clips already complete)."""
+    """Embed every clip of a dataset into its backbones' cache stores (skips clips already complete)."""
     setup_logging(quiet)
     try:
-        from embed.backbones import get_backbone
         from embed.cache import CacheStore
         from embed.layouts import read_dataset
         from embed.manifest import load_manifest
-        from embed.pipeline import Embedder, embed_dataset, resolve_device
+        from embed.pipeline import EmbedSpec, embed_dataset
 
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
+        names = [b.strip() for b in backbone.split(",") if b.strip()]
+        spec = EmbedSpec(tuple(names), tuple(_split(weights, len(names), "weights")), device,
+                         _detector(detect_every, detect_width, min_face_size).as_dict(), max_fps, batch_size)
         index = read_dataset(m, name)
-        loaded = get_backbone(backbone).build(weights, resolve_device(device))
-        embedder = Embedder(loaded, _detector(detect_every, detect_width, min_face_size), max_fps, batch_size)
-        store = CacheStore.create(m.cache_path, name, embedder.config)
-        report = embed_dataset(index, store, embedder, limit=limit, progress=not quiet)
+        embedder = spec.build()
+        stores = [CacheStore.create(m.cache_path, name, embedder.config_of(b)) for b in embedder.backbones]
+        faces = CacheStore.create(m.cache_path, name, embedder.faces_config)
+        if workers or scheduler:
+            from embed.distributed import embed_dataset_distributed
+
+            report = embed_dataset_distributed(index, spec, stores, faces, workers=workers, scheduler=scheduler,
+                                               limit=limit, progress=not quiet)
+        else:
+            report = embed_dataset(index, stores, embedder, limit=limit, progress=not quiet, faces=faces)
     except ConfigError as e:
         fail(str(e))
-    _print_report(report, loaded.weights_identity)
+    _print_report(report, [b.weights_identity for b in embedder.backbones])
     raise typer.Exit(report.exit_code)
 
 
-def _print_report(report, weights_identity: str) -> None:
+def _print_report(report, weights: list[str]) -> None:
     t = Table(title="stage one summary", show_header=False)
-    t.add_row("store", str(report.store))
-    t.add_row("weights", weights_identity + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]"
-                                             if weights_identity.startswith("random") else ""))
+    for path, identity in zip(report.stores, weights, strict=True):
+        t.add_row("store", str(path))
+        t.add_row("weights", identity + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]"
+                                         if identity.startswith("random") else ""))
     t.add_row("clips", f"{report.total} ({report.embedded} embedded now, {report.skipped} already complete, "
                        f"{len(report.failures)} failed)")
+    t.add_row("faces", f"detected in {report.detected} clips, read from the face-track cache for "
+                       f"{report.embedded + len(report.failures) - report.detected}")
     rate = report.frames / report.seconds if report.seconds else 0.0
     t.add_row("frames", f"{report.frames} in {report.seconds:.1f} s ({rate:.1f} frames/s, "
                         f"{report.embedded / report.seconds if report.seconds else 0:.2f} clips/s)")
+    if report.dashboard:
+        t.add_row("dask", report.dashboard)
     err.print(t)
     for f in report.failures:
         err.print(f"[red]failed[/] {f['clip']}: {f['error']}", highlight=False, soft_wrap=True)
     if report.interrupted:
         err.print("[yellow]interrupted: complete clips are kept; rerun to continue[/]")
-    print(f"cache: {report.store}")
+    for path in report.stores:
+        print(f"cache: {path}")
 
 
 @app.command()
