@@ -81,7 +81,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
 
 bench: $(STAMP)
-	$(PY) bench/stage_one.py
+	$(PY) bench/embed_bench.py
 	$(PY) bench/stage_two.py
 
 clean-venv:

@@ -11,23 +11,26 @@ This module imports neither decoding nor face detection: stage two reads through
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BloscCodec
+from zarr.core.sync import sync
 
 from embed.errors import ConfigError
 
 # Bump whenever the code changes what is written for the same config (new keys, never old stores).
-PREPROCESSING_VERSION = 1
+# 2: crops taken from each face's window of the frame (float rounding differs by <0.02/255).
+PREPROCESSING_VERSION = 2
 CACHE_FORMAT = "affectseq-cache/1"
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 _COMPRESSORS = {
@@ -202,26 +205,22 @@ class CacheStore:
             raise KeyError(f"{self.path}: clip {clip_id} is not complete")
         return ClipData(*(g[name][...] for name in ARRAYS))
 
-    def read_clips(self, clip_ids: list[str], workers: int = 8) -> dict[str, ClipData]:
-        """Read many clips concurrently (zarr's decompression releases the GIL)."""
-        with ThreadPoolExecutor(workers) as pool:
-            return dict(zip(clip_ids, pool.map(self.read_clip, clip_ids), strict=True))
+    def read_clips(self, clip_ids: list[str], concurrency: int = 64) -> dict[str, ClipData]:
+        """Read many complete clips concurrently (see read_arrays)."""
+        raw = self.read_arrays(clip_ids, ARRAYS, concurrency)
+        return {c: ClipData(*(raw[c][n] for n in ARRAYS)) for c in clip_ids}
 
-    def read_arrays(self, clip_ids: list[str], names: tuple[str, ...], workers: int = 8) -> dict[str, dict]:
-        """Only some arrays of many complete clips, concurrently: stage two needs no boxes."""
+    def read_arrays(self, clip_ids: list[str], names: tuple[str, ...], concurrency: int = 64) -> dict[str, dict]:
+        """Only some arrays of many complete clips, read concurrently on zarr's own event loop.
+
+        zarr 3's synchronous API funnels every call through one event-loop thread, so a thread pool
+        gains little (measured: 420 against 343 clips/s for one thread); issuing all reads as
+        coroutines at once lets zarr overlap them (650 clips/s, bench/stage_two.py).
+        """
         unknown = set(names) - set(ARRAYS)
         if unknown:
             raise ValueError(f"unknown cache arrays {sorted(unknown)}; known: {', '.join(ARRAYS)}")
-        clips = self._clips()
-
-        def one(clip_id: str) -> dict:
-            g = clips[clip_id]
-            if g.attrs.get("complete") is not True:
-                raise KeyError(f"{self.path}: clip {clip_id} is not complete")
-            return {name: g[name][...] for name in names}
-
-        with ThreadPoolExecutor(workers) as pool:
-            return dict(zip(clip_ids, pool.map(one, clip_ids), strict=True))
+        return sync(_read_arrays_async(str(self.path), clip_ids, names, concurrency))
 
     def summary(self) -> dict:
         attrs = self.clip_attrs()
@@ -230,6 +229,25 @@ class CacheStore:
                     if a.get("complete") is not True and a.get("error")]
         return {"complete": len(complete), "failed": len(failures), "frames": sum(a.get("frames", 0) for a in complete),
                 "failures": failures, "clips": attrs}
+
+
+async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, ...],
+                             concurrency: int) -> dict[str, dict]:
+    root = await zarr_async.open_group(store=path, mode="r")
+    clips = await root.getitem("clips")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(clip_id: str) -> dict:
+        async with gate:
+            group = await clips.getitem(clip_id)
+            if group.attrs.get("complete") is not True:
+                raise KeyError(f"{path}: clip {clip_id} is not complete")
+            arrays = await asyncio.gather(*(group.getitem(n) for n in names))
+            data = await asyncio.gather(*(a.getitem(...) for a in arrays))
+            return dict(zip(names, data, strict=True))
+
+    results = await asyncio.gather(*(one(c) for c in clip_ids))
+    return dict(zip(clip_ids, results, strict=True))
 
 
 def list_stores(cache_dir: Path, dataset: str = "*") -> list[CacheStore]:
@@ -264,6 +282,8 @@ def find_store(cache_dir: Path, dataset: str, backbone: str, weights: str | None
     stores = [s for s in list_stores(cache_dir, dataset)
               if s.config.get("backbone") == backbone and weights_match(s.config.get("weights", ""), weights)
               and (key is None or s.key.startswith(key))]
+    current = [s for s in stores if s.config.get("preprocessing_version") == PREPROCESSING_VERSION]
+    stores = current or stores  # stores written by older code are superseded, not ambiguous
     wanted = f"backbone '{backbone}'" + (f", weights '{weights}'" if weights else "") + (f", key {key}" if key else "")
     if not stores:
         raise ConfigError(f"{Path(cache_dir) / dataset}: no embedding store for {wanted}; "

@@ -160,10 +160,27 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int, margin: float,
                device: str | torch.device = "cpu") -> torch.Tensor:
     """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8.
 
-    roi_align crops and resizes the whole batch in one call (bilinear, 2x2 samples per output pixel
-    for light anti-aliasing); the part of a box outside the frame reads as black.
+    roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
+    the part of a box outside the frame reads as black. It runs on each face's own window of the
+    frame (the box plus a 2-pixel border for the bilinear neighbours, clipped to the frame) rather
+    than on whole frames: converting 300 full 640x480 frames to float cost more than the CNN's
+    convolutions it fed (1.3 s of a 3.7 s clip, measured). Inside the window roi_align samples
+    exactly what it would on the whole frame, and at the frame's edges the window's edges are the
+    frame's, so the crops are the same.
     """
-    x = torch.from_numpy(frames).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    sq = torch.as_tensor(square_boxes(boxes, margin), dtype=torch.float32, device=device)
-    rois = torch.cat([torch.arange(len(sq), device=device, dtype=torch.float32)[:, None], sq], 1)
-    return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    sq = square_boxes(boxes, margin)
+    h, w = frames.shape[1:3]
+    out = []
+    for frame, box in zip(frames, sq, strict=True):
+        x0 = int(np.clip(np.floor(box[0]) - 2, 0, w - 1))
+        y0 = int(np.clip(np.floor(box[1]) - 2, 0, h - 1))
+        x1 = int(np.clip(np.ceil(box[2]) + 3, x0 + 1, w))
+        y1 = int(np.clip(np.ceil(box[3]) + 3, y0 + 1, h))
+        patch = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).to(device, non_blocking=True)
+        patch = patch.permute(2, 0, 1)[None].float()
+        roi = torch.tensor([[0.0, box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]], dtype=torch.float32,
+                           device=device)
+        out.append(roi_align(patch, roi, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True))
+    if not out:
+        return torch.zeros(0, 3, size, size, device=device)
+    return torch.cat(out)

@@ -110,7 +110,7 @@ def to_tensors(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], policy: 
 
 
 def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], policy: FramePolicy,
-                splits: tuple[str, ...] = ("Train", "Validation", "Test"), workers: int = 8
+                splits: tuple[str, ...] = ("Train", "Validation", "Test")
                 ) -> tuple[dict[str, SequenceSet], LoadReport]:
     """Every labelled clip of each split that is complete in the store, as tensors."""
     complete = set(store.complete_ids())
@@ -129,7 +129,7 @@ def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], polic
                     len(report.unlabelled), report.unlabelled[0])
     start = time.perf_counter()
     ids = [c.clip_id for clips in wanted.values() for c in clips]
-    raw = store.read_arrays(ids, ("embeddings", "face_prob", "timestamps"), workers=workers)
+    raw = store.read_arrays(ids, ("embeddings", "face_prob", "timestamps"))
     report.clips_per_second = len(ids) / max(time.perf_counter() - start, 1e-9)
     out = {}
     for split, clips in wanted.items():

@@ -91,7 +91,7 @@ def test_reader_api_matches_plain_zarr(tiny_embedded):
     store = CacheStore(tiny_embedded["store"])
     ids = store.complete_ids()
     assert len(ids) == 7 and store.dim == 512 and store.dataset == "tiny"
-    many = store.read_clips(ids, workers=4)
+    many = store.read_clips(ids, concurrency=4)
     raw = zarr.open_group(str(tiny_embedded["store"]), mode="r")["clips"]
     for clip_id in ids:
         one = store.read_clip(clip_id)
