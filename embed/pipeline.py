@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from embed.backbones import Backbone, LoadedBackbone, get_backbone
 from embed.cache import PREPROCESSING_VERSION, CacheStore, ClipData, source_fingerprint, source_unchanged
+from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
 from embed.faces import DetectorConfig, FaceTrack, FaceTracker, crop_faces
 from embed.layouts import Clip, DatasetIndex
@@ -25,17 +25,6 @@ from embed.video import DecodedVideo, decode_video
 
 log = logging.getLogger(__name__)
 CROP_CHUNK = 32  # frames cropped and embedded at a time: bounds memory for long videos
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; fix: use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a torch device; fix: cpu, cuda or cuda:N") from None
 
 
 def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig,

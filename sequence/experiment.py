@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from embed.cache import CacheStore, find_store
+from embed.devices import resolve_device
 from embed.errors import ConfigError
 from embed.layouts import read_dataset
 from embed.manifest import Manifest
@@ -22,7 +23,7 @@ from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, tra
 from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import evaluate, majority_levels
 from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_json, write_yaml
-from sequence.train import fit, predict_probs, resolve_device
+from sequence.train import fit, predict_probs
 
 log = logging.getLogger(__name__)
 SPLITS = ("Train", "Validation", "Test")

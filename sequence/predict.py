@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from embed.cache import ClipData, weights_match
+from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
 from sequence import plots
 from sequence.data import FramePolicy, to_tensors
 from sequence.runs import load_model, load_run, write_json
-from sequence.train import predict_probs, resolve_device
+from sequence.train import predict_probs
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from embed.errors import ConfigError
 from sequence.config import TrainConfig
 from sequence.data import SequenceSet
 from sequence.heads import Head
@@ -29,17 +28,6 @@ class EpochLog:
     val_macro_f1: float
     val_accuracy: float
     seconds: float
-
-
-def resolve_device(device: str) -> torch.device:
-    if device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; fix: use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a torch device; fix: cpu, cuda or cuda:N") from None
 
 
 def _batches(data: SequenceSet, rows: torch.Tensor, batch: int, device: torch.device):

@@ -1,0 +1,18 @@
+"""Which torch device a `--device` option means: shared by both stages (no decoding, no detection)."""
+
+from __future__ import annotations
+
+import torch
+
+from embed.errors import ConfigError
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine; fix: use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device; fix: cpu, cuda or cuda:N") from None
