@@ -195,6 +195,39 @@ class CacheStore:
                             "faces": int((arrays["face_prob"] > 0).sum()), "source": source,
                             "error": None, "complete": True})
 
+    def reset(self, clip_id: str) -> None:
+        """Make a clip pending again (its data is deleted; the next run embeds it)."""
+        self._reset(clip_id)
+
+    def check_clip(self, clip_id: str, source: Path | None) -> str | None:
+        """What is wrong with a complete clip (None: nothing): arrays, shapes, dtypes, values, and
+        its source file against the recorded fingerprint (full content hash)."""
+        g = self._clips()[clip_id]
+        attrs = dict(g.attrs)
+        try:
+            arrays = {n: g[n][...] for n in ARRAYS if n != "embeddings" or self.dim}
+        except (KeyError, FileNotFoundError, ValueError) as e:
+            return f"unreadable or missing array ({type(e).__name__}: {e})"
+        t = len(arrays["timestamps"])
+        expected = {"timestamps": ((t,), np.float32), "face_prob": ((t,), np.float32),
+                    "boxes": ((t, 4), np.float32), "embeddings": ((t, self.dim), np.float16)}
+        for name, a in arrays.items():
+            shape, dtype = expected[name]
+            if a.shape != shape or a.dtype != dtype:
+                return f"{name} is {a.dtype}{list(a.shape)}, expected {np.dtype(dtype)}{list(shape)}"
+        if attrs.get("frames") != t:
+            return f"frames attribute {attrs.get('frames')} but {t} timestamps"
+        if "embeddings" in arrays and not np.isfinite(arrays["embeddings"]).all():
+            return "non-finite embedding values"
+        if not np.isfinite(arrays["timestamps"]).all() or np.any(np.diff(arrays["timestamps"]) < 0):
+            return "timestamps not finite and non-decreasing"
+        if source is not None:
+            if not source.is_file():
+                return f"source {source} is gone"
+            if source_fingerprint(source)["sha256"] != (attrs.get("source") or {}).get("sha256"):
+                return f"source {source} changed since it was embedded"
+        return None
+
     def record_failure(self, clip_id: str, error: str, source: dict | None) -> None:
         self._reset(clip_id)
         self._clips().create_group(clip_id, attributes={"complete": False, "error": error, "source": source})
@@ -248,6 +281,39 @@ async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, .
 
     results = await asyncio.gather(*(one(c) for c in clip_ids))
     return dict(zip(clip_ids, results, strict=True))
+
+
+@contextlib.contextmanager
+def writer_lock(store_paths: list[Path]):
+    """Exclusive right to write these stores, held for a whole `embed run`.
+
+    One `<store>.lock` file beside each store, locked with flock: the kernel drops the lock when
+    its process dies, SIGKILL included, so there are no stale locks to clean up. A second run on
+    the same store refuses at once rather than interleaving writes (dask workers write under
+    their coordinator's lock)."""
+    import fcntl
+
+    handles = []
+    try:
+        for path in store_paths:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            f = open(Path(str(path) + ".lock"), "a+")  # noqa: SIM115 (held until the run ends)
+            handles.append(f)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise ConfigError(f"{path}: being written by another `embed run` ({holder}); fix: wait for it to "
+                                  f"finish (clips it completes are kept), or use --workers to parallelise") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+        yield
+    finally:
+        for f in handles:
+            f.close()
 
 
 def list_stores(cache_dir: Path, dataset: str = "*") -> list[CacheStore]:

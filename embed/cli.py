@@ -77,7 +77,7 @@ def run(
     """Embed every clip of a dataset into its backbones' cache stores (skips clips already complete)."""
     setup_logging(quiet)
     try:
-        from embed.cache import CacheStore
+        from embed.cache import CacheStore, writer_lock
         from embed.layouts import read_dataset
         from embed.manifest import load_manifest
         from embed.pipeline import EmbedSpec, embed_dataset
@@ -91,13 +91,14 @@ def run(
         embedder = spec.build()
         stores = [CacheStore.create(m.cache_path, name, embedder.config_of(b)) for b in embedder.backbones]
         faces = CacheStore.create(m.cache_path, name, embedder.faces_config)
-        if workers or scheduler:
-            from embed.distributed import embed_dataset_distributed
+        with writer_lock([s.path for s in [*stores, faces]]):
+            if workers or scheduler:
+                from embed.distributed import embed_dataset_distributed
 
-            report = embed_dataset_distributed(index, spec, stores, faces, workers=workers, scheduler=scheduler,
-                                               limit=limit, progress=not quiet)
-        else:
-            report = embed_dataset(index, stores, embedder, limit=limit, progress=not quiet, faces=faces)
+                report = embed_dataset_distributed(index, spec, stores, faces, workers=workers, scheduler=scheduler,
+                                                   limit=limit, progress=not quiet)
+            else:
+                report = embed_dataset(index, stores, embedder, limit=limit, progress=not quiet, faces=faces)
     except ConfigError as e:
         fail(str(e))
     _print_report(report, [b.weights_identity for b in embedder.backbones])
@@ -178,6 +179,62 @@ def info(
             v = f"{len(v)}" + (f": {', '.join(x['clip'] if isinstance(x, dict) else x for x in v[:10])}" if v else "")
         t.add_row(k, str(v))
     Console().print(t)
+
+
+@app.command()
+def verify(
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: DatasetOpt = None,
+    backbone: BackboneOpt = "inception",
+    weights: WeightsOpt = None,
+    max_fps: MaxFpsOpt = None,
+    detect_every: DetectEveryOpt = 3,
+    detect_width: DetectWidthOpt = 320,
+    min_face_size: MinFaceOpt = 40,
+    repair: Annotated[bool, typer.Option("--repair", help="Reset broken clips to pending (the next run redoes them).")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every complete clip of a store (arrays, shapes, dtypes, finite values, source content hash)."""
+    setup_logging(quiet=True)
+    try:
+        from embed.backbones import get_backbone
+        from embed.cache import CacheStore, store_path, writer_lock
+        from embed.layouts import read_dataset
+        from embed.manifest import load_manifest
+        from embed.pipeline import extraction_config
+
+        m = load_manifest(manifest)
+        name, _ = m.dataset(dataset)
+        index = read_dataset(m, name)
+        spec = get_backbone(backbone)
+        config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width,
+                                                                           min_face_size), max_fps)
+        path = store_path(m.cache_path, name, config)
+        store = CacheStore(path, mode="a")
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e))
+    sources = {c.clip_id: c.path for c in index.clips}
+    complete = store.complete_ids()
+    broken = [{"clip": c, "problem": p} for c in complete if (p := store.check_clip(c, sources.get(c)))]
+    repaired = 0
+    if repair and broken:
+        try:
+            with writer_lock([path]):
+                for b in broken:
+                    store.reset(b["clip"])
+                    repaired += 1
+        except ConfigError as e:
+            fail(str(e))
+    out = {"store": str(path), "checked": len(complete), "broken": broken, "repaired": repaired}
+    if as_json:
+        print(json.dumps(out))
+    else:
+        for b in broken:
+            err.print(f"[red]broken[/] {b['clip']}: {b['problem']}", highlight=False, soft_wrap=True)
+        err.print(f"{path}: {len(complete)} complete clips checked, {len(broken)} broken, {repaired} reset to pending"
+                  + ("; rerun `embed run` to redo them" if repaired else ""), highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if len(broken) > repaired else 0)
 
 
 @app.command("ls")

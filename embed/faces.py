@@ -129,6 +129,12 @@ class FaceTracker:
         all_boxes, all_probs, scale = [], [], 1.0
         for i in range(0, len(frames), batch):
             small, scale = self.downscale(frames[i:i + batch])  # per batch: bounded memory
+            if min(small.shape[1:3]) < self.config.min_face_size:
+                # Smaller than the smallest face MTCNN looks for: its image pyramid would be empty
+                # (facenet-pytorch then fails inside torch.cat). No face can be found here.
+                all_boxes += [None] * len(small)
+                all_probs += [None] * len(small)
+                continue
             boxes, probs = self.mtcnn.detect(small)
             all_boxes += [None if b is None else np.asarray(b, np.float32) / scale for b in boxes]
             all_probs += [None if p is None else np.asarray(p, np.float32) for p in probs]

@@ -84,8 +84,9 @@ class Embedder:
                     source: Path | str = "<frames>") -> ClipData:
         has_face = np.flatnonzero(track.probs > 0)
         if len(has_face) == 0:
-            raise ClipError(f"{source}: no face found in any of its {len(video.frames)} frames; "
-                            f"fix: check that the video shows a face, or lower min_face_size")
+            h, w = video.frames.shape[1:3]
+            raise ClipError(f"{source}: no face found in any of its {len(video.frames)} frames ({w}x{h}); "
+                            f"fix: check that the video shows a face, or lower --min-face-size")
         emb = np.zeros((len(video.frames), backbone.spec.dim), dtype=np.float16)
         size = backbone.spec.input_size
         for i in range(0, len(has_face), CROP_CHUNK):

@@ -1,0 +1,331 @@
+"""Bad input, killed runs, concurrent writers and `embed verify`, all for real: subprocesses,
+signals, real files and stores."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import zarr
+
+from embed.sample import write_video
+from embed.video import decode_video
+from tests.conftest import last_json, run_cli, write_manifest
+
+ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
+RUN = ["--weights", "random", "--device", "cpu", "--quiet"]
+
+
+def _copy(tiny_embedded, tmp_path):
+    shutil.copytree(tiny_embedded["manifest"].parent / "data" / "tiny", tmp_path / "data", copy_function=shutil.copy2)
+    return write_manifest(tmp_path / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})
+
+
+def _store(manifest):
+    return Path(last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)["store"])
+
+
+def _popen(manifest, *extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_lock(store: Path, proc, timeout=60):
+    lock = Path(str(store) + ".lock")
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if lock.is_file() and lock.read_text().startswith("pid"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never took its lock")
+
+
+def _complete_clips_match(store: Path, reference: Path) -> int:
+    """Every clip the store says is complete equals the uninterrupted run's; returns how many."""
+    ref = zarr.open_group(str(reference), mode="r")["clips"]
+    n = 0
+    if not (store / "zarr.json").is_file():
+        return 0
+    for cid, g in zarr.open_group(str(store), mode="r")["clips"].groups():
+        if g.attrs.get("complete") is True:
+            for name in ARRAYS:
+                np.testing.assert_array_equal(g[name][...], ref[cid][name][...], err_msg=f"{cid}/{name}")
+            n += 1
+    return n
+
+
+def test_a_second_writer_refuses_while_the_first_finishes(tiny_embedded, tmp_path):
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    first = _popen(manifest)
+    _wait_for_lock(store, first)
+    second = run_cli("run", "--manifest", str(manifest), *RUN, check=2)
+    errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"{store}: being written by another `embed run` (pid {first.pid}); fix:" in errors[0]
+    assert first.wait(120) == 0
+    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
+
+
+def test_ctrl_c_exits_cleanly_with_a_summary_and_keeps_complete_clips(tiny_embedded, tmp_path):
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    proc = _popen(manifest)
+    _wait_for_lock(store, proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "interrupted: complete clips are kept; rerun to continue" in err and "stage one summary" in err
+    done = _complete_clips_match(store, tiny_embedded["store"])
+    proc = run_cli("run", "--manifest", str(manifest), *RUN)
+    assert f"{7 - done} embedded now, {done} already complete" in proc.stderr
+    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedded, tmp_path):
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(20):
+        shutil.rmtree(store, ignore_errors=True)  # every trial from an empty store: kills land mid-work
+        Path(str(store) + ".lock").unlink(missing_ok=True)  # (left by the killed run; flock died with it)
+        proc = _popen(manifest)
+        _wait_for_lock(store, proc)
+        time.sleep(rng.uniform(0.0, 2.5))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=60)
+        _complete_clips_match(store, tiny_embedded["store"])  # whatever is complete is right
+    assert kills >= 15
+    run_cli("run", "--manifest", str(manifest), *RUN)
+    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
+
+
+def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_path):
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    shutil.copytree(tiny_embedded["store"], store)
+    clean = last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    assert clean["checked"] == 7 and clean["broken"] == []
+    clips = zarr.open_group(str(store), mode="a")["clips"]
+    ids = sorted(clips.group_keys())
+    emb = clips[ids[0]]["embeddings"]
+    emb[0, 0] = np.nan  # silent corruption under a complete flag
+    videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
+    victim = next(v for v in videos if v.stem == ids[1])
+    other = next(v for v in videos if v.stem == ids[2])
+    victim.write_bytes(other.read_bytes())  # replaced after it was embedded
+    proc = run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json", check=1)
+    broken = {b["clip"]: b["problem"] for b in last_json(proc.stdout)["broken"]}
+    assert broken == {ids[0]: "non-finite embedding values", ids[1]: f"source {victim} changed since it was embedded"}
+    repaired = last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--repair",
+                                 "--json").stdout)
+    assert repaired["repaired"] == 2
+    proc = run_cli("run", "--manifest", str(manifest), *RUN)
+    assert "2 embedded now, 5 already complete" in proc.stderr
+    assert last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json").stdout)[
+        "broken"] == []
+
+
+def test_a_replaced_video_is_detected_by_its_fingerprint_and_reembedded(tiny_embedded, tmp_path):
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    shutil.copytree(tiny_embedded["store"], store)
+    videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
+    videos[0].write_bytes(videos[1].read_bytes())
+    os.utime(videos[0], ns=(1, 1))  # even a forged old mtime does not hide it: the size or hash differs
+    proc = run_cli("run", "--manifest", str(manifest), *RUN)
+    assert "1 embedded now, 6 already complete" in proc.stderr
+    g = zarr.open_group(str(store), mode="r")["clips"]
+    np.testing.assert_array_equal(g[videos[0].stem]["embeddings"][...], g[videos[1].stem]["embeddings"][...])
+
+
+# ---- bad videos: each recorded as failed (or complete with faceless frames flagged), exit 1 ----
+
+def _audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mp2", rate=16000)
+        s.layout = "mono"
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152), dtype=np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, i * 1152, Fraction(1, 16000)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def _vfr(path: Path, frames: np.ndarray) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for f, t in zip(frames, np.cumsum([0, 33, 67, 33, 100, 33, 200, 33, 33, 50])[: len(frames)], strict=False):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = int(t), Fraction(1, 1000)
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.mark.slow
+def test_every_kind_of_bad_video_fails_alone_with_a_one_line_error(tiny_embedded, tmp_path):
+    sample = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").glob("*/*/*/*"))
+    face = decode_video(sample[0]).frames  # 10 frames, 320x240, a face in each
+    blank = np.full_like(face, 90)
+    root = tmp_path / "bad"
+    root.mkdir()
+    good = sample[0].read_bytes()
+    cases = {
+        "truncated.avi": good[: len(good) // 3],
+        "empty.avi": b"",
+        "notavideo.mp4": b"this is a text file, not a video\n" * 100,
+    }
+    for name, data in cases.items():
+        (root / name).write_bytes(data)
+    write_video(root / "noface.mp4", iter(blank), 10, 320, 240)
+    write_video(root / "someface.mp4", iter(np.concatenate([face[:5], blank[:5]])), 10, 320, 240)
+    write_video(root / "tiny.mp4", iter(face[:, ::8, ::8].copy()), 10, 40, 30)
+    _vfr(root / "vfr.mp4", face)
+    _audio_only(root / "audio.mp4")
+    (root / "odd name é ü").mkdir()
+    shutil.copy(sample[0], root / "odd name é ü" / "clip ß 1.avi")
+    rows = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
+    (root / "labels.csv").write_text("path,split,Boredom,Engagement,Confusion,Frustration\n"
+                                     + "".join(f"{r},Train,0,2,0,0\n" for r in rows))
+    manifest = write_manifest(tmp_path / "m.yaml", {"bad": {"layout": "csv", "root": "bad", "csv": "labels.csv"}})
+    proc = run_cli("run", "--manifest", str(manifest), *RUN, check=1, timeout=600)
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    failed = {f["clip"]: f["error"] for f in info["failures"]}
+    expect_failed = {"truncated": "decod", "empty": "empty file", "notavideo": "cannot decode",
+                     "noface": "no face found", "tiny": "no face found", "audio": "no video stream"}
+    assert set(failed) == set(expect_failed), failed
+    for clip, cause in expect_failed.items():
+        assert cause in failed[clip] and str(root / clip) in failed[clip], failed[clip]
+        assert f"failed {clip}: {root / clip}" in proc.stderr
+    assert info["complete"] == 3 and info["pending"] == 0  # someface, vfr, the odd path
+    g = zarr.open_group(info["store"], mode="r")["clips"]
+    np.testing.assert_array_equal(g["someface"]["face_prob"][...] > 0, [True] * 5 + [False] * 5)
+    assert not np.isfinite(g["someface"]["boxes"][5:]).any() and (g["someface"]["embeddings"][5:] == 0).all()
+    np.testing.assert_allclose(g["vfr"]["timestamps"][...], np.cumsum([0, 33, 67, 33, 100, 33, 200, 33, 33, 50]) / 1000,
+                               atol=2e-3)
+    assert g["odd name é ü--clip ß 1"].attrs["complete"] is True
+
+
+# ---- bad manifests and labels: exit 2, one line naming the file and the fix, nothing written ----
+
+HEADER = "ClipID,Boredom,Engagement,Confusion,Frustration \n"
+
+
+@pytest.mark.parametrize("manifest_text, labels, needle", [
+    ("datasets: {d: {layout: daisee, root: data}\n", None, "YAML syntax error"),
+    ("datasets: {d: {layout: daisee, root: data}}\ncache_dri: c\n", None, "unknown key 'cache_dri'"),
+    ("datasets: {d: {layout: daisee, root: nowhere}}\n", None, "datasets.d.root"),
+    (None, "ClipID,Boredom,Engagement,Confusion\n1.avi,0,0,0\n", "no column 'Frustration'"),
+    (None, HEADER + "1.avi,0,7,0,0\n", "line 2: Engagement = '7' is not a level 0..3"),
+    (None, HEADER + "1.avi,0,x,0,0\n", "line 2: Engagement = 'x' is not a level 0..3"),
+    (None, HEADER + "1.avi,0,1,0,0\n1.avi,0,2,0,0\n", "line 3: duplicate ClipID '1.avi'"),
+])
+def test_bad_manifests_and_labels_exit_2_with_one_line_and_write_nothing(tmp_path, manifest_text, labels, needle):
+    root = tmp_path / "data"
+    (root / "DataSet" / "Train" / "1" / "1").mkdir(parents=True)
+    write_video(root / "DataSet/Train/1/1/1.avi", (np.zeros((48, 64, 3), np.uint8) for _ in range(3)), 10, 64, 48)
+    (root / "Labels").mkdir()
+    (root / "Labels" / "TrainLabels.csv").write_text(labels or HEADER + "1.avi,0,1,0,0\n")
+    m = tmp_path / "m.yaml"
+    m.write_text(manifest_text or "datasets: {d: {layout: daisee, root: data}}\n")
+    proc = run_cli("run", "--manifest", str(m), *RUN, check=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "fix:" in lines[0], proc.stderr
+    assert str(m) in lines[0] or str(root) in lines[0]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_that_cannot_be_written_stops_with_a_clear_error_and_keeps_complete_clips(tiny_embedded, tmp_path):
+    """A full disk, simulated by a file-size limit on the run (the write fails with EFBIG, as a
+    full disk fails with ENOSPC): one line naming the store and the fix, exit 2, and every clip
+    complete before stays complete and right; the clip being written is never marked complete."""
+    import resource
+
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    shutil.copytree(tiny_embedded["store"], store)
+    videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
+    videos[0].write_bytes(videos[1].read_bytes())  # one clip to redo
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # below one embeddings chunk
+
+    proc = subprocess.run([sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
+                          capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"{store}: cannot write the cache" in errors[0] and "fix: free disk space" in errors[0]
+    assert _complete_clips_match(store, tiny_embedded["store"]) == 6
+    g = zarr.open_group(str(store), mode="r")["clips"]
+    assert g[videos[0].stem].attrs.get("complete") is not True
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
+    """SIGKILL one of two workers while it holds tasks: dask reschedules them on the survivor (and
+    the nanny restarts the dead one), the run reports no failure, and the store ends complete and
+    right: a half-written clip of the dead worker was never marked complete and is redone."""
+    import threading
+
+    from dask.distributed import LocalCluster
+
+    from embed.cache import CacheStore
+    from embed.distributed import embed_dataset_distributed
+    from embed.layouts import read_dataset
+    from embed.manifest import load_manifest
+    from embed.pipeline import EmbedSpec
+
+    manifest = load_manifest(_copy(tiny_embedded, tmp_path))
+    index = read_dataset(manifest, "tiny")
+    spec = EmbedSpec(("inception",), ("random",), "cpu", None, None, 64)
+    embedder = spec.build()
+    store = CacheStore.create(manifest.cache_path, "tiny", embedder.config)
+    faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None)
+    try:
+        result = {}
+        t = threading.Thread(target=lambda: result.update(report=embed_dataset_distributed(
+            index, spec, [store], faces, scheduler=cluster.scheduler_address, progress=False)))
+        t.start()
+        victim = None
+        end = time.time() + 120
+        while time.time() < end and victim is None:
+            busy = {ws.address for ws in cluster.scheduler.workers.values() if ws.processing}
+            if len(busy) == 2 and len(store.complete_ids()) >= 1:
+                victim = next(w for w in cluster.workers.values() if w.worker_address in busy)
+            time.sleep(0.05)
+        assert victim is not None, "no worker was ever busy: nothing to kill"
+        os.kill(victim.process.pid, signal.SIGKILL)
+        t.join(300)
+        report = result["report"]
+        assert report.failures == [] and report.embedded == 7
+    finally:
+        cluster.close()
+    assert len(store.complete_ids()) == 7
+    ref = zarr.open_group(str(tiny_embedded["store"]), mode="r")["clips"]
+    for cid, g in zarr.open_group(str(store.path), mode="r")["clips"].groups():
+        np.testing.assert_allclose(g["embeddings"][...].astype(np.float32),
+                                   ref[cid]["embeddings"][...].astype(np.float32), atol=2e-3)
