@@ -122,16 +122,21 @@ class CacheStore:
     def create(cls, cache_dir: Path, dataset: str, config: dict) -> CacheStore:
         """Open the store for this config, creating it (with its config in the root attrs) if needed."""
         path = store_path(cache_dir, dataset, config)
-        root = zarr.open_group(str(path), mode="a")
-        if "format" not in root.attrs:
-            root.attrs.update({"format": CACHE_FORMAT, "dataset": dataset, "key": config_key(config),
-                               "config": config, "versions": library_versions()})
-        if "clips" not in root:
-            try:
-                root.create_group("clips")
-            except Exception:  # noqa: BLE001 (another writer created it first)
-                if "clips" not in root:
-                    raise
+        try:
+            root = zarr.open_group(str(path), mode="a")
+            if "format" not in root.attrs:
+                root.attrs.update({"format": CACHE_FORMAT, "dataset": dataset, "key": config_key(config),
+                                   "config": config, "versions": library_versions()})
+            if "clips" not in root:
+                try:
+                    root.create_group("clips")
+                except Exception:  # noqa: BLE001 (another writer created it first)
+                    if "clips" not in root:
+                        raise
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot create or open the cache store ({e.strerror or e}); fix: make "
+                              f"the cache directory writable and give it free space, or point cache_dir elsewhere"
+                              ) from None
         store = cls(path, mode="a")
         if store.config != json.loads(canonical_json(config)):
             raise ValueError(f"{path}: holds a different config than its key says; fix: delete this store")
@@ -296,8 +301,12 @@ def writer_lock(store_paths: list[Path]):
     handles = []
     try:
         for path in store_paths:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            f = open(Path(str(path) + ".lock"), "a+")  # noqa: SIM115 (held until the run ends)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                f = open(Path(str(path) + ".lock"), "a+")  # noqa: SIM115 (held until the run ends)
+            except OSError as e:
+                raise ConfigError(f"{path}.lock: cannot take the writer lock ({e.strerror or e}); fix: make the "
+                                  f"cache directory writable, or point cache_dir elsewhere") from None
             handles.append(f)
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

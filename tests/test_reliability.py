@@ -329,3 +329,58 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     for cid, g in zarr.open_group(str(store.path), mode="r")["clips"].groups():
         np.testing.assert_allclose(g["embeddings"][...].astype(np.float32),
                                    ref[cid]["embeddings"][...].astype(np.float32), atol=2e-3)
+
+
+def test_a_read_only_cache_stops_with_a_clear_error_and_keeps_complete_clips(tiny_embedded, tmp_path):
+    manifest = _copy(tiny_embedded, tmp_path)
+    store = _store(manifest)
+    shutil.copytree(tiny_embedded["store"], store)
+    videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
+    videos[0].write_bytes(videos[1].read_bytes())  # one clip to redo
+    for p in [store, *store.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o555)
+    (tmp_path / "cache" / "tiny").chmod(0o555)
+    prefix = []
+    if os.geteuid() == 0:
+        # Root ignores permission bits; without the DAC-override capabilities it obeys them.
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root and util-linux's setpriv is missing: cannot drop CAP_DAC_OVERRIDE")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        for p in [store, *store.rglob("*"), tmp_path / "cache" / "tiny"]:
+            if p.is_dir():
+                p.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(store.parent) in errors[0] and "fix: make the cache directory writable" in errors[0]
+    # It stopped before writing anything: every clip is as it was (the stale one is verify's to find).
+    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
+
+
+@pytest.mark.slow
+def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
+    manifest = tiny_embedded["manifest"]
+    runs = manifest.parent / "runs" / "tiny"
+    before = set(runs.glob("*")) if runs.exists() else set()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sequence", "train", "--manifest", str(manifest), "--weights",
+                             "random", "--epochs", "100000", "--patience", "100000", "--quiet", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    end = time.time() + 120
+    while time.time() < end and not (set(runs.glob("*.partial")) - before if runs.exists() else set()):
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the training loop by now
+    proc.kill()
+    proc.communicate(timeout=60)
+    new = set(runs.glob("*")) - before
+    assert len(new) == 1 and next(iter(new)).name.endswith(".partial")
+    assert not (next(iter(new)) / "metrics.json").exists()
+    out = run_cli("runs", "--manifest", str(manifest), "--json", module="sequence")
+    import json
+
+    assert all(not r["run"].endswith(".partial") for r in json.loads(out.stdout.splitlines()[-1]))
+    assert "unfinished run" in out.stderr
