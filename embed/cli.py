@@ -129,6 +129,24 @@ def _print_report(report, weights: list[str]) -> None:
         print(f"cache: {path}")
 
 
+def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: str | None, max_fps: float | None,
+                  detect_every: int, detect_width: int, min_face_size: int):
+    """(dataset index, backbone spec, extraction config, store path) that these options name."""
+    from embed.backbones import get_backbone
+    from embed.cache import store_path
+    from embed.layouts import read_dataset
+    from embed.manifest import load_manifest
+    from embed.pipeline import extraction_config
+
+    m = load_manifest(manifest)
+    name, _ = m.dataset(dataset)
+    index = read_dataset(m, name)
+    spec = get_backbone(backbone)
+    config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width, min_face_size),
+                               max_fps)
+    return index, spec, config, store_path(m.cache_path, name, config)
+
+
 @app.command()
 def info(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
@@ -143,22 +161,13 @@ def info(
 ) -> None:
     """Summarise one store: complete, failed and pending clips, frames, failures."""
     setup_logging(quiet=True)
-    try:
-        from embed.backbones import get_backbone
-        from embed.cache import CacheStore, config_key, store_path
-        from embed.layouts import read_dataset
-        from embed.manifest import load_manifest
-        from embed.pipeline import extraction_config
+    from embed.cache import CacheStore, config_key
 
-        m = load_manifest(manifest)
-        name, _ = m.dataset(dataset)
-        index = read_dataset(m, name)
-        spec = get_backbone(backbone)
-        config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width,
-                                                                           min_face_size), max_fps)
+    try:
+        index, spec, config, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
+                                                  detect_width, min_face_size)
     except ConfigError as e:
         fail(str(e))
-    path = store_path(m.cache_path, name, config)
     summary = CacheStore(path).summary() if (path / "zarr.json").is_file() else \
         {"complete": 0, "failed": 0, "frames": 0, "failures": [], "clips": {}}
     done = {k for k, a in summary["clips"].items() if a.get("complete") is True}
@@ -173,7 +182,7 @@ def info(
     if as_json:
         print(json.dumps(out))
         return
-    t = Table(title=f"{name} / {spec.name}", show_header=False)
+    t = Table(title=f"{index.name} / {spec.name}", show_header=False)
     for k, v in out.items():
         if isinstance(v, list):
             v = f"{len(v)}" + (f": {', '.join(x['clip'] if isinstance(x, dict) else x for x in v[:10])}" if v else "")
@@ -197,20 +206,11 @@ def verify(
 ) -> None:
     """Check every complete clip of a store (arrays, shapes, dtypes, finite values, source content hash)."""
     setup_logging(quiet=True)
-    try:
-        from embed.backbones import get_backbone
-        from embed.cache import CacheStore, store_path, writer_lock
-        from embed.layouts import read_dataset
-        from embed.manifest import load_manifest
-        from embed.pipeline import extraction_config
+    from embed.cache import CacheStore, writer_lock
 
-        m = load_manifest(manifest)
-        name, _ = m.dataset(dataset)
-        index = read_dataset(m, name)
-        spec = get_backbone(backbone)
-        config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width,
-                                                                           min_face_size), max_fps)
-        path = store_path(m.cache_path, name, config)
+    try:
+        index, _, _, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
+                                          detect_width, min_face_size)
         store = CacheStore(path, mode="a")
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))

@@ -64,3 +64,14 @@ def tiny_embedded(tiny_manifest) -> dict:
     proc = run_cli("run", "--manifest", str(tiny_manifest), "--weights", "random", "--device", "cpu", "--quiet")
     info = last_json(run_cli("info", "--manifest", str(tiny_manifest), "--weights", "random", "--json").stdout)
     return {"run": proc, "info": info, "store": Path(info["store"]), "manifest": tiny_manifest}
+
+
+def copy_tiny(tiny_embedded: dict, dest: Path, with_cache: bool = False) -> Path:
+    """The tiny sample's videos under a new manifest (dataset 'tiny', mtimes kept), optionally with
+    a copy of its embedded inception store; returns the manifest."""
+    import shutil
+
+    shutil.copytree(tiny_embedded["manifest"].parent / "data" / "tiny", dest / "data", copy_function=shutil.copy2)
+    if with_cache:
+        shutil.copytree(tiny_embedded["store"], dest / "cache" / "tiny" / tiny_embedded["store"].name)
+    return write_manifest(dest / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})

@@ -18,15 +18,10 @@ import zarr
 
 from embed.sample import write_video
 from embed.video import decode_video
-from tests.conftest import last_json, run_cli, write_manifest
+from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 RUN = ["--weights", "random", "--device", "cpu", "--quiet"]
-
-
-def _copy(tiny_embedded, tmp_path):
-    shutil.copytree(tiny_embedded["manifest"].parent / "data" / "tiny", tmp_path / "data", copy_function=shutil.copy2)
-    return write_manifest(tmp_path / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})
 
 
 def _store(manifest):
@@ -64,7 +59,7 @@ def _complete_clips_match(store: Path, reference: Path) -> int:
 
 
 def test_a_second_writer_refuses_while_the_first_finishes(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     first = _popen(manifest)
     _wait_for_lock(store, first)
@@ -76,7 +71,7 @@ def test_a_second_writer_refuses_while_the_first_finishes(tiny_embedded, tmp_pat
 
 
 def test_ctrl_c_exits_cleanly_with_a_summary_and_keeps_complete_clips(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     proc = _popen(manifest)
     _wait_for_lock(store, proc)
@@ -95,7 +90,7 @@ def test_ctrl_c_exits_cleanly_with_a_summary_and_keeps_complete_clips(tiny_embed
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     rng = random.Random(1234)
     kills = 0
@@ -116,7 +111,7 @@ def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedd
 
 
 def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     clean = last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
@@ -142,7 +137,7 @@ def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_pat
 
 
 def test_a_replaced_video_is_detected_by_its_fingerprint_and_reembedded(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
@@ -262,7 +257,7 @@ def test_a_cache_that_cannot_be_written_stops_with_a_clear_error_and_keeps_compl
     complete before stays complete and right; the clip being written is never marked complete."""
     import resource
 
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
@@ -297,7 +292,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     from embed.manifest import load_manifest
     from embed.pipeline import EmbedSpec
 
-    manifest = load_manifest(_copy(tiny_embedded, tmp_path))
+    manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path))
     index = read_dataset(manifest, "tiny")
     spec = EmbedSpec(("inception",), ("random",), "cpu", None, None, 64)
     embedder = spec.build()
@@ -332,7 +327,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
 
 
 def test_a_read_only_cache_stops_with_a_clear_error_and_keeps_complete_clips(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path)
+    manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))

@@ -1,23 +1,13 @@
 """One decode for many backbones, the face-track cache, and a real dask LocalCluster on loopback."""
 
-import shutil
 
 import numpy as np
 import pytest
 import zarr
 
-from tests.conftest import last_json, run_cli, write_manifest
+from tests.conftest import copy_tiny, last_json, run_cli
 
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
-
-
-def _copy(tiny_embedded, tmp_path, with_cache: bool):
-    """The tiny sample under a new manifest (dataset 'tiny'), optionally with its inception store."""
-    src = tiny_embedded["manifest"].parent
-    shutil.copytree(src / "data" / "tiny", tmp_path / "data", copy_function=shutil.copy2)
-    if with_cache:
-        shutil.copytree(tiny_embedded["store"], tmp_path / "cache" / "tiny" / tiny_embedded["store"].name)
-    return write_manifest(tmp_path / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})
 
 
 def _clips(store_path):
@@ -44,7 +34,7 @@ def _info(manifest, backbone):
 
 
 def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path / "multi", with_cache=False)
+    manifest = copy_tiny(tiny_embedded, tmp_path / "multi", with_cache=False)
     proc = run_cli("run", "--manifest", str(manifest), "--backbone", "inception,resnet18", "--weights", "random",
                    "--device", "cpu", "--quiet")
     assert "detected in 7 clips" in proc.stderr
@@ -54,14 +44,14 @@ def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
     assert multi["inception"]["key"] == tiny_embedded["info"]["key"]
     _assert_same(_clips(multi["inception"]["store"]), _clips(tiny_embedded["store"]))
     # resnet18: the same as running it alone.
-    alone = _copy(tiny_embedded, tmp_path / "alone", with_cache=False)
+    alone = copy_tiny(tiny_embedded, tmp_path / "alone", with_cache=False)
     run_cli("run", "--manifest", str(alone), "--backbone", "resnet18", "--weights", "random", "--device", "cpu",
             "--quiet")
     _assert_same(_clips(multi["resnet18"]["store"]), _clips(_info(alone, "resnet18")["store"]))
 
 
 def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path, with_cache=False)
+    manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=False)
     run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet")
     faces = sorted((tmp_path / "cache" / "tiny").glob("faces-*.zarr"))
     assert len(faces) == 1
@@ -82,7 +72,7 @@ def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path)
 
 @pytest.mark.slow
 def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_embedded, tmp_path):
-    manifest = _copy(tiny_embedded, tmp_path, with_cache=False)
+    manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=False)
     proc = run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--workers", "2",
                    "--quiet", timeout=600)
     assert "dask" in proc.stderr and "http://127.0.0.1:" in proc.stderr
