@@ -45,7 +45,9 @@ def _wait_for_lock(store: Path, proc, timeout=60):
 
 
 def _complete_clips_match(store: Path, reference: Path) -> int:
-    """Every clip the store says is complete equals the uninterrupted run's; returns how many."""
+    """Every clip the store says is complete equals the uninterrupted run's; returns how many.
+    Embeddings to within 1e-3 (values ~0.04): CPU convolution kernels are not bitwise reproducible
+    across processes (a few float16 ulps, measured), while a partial or wrong clip is off by far more."""
     ref = zarr.open_group(str(reference), mode="r")["clips"]
     n = 0
     if not (store / "zarr.json").is_file():
@@ -53,20 +55,26 @@ def _complete_clips_match(store: Path, reference: Path) -> int:
     for cid, g in zarr.open_group(str(store), mode="r")["clips"].groups():
         if g.attrs.get("complete") is True:
             for name in ARRAYS:
-                np.testing.assert_array_equal(g[name][...], ref[cid][name][...], err_msg=f"{cid}/{name}")
+                a, b = g[name][...].astype(np.float32), ref[cid][name][...].astype(np.float32)
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 if name == "embeddings" else 0.05,
+                                           err_msg=f"{cid}/{name}")
             n += 1
     return n
 
 
-def test_a_second_writer_refuses_while_the_first_finishes(tiny_embedded, tmp_path):
+def test_a_second_writer_refuses_while_the_first_holds_the_store(tiny_embedded, tmp_path):
+    """The first writer is this test process holding the store's writer lock (the very lock an
+    `embed run` takes), so the overlap is certain rather than a race against a fast tiny run."""
+    from embed.cache import writer_lock
+
     manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
-    first = _popen(manifest)
-    _wait_for_lock(store, first)
-    second = run_cli("run", "--manifest", str(manifest), *RUN, check=2)
+    with writer_lock([store]):
+        second = run_cli("run", "--manifest", str(manifest), *RUN, check=2)
     errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and f"{store}: being written by another `embed run` (pid {first.pid}); fix:" in errors[0]
-    assert first.wait(120) == 0
+    assert len(errors) == 1 and f"{store}: being written by another `embed run` (pid {os.getpid()}); fix:" in errors[0]
+    assert not [p for p in (store / "clips").iterdir() if p.is_dir()]  # it embedded nothing
+    run_cli("run", "--manifest", str(manifest), *RUN)  # released: the next run proceeds
     assert _complete_clips_match(store, tiny_embedded["store"]) == 7
 
 

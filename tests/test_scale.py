@@ -15,17 +15,16 @@ def _clips(store_path):
     return {cid: {n: c[n][...] for n in ARRAYS if n in c} | {"attrs": dict(c.attrs)} for cid, c in g.groups()}
 
 
-def _assert_same(a, b, exact=True):
+def _assert_same(a, b):
+    """Same clips, complete, same values to within a few float16 ulps: CPU convolution kernels are
+    not bitwise reproducible across processes (seen: 9 of 5,120 values off by 6e-5), and other torch
+    thread counts sum in another order."""
     assert sorted(a) == sorted(b)
     for cid in a:
         assert a[cid]["attrs"]["complete"] is True and b[cid]["attrs"]["complete"] is True
         for n in ARRAYS:
-            if exact:
-                np.testing.assert_array_equal(a[cid][n], b[cid][n], err_msg=f"{cid}/{n}")
-            else:
-                # Other torch thread counts sum convolutions in another order: last-bit differences.
-                np.testing.assert_allclose(a[cid][n].astype(np.float32), b[cid][n].astype(np.float32), rtol=0,
-                                           atol=2e-3 if n == "embeddings" else 0.05, err_msg=f"{cid}/{n}")
+            np.testing.assert_allclose(a[cid][n].astype(np.float32), b[cid][n].astype(np.float32), rtol=0,
+                                       atol=2e-3 if n == "embeddings" else 0.05, err_msg=f"{cid}/{n}")
 
 
 def _info(manifest, backbone):
@@ -82,7 +81,7 @@ def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_em
     distributed = _clips(info["store"])
     # Every clip written once, completely: no group left behind by a collision, no partial arrays.
     assert sorted(distributed) == sorted(_clips(tiny_embedded["store"]))
-    _assert_same(distributed, _clips(tiny_embedded["store"]), exact=False)
+    _assert_same(distributed, _clips(tiny_embedded["store"]))
     # And a rerun through the cluster finds nothing to do.
     proc = run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--workers", "2",
                    "--quiet", timeout=600)
