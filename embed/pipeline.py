@@ -277,17 +277,17 @@ def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], em
     stores = [stores] if isinstance(stores, CacheStore) else list(stores)
     clips = index.clips[:limit] if limit else index.clips
     report = RunReport(stores=[s.path for s in stores], total=len(clips))
-    todo, report.skipped = pending(clips, stores)
-    log.info("%s: %d clips, %d already complete, %d to embed", ", ".join(str(s.path) for s in stores), len(clips),
-             report.skipped, len(todo))
     start = time.perf_counter()
-    with progress_bar(progress) as bar:
-        task = bar.add_task("embed", total=len(todo), rate="")
-        try:
+    try:  # Ctrl-C at any point from here ends in the summary, never a traceback
+        todo, report.skipped = pending(clips, stores)
+        log.info("%s: %d clips, %d already complete, %d to embed", ", ".join(str(s.path) for s in stores),
+                 len(clips), report.skipped, len(todo))
+        with progress_bar(progress) as bar:
+            task = bar.add_task("embed", total=len(todo), rate="")
             for clip, fut in _prefetch(embedder, todo):
                 report.add(embed_clip(embedder, clip, fut.result, stores, faces))
                 bar.update(task, advance=1, rate=rate_text(report, time.perf_counter() - start))
-        except KeyboardInterrupt:
-            report.interrupted = True
+    except KeyboardInterrupt:
+        report.interrupted = True
     report.seconds = time.perf_counter() - start
     return report

@@ -57,6 +57,11 @@ def _state_table(result: dict, states: list[str]) -> Table:
     return t
 
 
+def _print_state_table(result: dict, states: list[str]) -> None:
+    # Wide enough for the eight columns even when stderr is not a terminal (logs, CI).
+    Console(stderr=True, width=max(err.width, 110)).print(_state_table(result, states))
+
+
 @app.command()
 def train(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
@@ -109,7 +114,7 @@ def train(
         result = train_run(m, cfg, progress=not quiet)
     except ConfigError as e:
         fail(str(e))
-    err.print(_state_table(result, m.states))
+    _print_state_table(result, m.states)
     err.print(f"run folder: {result['run']}", highlight=False, soft_wrap=True)
     print(json.dumps(result) if as_json else result["run"])
 
@@ -131,7 +136,7 @@ def evaluate(
         result = evaluate_run(run, m, device or "auto")
     except ConfigError as e:
         fail(str(e))
-    err.print(_state_table(result, m.states))
+    _print_state_table(result, m.states)
     print(json.dumps(result) if as_json else result["run"])
 
 

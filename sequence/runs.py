@@ -18,11 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from embed.errors import ConfigError
-from sequence.heads import Head, build_head, describe
 
 PARTIAL = ".partial"
 
@@ -52,12 +50,18 @@ def finish_run(partial: Path) -> Path:
     return final
 
 
-def save_model(path: Path, model: Head, head_params: dict, input_dim: int, levels: int) -> None:
+def save_model(path: Path, model, head_params: dict, input_dim: int, levels: int) -> None:
+    import torch  # here, not at the top: `sequence runs` lists folders and should start fast
+
     torch.save({"head": model.name, "head_params": head_params, "input_dim": input_dim, "states": model.states,
                 "levels": levels, "state_dict": model.state_dict()}, path)
 
 
-def load_model(run_dir: Path, device: torch.device) -> Head:
+def load_model(run_dir: Path, device):
+    import torch
+
+    from sequence.heads import build_head
+
     ckpt = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=True)
     model = build_head(ckpt["head"], ckpt["input_dim"], ckpt["states"], ckpt["levels"], ckpt["head_params"])
     state = ckpt["state_dict"]
@@ -129,3 +133,16 @@ def to_csv(rows: list[dict]) -> str:
         w.writeheader()
         w.writerows(rows)
     return buf.getvalue()
+
+
+def describe(name: str, params: dict) -> str:
+    """Short human label for tables: lstm 256/256 fc 128 drop 0.5."""
+    parts = [name]
+    for k, v in params.items():
+        if isinstance(v, bool) or v in ([], ()):
+            parts += [k] if v is True else []  # flags by name when on; empty lists say nothing
+            continue
+        if isinstance(v, list | tuple):
+            v = "/".join(str(x) for x in v)
+        parts.append(f"{k} {v}")
+    return " ".join(parts)

@@ -127,16 +127,3 @@ def mlp(sizes: list[int], dropout: float) -> tuple[nn.Sequential, int]:
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers), sizes[-1]
-
-
-def describe(name: str, params: dict) -> str:
-    """Short human label for tables: lstm 256/256 fc 128 drop 0.5."""
-    parts = [name]
-    for k, v in params.items():
-        if isinstance(v, bool) or v in ([], ()):
-            parts += [k] if v is True else []  # flags by name when on; empty lists say nothing
-            continue
-        if isinstance(v, list | tuple):
-            v = "/".join(str(x) for x in v)
-        parts.append(f"{k} {v}")
-    return " ".join(parts)
