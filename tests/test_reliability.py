@@ -30,8 +30,11 @@ def _store(manifest):
 
 def _popen(manifest, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The child gets the default SIGINT disposition whatever the test process inherited: Python only
+    # turns SIGINT into KeyboardInterrupt when it does not start with the signal ignored.
     return subprocess.Popen([sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_lock(store: Path, proc, timeout=60):
