@@ -172,7 +172,8 @@ class CacheStore:
             return False
         return source is None or source_unchanged(source, attrs.get("source"))
 
-    def _reset(self, clip_id: str) -> None:
+    def reset(self, clip_id: str) -> None:
+        """Make a clip pending again (its data is deleted; the next run embeds it)."""
         clips = self._clips()
         if clip_id in clips:
             # Un-complete first (one atomic metadata write), so a crash while deleting the arrays
@@ -181,7 +182,7 @@ class CacheStore:
             del clips[clip_id]
 
     def write_clip(self, clip_id: str, data: ClipData, source: dict, extra: dict | None = None) -> None:
-        self._reset(clip_id)
+        self.reset(clip_id)
         group = self._clips().create_group(clip_id, attributes={"complete": False})
         arrays = {
             "timestamps": np.asarray(data.timestamps, dtype=np.float32),
@@ -199,10 +200,6 @@ class CacheStore:
         group.attrs.update({**(extra or {}), "frames": int(len(data.timestamps)),
                             "faces": int((arrays["face_prob"] > 0).sum()), "source": source,
                             "error": None, "complete": True})
-
-    def reset(self, clip_id: str) -> None:
-        """Make a clip pending again (its data is deleted; the next run embeds it)."""
-        self._reset(clip_id)
 
     def check_clip(self, clip_id: str, source: Path | None) -> str | None:
         """What is wrong with a complete clip (None: nothing): arrays, shapes, dtypes, values, and
@@ -229,12 +226,12 @@ class CacheStore:
         if source is not None:
             if not source.is_file():
                 return f"source {source} is gone"
-            if source_fingerprint(source)["sha256"] != (attrs.get("source") or {}).get("sha256"):
+            if file_sha256(source) != (attrs.get("source") or {}).get("sha256"):
                 return f"source {source} changed since it was embedded"
         return None
 
     def record_failure(self, clip_id: str, error: str, source: dict | None) -> None:
-        self._reset(clip_id)
+        self.reset(clip_id)
         self._clips().create_group(clip_id, attributes={"complete": False, "error": error, "source": source})
 
     def read_clip(self, clip_id: str) -> ClipData:

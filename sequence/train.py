@@ -44,18 +44,29 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
-@torch.inference_mode()
 def predict_probs(model: Head, data: SequenceSet, batch: int, device: torch.device,
                   amp: bool = False) -> dict[str, np.ndarray]:
     """{state: (N, levels) softmax probabilities} in the order of data."""
+    return _forward_all(model, data, batch, device, amp)[0]
+
+
+@torch.inference_mode()
+def _forward_all(model: Head, data: SequenceSet, batch: int, device: torch.device, amp: bool,
+                 losses=None) -> tuple[dict[str, np.ndarray], float]:
+    """One pass over data: per-state probabilities and, given the losses, the mean loss (so
+    validation runs the model once per epoch, not once for the loss and again for the metrics)."""
     model.eval()
     out: dict[str, list[np.ndarray]] = {s: [] for s in model.states}
-    for x, lengths, _ in _batches(data, torch.arange(len(data)), batch, device):
+    total = 0.0
+    for x, lengths, y in _batches(data, torch.arange(len(data)), batch, device):
         with _autocast(device, amp):
             logits = model(x, lengths)
+            if losses is not None:
+                total += float(_loss_of(logits, y, losses, model.states)) * len(y)
         for s, lg in logits.items():
             out[s].append(torch.softmax(lg.float(), 1).cpu().numpy())
-    return {s: np.concatenate(v) if v else np.zeros((0, 0)) for s, v in out.items()}
+    probs = {s: np.concatenate(v) if v else np.zeros((0, 0)) for s, v in out.items()}
+    return probs, total / max(len(data), 1)
 
 
 def _loss_of(logits: dict[str, torch.Tensor], y: torch.Tensor, losses, states: list[str]) -> torch.Tensor:
@@ -97,8 +108,7 @@ def fit(model: Head, train: SequenceSet, val: SequenceSet, cfg: TrainConfig, lev
                 scaler.update()
                 total, seen = total + loss.item() * len(y), seen + len(y)
                 bar.advance(task)
-            val_loss = _evaluate_loss(model, val, losses, cfg, device)
-            probs = predict_probs(model, val, cfg.batch, device, cfg.amp)
+            probs, val_loss = _forward_all(model, val, cfg.batch, device, cfg.amp, losses)
             metrics = evaluate(val.y.numpy(), probs, states, levels, majority)
             entry = EpochLog(epoch, total / max(seen, 1), val_loss, mean_over_states(metrics, "macro_f1"),
                              mean_over_states(metrics, "accuracy"), time.perf_counter() - start)
@@ -115,13 +125,3 @@ def fit(model: Head, train: SequenceSet, val: SequenceSet, cfg: TrainConfig, lev
                 break
     assert best is not None
     return best[2], history, best[1]
-
-
-@torch.inference_mode()
-def _evaluate_loss(model: Head, data: SequenceSet, losses, cfg: TrainConfig, device: torch.device) -> float:
-    model.eval()
-    total = 0.0
-    for x, lengths, y in _batches(data, torch.arange(len(data)), cfg.batch, device):
-        with _autocast(device, cfg.amp):
-            total += float(_loss_of(model(x, lengths), y, losses, model.states)) * len(y)
-    return total / max(len(data), 1)
