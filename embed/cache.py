@@ -30,7 +30,8 @@ from embed.errors import ConfigError
 
 # Bump whenever the code changes what is written for the same config (new keys, never old stores).
 # 2: crops taken from each face's window of the frame (float rounding differs by <0.02/255).
-PREPROCESSING_VERSION = 2
+# 3: detection frames downscaled by Pillow instead of torch (pixels differ by <= 1 level).
+PREPROCESSING_VERSION = 3
 CACHE_FORMAT = "affectseq-cache/1"
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 _COMPRESSORS = {
@@ -89,6 +90,14 @@ def source_unchanged(path: Path, recorded: dict | None) -> bool:
     if st.st_mtime_ns == recorded.get("mtime_ns"):
         return True
     return source_fingerprint(path)["sha256"] == recorded.get("sha256")
+
+
+def span_seconds(timestamps: np.ndarray) -> float:
+    """Seconds a clip's frames cover: first to last timestamp plus one typical frame step."""
+    if len(timestamps) == 0:
+        return 0.0
+    step = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
+    return float(timestamps[-1] - timestamps[0]) + step
 
 
 @dataclass
@@ -198,7 +207,8 @@ class CacheStore:
             if arr.size:
                 a[...] = arr
         group.attrs.update({**(extra or {}), "frames": int(len(data.timestamps)),
-                            "faces": int((arrays["face_prob"] > 0).sum()), "source": source,
+                            "faces": int((arrays["face_prob"] > 0).sum()),
+                            "duration": span_seconds(arrays["timestamps"]), "source": source,
                             "error": None, "complete": True})
 
     def check_clip(self, clip_id: str, source: Path | None) -> str | None:

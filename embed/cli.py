@@ -29,15 +29,20 @@ WeightsOpt = Annotated[str | None, typer.Option(
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most this many frames per second.")]
-DetectEveryOpt = Annotated[int, typer.Option("--detect-every", min=1, help="Run MTCNN on every k-th frame.")]
-DetectWidthOpt = Annotated[int, typer.Option("--detect-width", min=32, help="Width frames are shrunk to for detection.")]
-MinFaceOpt = Annotated[int, typer.Option("--min-face-size", min=8, help="Smallest face, in detection pixels.")]
+# Detector defaults live in one place, embed.faces.DetectorConfig (not imported here: it needs torch).
+DetectEveryOpt = Annotated[int | None, typer.Option(
+    "--detect-every", min=1, help="Run MTCNN on every k-th frame [default: 5].")]
+DetectWidthOpt = Annotated[int | None, typer.Option(
+    "--detect-width", min=32, help="Width frames are shrunk to for detection [default: 320].")]
+MinFaceOpt = Annotated[int | None, typer.Option(
+    "--min-face-size", min=8, help="Smallest face, in detection pixels [default: 40].")]
 
 
-def _detector(detect_every: int, detect_width: int, min_face_size: int):
+def _detector(detect_every: int | None, detect_width: int | None, min_face_size: int | None):
     from embed.faces import DetectorConfig
 
-    return DetectorConfig(detect_every=detect_every, detect_width=detect_width, min_face_size=min_face_size)
+    given = {"detect_every": detect_every, "detect_width": detect_width, "min_face_size": min_face_size}
+    return DetectorConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 def _split(value: str | None, n: int, what: str) -> list[str | None]:
@@ -64,9 +69,9 @@ def run(
     device: DeviceOpt = "auto",
     limit: Annotated[int | None, typer.Option(help="Embed only the first N clips (by id).")] = None,
     max_fps: MaxFpsOpt = None,
-    detect_every: DetectEveryOpt = 3,
-    detect_width: DetectWidthOpt = 320,
-    min_face_size: MinFaceOpt = 40,
+    detect_every: DetectEveryOpt = None,
+    detect_width: DetectWidthOpt = None,
+    min_face_size: MinFaceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Face crops per CNN batch.")] = 64,
     workers: Annotated[int | None, typer.Option(min=1, help="Start a local dask cluster of N worker processes.")]
     = None,
@@ -130,7 +135,7 @@ def _print_report(report, weights: list[str]) -> None:
 
 
 def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: str | None, max_fps: float | None,
-                  detect_every: int, detect_width: int, min_face_size: int):
+                  detect_every: int | None, detect_width: int | None, min_face_size: int | None):
     """(dataset index, backbone spec, extraction config, store path) that these options name."""
     from embed.backbones import get_backbone
     from embed.cache import store_path
@@ -154,9 +159,9 @@ def info(
     backbone: BackboneOpt = "inception",
     weights: WeightsOpt = None,
     max_fps: MaxFpsOpt = None,
-    detect_every: DetectEveryOpt = 3,
-    detect_width: DetectWidthOpt = 320,
-    min_face_size: MinFaceOpt = 40,
+    detect_every: DetectEveryOpt = None,
+    detect_width: DetectWidthOpt = None,
+    min_face_size: MinFaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Summarise one store: complete, failed and pending clips, frames, failures."""
@@ -197,9 +202,9 @@ def verify(
     backbone: BackboneOpt = "inception",
     weights: WeightsOpt = None,
     max_fps: MaxFpsOpt = None,
-    detect_every: DetectEveryOpt = 3,
-    detect_width: DetectWidthOpt = 320,
-    min_face_size: MinFaceOpt = 40,
+    detect_every: DetectEveryOpt = None,
+    detect_width: DetectWidthOpt = None,
+    min_face_size: MinFaceOpt = None,
     repair: Annotated[bool, typer.Option("--repair", help="Reset broken clips to pending (the next run redoes them).")]
     = False,
     as_json: JsonOpt = False,

@@ -54,13 +54,13 @@ FRUSTRATION_BROW_DARKEN = (0.0, 0.3, 0.55, 0.8)
 
 # The head in skimage.data.astronaut(): crop window, and the face box MTCNN finds inside it.
 _HEAD_WINDOW = (150, 10, 300, 230)  # x0, y0, x1, y1 in the 512x512 photo
-_FACE_IN_HEAD = (31.0, 52.0, 118.0, 162.0)
-_BROW_IN_HEAD = (40, 62, 110, 80)
+FACE_IN_HEAD = (31.0, 52.0, 118.0, 162.0)
+BROW_IN_HEAD = (40, 62, 110, 80)
 FACE_HEIGHT_FRACTION = 0.36  # face box height / frame height, like a webcam at a desk
 SAMPLE_FORMAT_VERSION = 3
 
 
-def _head_sprite() -> tuple[np.ndarray, np.ndarray]:
+def head_sprite() -> tuple[np.ndarray, np.ndarray]:
     """RGB head crop (float32 0..1) and a soft elliptical alpha mask (float32 0..1)."""
     from skimage import data
 
@@ -73,13 +73,14 @@ def _head_sprite() -> tuple[np.ndarray, np.ndarray]:
     return rgb, alpha
 
 
-def _brow_mask(shape: tuple[int, int]) -> np.ndarray:
+def soft_ellipse(shape: tuple[int, int], box: tuple[int, int, int, int], blur: float = 4) -> np.ndarray:
+    """(H, W) float32 0..1: a filled ellipse in box (x0, y0, x1, y1), edges blurred."""
     mask = Image.new("L", (shape[1], shape[0]), 0)
-    ImageDraw.Draw(mask).ellipse(_BROW_IN_HEAD, fill=255)
-    return np.asarray(mask.filter(ImageFilter.GaussianBlur(4)), dtype=np.float32) / 255.0
+    ImageDraw.Draw(mask).ellipse(box, fill=255)
+    return np.asarray(mask.filter(ImageFilter.GaussianBlur(blur)), dtype=np.float32) / 255.0
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+def backdrop(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """A room-like backdrop: a two-colour gradient plus a few soft rectangles (shelves, a window)."""
     c0, c1 = rng.uniform(0.15, 0.85, 3), rng.uniform(0.15, 0.85, 3)
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
@@ -107,7 +108,7 @@ def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.nda
     rgb, alpha = sprite
     lv = params["levels"]
     head = rgb * ENGAGEMENT_GAIN[lv["Engagement"]] * params["light"]
-    head *= 1.0 - FRUSTRATION_BROW_DARKEN[lv["Frustration"]] * _brow_mask(head.shape[:2])[..., None]
+    head *= 1.0 - FRUSTRATION_BROW_DARKEN[lv["Frustration"]] * soft_ellipse(head.shape[:2], BROW_IN_HEAD)[..., None]
     head = np.clip(head, 0, 1)
     k = params["scale"]
     size = (round(rgb.shape[1] * k), round(rgb.shape[0] * k))
@@ -148,15 +149,15 @@ def face_box(params: dict) -> tuple[float, float, float, float]:
     k = params["scale"]
     hw, hh = (_HEAD_WINDOW[2] - _HEAD_WINDOW[0]) * k, (_HEAD_WINDOW[3] - _HEAD_WINDOW[1]) * k
     ox, oy = params["cx"] - hw / 2, params["cy"] - hh / 2
-    x0, y0, x1, y1 = _FACE_IN_HEAD
+    x0, y0, x1, y1 = FACE_IN_HEAD
     return ox + x0 * k, oy + y0 * k, ox + x1 * k, oy + y1 * k
 
 
 def generate_sample(root: Path, spec: SampleSpec) -> dict:
     """Write the sample tree under `root` (which must not exist). Returns the metadata written."""
     rng = np.random.default_rng(spec.seed)
-    sprite = _head_sprite()
-    base_scale = FACE_HEIGHT_FRACTION * spec.height / (_FACE_IN_HEAD[3] - _FACE_IN_HEAD[1])
+    sprite = head_sprite()
+    base_scale = FACE_HEIGHT_FRACTION * spec.height / (FACE_IN_HEAD[3] - FACE_IN_HEAD[1])
     meta: dict = {"format": SAMPLE_FORMAT_VERSION, "spec": spec.model_dump(), "clips": {}}
     (root / "Labels").mkdir(parents=True)
     all_rows = []
@@ -168,7 +169,7 @@ def generate_sample(root: Path, spec: SampleSpec) -> dict:
             subject_no += 1
             subjects.append({
                 "id": f"{900000 + subject_no:06d}",
-                "background": _background(rng, spec.width, spec.height),
+                "background": backdrop(rng, spec.width, spec.height),
                 "scale": base_scale * rng.uniform(0.9, 1.12),
                 "cx": spec.width * rng.uniform(0.4, 0.6),
                 "cy": spec.height * rng.uniform(0.45, 0.55),

@@ -87,6 +87,9 @@ def train(
     select: Annotated[str | None, typer.Option(help="Validation score: macro_f1, accuracy or loss.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, subset and batch order [0].")] = None,
     device: DeviceOpt = None,
+    stream: Annotated[bool | None, typer.Option(
+        "--stream/--no-stream", help="Read embeddings from the cache batch by batch [only when the "
+                                     "splits would not fit in memory].")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -106,7 +109,7 @@ def train(
         given = {"dataset": dataset, "backbone": backbone, "weights": weights, "key": key, "head": head,
                  "frames": frames, "stride": stride, "train_clips": train_clips, "loss": loss, "sampler": sampler,
                  "epochs": epochs, "batch": batch, "lr": lr, "patience": patience, "select": select, "seed": seed,
-                 "device": device}
+                 "device": device, "stream": stream}
         raw.update({k: v for k, v in given.items() if v is not None})
         if param:
             raw["head_params"] = {**raw.get("head_params", {}), **_param(param)}

@@ -37,6 +37,9 @@ class TrainConfig(BaseModel):
     select: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"  # validation score for early stopping
     seed: int = 0
     device: str = "auto"
+    # Read embeddings from the cache batch by batch instead of holding the splits in memory. None:
+    # only when they would not fit (data.memory_budget). Results are the same either way.
+    stream: bool | None = None
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from embed.cache import CacheStore
+from embed.cache import CacheStore, span_seconds
 from embed.layouts import Clip, DatasetIndex
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,43 @@ class FramePolicy:
         return idx
 
 
+class StreamedClips:
+    """The x of a SequenceSet whose embeddings stay in the Zarr cache: indexing reads just those
+    clips (what training does for a cache larger than memory). Supports what the training loop
+    does with x: x[rows, :steps] for a batch, x[i:j] for a chunk, shape and len."""
+
+    dtype = torch.float16
+
+    def __init__(self, store: CacheStore, clip_ids: list[str], chosen: list[np.ndarray], dim: int, deltas: bool):
+        self.store, self.clip_ids, self.chosen, self.deltas = store, clip_ids, chosen, deltas
+        self.steps = max((len(c) for c in chosen), default=0)
+        self.shape = (len(clip_ids), self.steps, dim * (2 if deltas else 1))
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        rows, steps = key if isinstance(key, tuple) else (key, slice(None))
+        rows = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if steps.start is not None or steps.step is not None:
+            raise IndexError("StreamedClips supports x[rows] and x[rows, :steps] only")
+        ids = [self.clip_ids[r] for r in rows]
+        raw = self.store.read_arrays(ids, ("embeddings",))
+        x = pack([raw[i]["embeddings"] for i in ids], [self.chosen[r] for r in rows],
+                 len(range(self.steps)[steps]), self.deltas)
+        return torch.from_numpy(x)
+
+    def take(self, rows: np.ndarray) -> StreamedClips:
+        return StreamedClips(self.store, [self.clip_ids[r] for r in rows], [self.chosen[r] for r in rows],
+                             self.shape[2] // (2 if self.deltas else 1), self.deltas)
+
+
 @dataclass
 class SequenceSet:
-    """One split in memory. x stays float16 (as cached: half the memory); batches are cast on use."""
+    """One split. x stays float16 (as cached: half the memory); batches are cast on use. x is a
+    tensor in memory, or StreamedClips when the split is read from the cache batch by batch."""
 
-    x: torch.Tensor  # (N, T, D) float16, zero-padded after each clip's length
+    x: torch.Tensor | StreamedClips  # (N, T, D) float16, zero-padded after each clip's length
     lengths: torch.Tensor  # (N,) int64, >= 1
     y: torch.Tensor  # (N, S) int64 levels, states in manifest order
     clip_ids: list[str]
@@ -69,11 +101,31 @@ class SequenceSet:
     def __len__(self) -> int:
         return len(self.clip_ids)
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.x, StreamedClips)
+
     def subset(self, rows: np.ndarray | list[int]) -> SequenceSet:
         rows = np.asarray(rows, dtype=np.int64)
         t = int(self.lengths[rows].max()) if len(rows) else 0
-        return SequenceSet(self.x[rows, :t], self.lengths[rows], self.y[rows], [self.clip_ids[i] for i in rows],
+        x = self.x.take(rows) if isinstance(self.x, StreamedClips) else self.x[rows, :t]
+        return SequenceSet(x, self.lengths[rows], self.y[rows], [self.clip_ids[i] for i in rows],
                            self.durations[rows])
+
+
+def pack(embeddings: list[np.ndarray], chosen: list[np.ndarray], steps: int, deltas: bool,
+         out: np.ndarray | None = None) -> np.ndarray:
+    """Each clip's chosen frames (and, with deltas, their differences from the previous chosen
+    frame) as one (N, steps, D or 2D) float16 array, zero-padded after each clip's frames; written
+    into `out` (zeroed, of that shape) when given."""
+    dim = embeddings[0].shape[1] if embeddings else 0
+    x = np.zeros((len(embeddings), steps, dim * (2 if deltas else 1)), dtype=np.float16) if out is None else out
+    for i, (emb, idx) in enumerate(zip(embeddings, chosen, strict=True)):
+        x[i, : len(idx), :dim] = emb[idx]
+        if deltas:
+            e = emb[idx].astype(np.float32)
+            x[i, : len(idx), dim:] = np.diff(e, axis=0, prepend=e[:1])
+    return x
 
 
 @dataclass
@@ -84,36 +136,91 @@ class LoadReport:
     missing_embeddings: dict[str, list[str]] = field(default_factory=dict)  # labelled, not complete in the cache
     missing_on_disk: list[str] = field(default_factory=list)  # labelled, no video at all
     clips_per_second: float = 0.0
+    streamed: bool = False  # embeddings read from the cache batch by batch (larger than memory)
 
     def as_dict(self) -> dict:
         return {"unlabelled": self.unlabelled, "missing_embeddings": self.missing_embeddings,
-                "missing_on_disk": self.missing_on_disk, "clips_per_second": round(self.clips_per_second, 1)}
+                "missing_on_disk": self.missing_on_disk, "clips_per_second": round(self.clips_per_second, 1),
+                "streamed": self.streamed}
 
 
 def to_tensors(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], policy: FramePolicy,
                labels: np.ndarray, clip_ids: list[str]) -> SequenceSet:
-    """(embeddings, face_prob, timestamps) per clip -> one padded SequenceSet."""
+    """(embeddings, face_prob, timestamps) per clip, in memory -> one padded SequenceSet."""
     chosen = [policy.select(prob) for _, prob, _ in arrays]
     lengths = np.array([len(c) for c in chosen], dtype=np.int64)
-    dim = arrays[0][0].shape[1] if arrays else 0
-    x = np.zeros((len(arrays), int(lengths.max()) if len(arrays) else 0, dim * (2 if policy.deltas else 1)),
-                 dtype=np.float16)
-    durations = np.zeros(len(arrays), dtype=np.float32)
-    for i, ((emb, _, ts), idx) in enumerate(zip(arrays, chosen, strict=True)):
-        x[i, : len(idx), :dim] = emb[idx]
-        if policy.deltas:
-            e = emb[idx].astype(np.float32)
-            x[i, : len(idx), dim:] = np.diff(e, axis=0, prepend=e[:1])
-        durations[i] = float(ts[-1] - ts[0]) + (float(np.median(np.diff(ts))) if len(ts) > 1 else 0.0)
+    x = pack([emb for emb, _, _ in arrays], chosen, int(lengths.max()) if len(arrays) else 0, policy.deltas)
+    durations = np.array([span_seconds(ts) for _, _, ts in arrays], dtype=np.float32)
     return SequenceSet(torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(labels.astype(np.int64)),
                        clip_ids, durations)
 
 
+def expected_lengths(attrs: dict[str, dict], clip_ids: list[str], policy: FramePolicy) -> np.ndarray:
+    """How many frames the policy keeps of each clip, from the clips' `faces` attribute alone."""
+    counts = np.array([int(attrs[c].get("faces") or 0) for c in clip_ids], dtype=np.int64)
+    if policy.stride and policy.stride > 1:
+        counts = -(-counts // policy.stride)
+    if policy.frames:
+        counts = np.minimum(counts, policy.frames)
+    return counts
+
+
+def padded_bytes(attrs: dict[str, dict], clip_ids: list[str], policy: FramePolicy, dim: int) -> int:
+    """What these clips take in memory as one padded float16 tensor."""
+    steps = int(expected_lengths(attrs, clip_ids, policy).max()) if clip_ids else 0
+    return len(clip_ids) * steps * policy.input_dim(dim) * 2
+
+
+def memory_budget() -> int:
+    """Bytes the splits may take in memory: half of what is available now (the other half is
+    for the model, the batches and everything else on the machine)."""
+    import psutil  # a dependency of dask.distributed
+
+    return psutil.virtual_memory().available // 2
+
+
+# Clips per concurrent read. One gather over thousands of clips ran at 369 clips/s; blocks of
+# 64-256 at 490-517 (3,000 clips of 300 x 512, 2 cores): zarr's event loop copes better with
+# fewer tasks in flight, and each block is packed (and its raw arrays freed) before the next.
+READ_BLOCK = 128
+
+
+def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labels: np.ndarray,
+               attrs: dict[str, dict], stream: bool = False) -> SequenceSet:
+    """Complete clips of the store as a SequenceSet: in memory, or (stream) with only the frame
+    masks read now and the embeddings read batch by batch during training."""
+    # Durations are a clip attribute since the cache recorded them; older stores need timestamps.
+    need_times = any("duration" not in attrs[c] for c in clip_ids)
+    names = ("face_prob",) + (() if stream else ("embeddings",)) + (("timestamps",) if need_times else ())
+    steps = int(expected_lengths(attrs, clip_ids, policy).max()) if clip_ids else 0
+    x = None if stream else np.zeros((len(clip_ids), steps, policy.input_dim(store.dim)), dtype=np.float16)
+    chosen: list[np.ndarray] = []
+    durations = np.zeros(len(clip_ids), dtype=np.float32)
+    for start in range(0, len(clip_ids), READ_BLOCK):
+        block = clip_ids[start:start + READ_BLOCK]
+        raw = store.read_arrays(block, names)
+        picked = [policy.select(raw[c]["face_prob"]) for c in block]
+        for c, idx in zip(block, picked, strict=True):
+            if len(idx) > steps:
+                raise ValueError(f"{store.path}: clip {c}: its faces attribute disagrees with its face_prob; fix: "
+                                 f"`python -m embed verify --repair`")
+        for i, c in enumerate(block, start):
+            durations[i] = attrs[c]["duration"] if "duration" in attrs[c] else span_seconds(raw[c]["timestamps"])
+        if x is not None:
+            pack([raw[c]["embeddings"] for c in block], picked, steps, policy.deltas, out=x[start:start + len(block)])
+        chosen += picked
+    lengths = torch.tensor([len(c) for c in chosen], dtype=torch.int64)
+    data = StreamedClips(store, clip_ids, chosen, store.dim, policy.deltas) if stream else torch.from_numpy(x)
+    return SequenceSet(data, lengths, torch.from_numpy(labels.astype(np.int64)), clip_ids, durations)
+
+
 def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], policy: FramePolicy,
-                splits: tuple[str, ...] = ("Train", "Validation", "Test")
+                splits: tuple[str, ...] = ("Train", "Validation", "Test"), stream: bool | None = None
                 ) -> tuple[dict[str, SequenceSet], LoadReport]:
-    """Every labelled clip of each split that is complete in the store, as tensors."""
-    complete = set(store.complete_ids())
+    """Every labelled clip of each split that is complete in the store, as SequenceSets: in memory,
+    or streamed from the cache (stream=True, or None and the splits would not fit in memory)."""
+    attrs = store.clip_attrs()
+    complete = {k for k, a in attrs.items() if a.get("complete") is True}
     report = LoadReport(unlabelled=list(index.unlabelled), missing_on_disk=list(index.missing_on_disk))
     wanted: dict[str, list[Clip]] = {}
     for split in splits:
@@ -127,19 +234,25 @@ def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], polic
     if report.unlabelled:
         log.warning("%d clips have embeddings or videos but no label row (first: %s); they are left out",
                     len(report.unlabelled), report.unlabelled[0])
-    start = time.perf_counter()
     ids = [c.clip_id for clips in wanted.values() for c in clips]
-    raw = store.read_arrays(ids, ("embeddings", "face_prob", "timestamps"))
-    report.clips_per_second = len(ids) / max(time.perf_counter() - start, 1e-9)
+    needed = padded_bytes(attrs, ids, policy, store.dim)
+    if stream is None:
+        budget = memory_budget()
+        stream = needed > budget
+        if stream:
+            log.warning("the splits take %.1f GB as tensors, more than the %.1f GB budget (half the available "
+                        "memory): embeddings are streamed from %s batch by batch", needed / 1e9, budget / 1e9,
+                        store.path)
+    report.streamed = stream
+    start = time.perf_counter()
     out = {}
     for split, clips in wanted.items():
-        arrays = [(raw[c.clip_id]["embeddings"], raw[c.clip_id]["face_prob"], raw[c.clip_id]["timestamps"])
-                  for c in clips]
         labels = np.array([[c.labels[s] for s in states] for c in clips], dtype=np.int64).reshape(len(clips),
                                                                                               len(states))
-        out[split] = to_tensors(arrays, policy, labels, [c.clip_id for c in clips])
-    log.info("loaded %s from %s at %.0f clips/s", ", ".join(f"{k} {len(v)}" for k, v in out.items()),
-             store.path, report.clips_per_second)
+        out[split] = load_clips(store, [c.clip_id for c in clips], policy, labels, attrs, stream)
+    report.clips_per_second = len(ids) / max(time.perf_counter() - start, 1e-9)
+    log.info("%s %s from %s at %.0f clips/s", "indexed (streamed)" if stream else "loaded",
+             ", ".join(f"{k} {len(v)}" for k, v in out.items()), store.path, report.clips_per_second)
     return out, report
 
 

@@ -31,12 +31,12 @@ DataMemo = dict[tuple, tuple[dict[str, SequenceSet], LoadReport]]
 
 
 def _load(manifest: Manifest, dataset: str, store: CacheStore, policy: FramePolicy,
-          memo: DataMemo | None) -> tuple[dict[str, SequenceSet], LoadReport]:
-    key = (str(store.path), policy)
+          memo: DataMemo | None, stream: bool | None = None) -> tuple[dict[str, SequenceSet], LoadReport]:
+    key = (str(store.path), policy, stream)
     if memo is not None and key in memo:
         return memo[key]
     index = read_dataset(manifest, dataset, generate=False)
-    data, report = load_splits(store, index, manifest.states, policy)
+    data, report = load_splits(store, index, manifest.states, policy, stream=stream)
     for split in ("Train", "Validation"):
         if len(data[split]) == 0:
             raise ConfigError(f"{store.path}: no {split} clips with both a label and complete embeddings; "
@@ -65,7 +65,7 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     policy = FramePolicy.from_config(cfg.model_dump())
     input_dim = policy.input_dim(store.dim)
     build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)  # bad params fail before loading
-    data, report = _load(manifest, dataset, store, policy, memo)
+    data, report = _load(manifest, dataset, store, policy, memo, cfg.stream)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)

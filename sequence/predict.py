@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embed.cache import ClipData, weights_match
+from embed.cache import ClipData, span_seconds, weights_match
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
 from sequence import plots
@@ -37,8 +37,7 @@ def weights_for(identity: str, recorded: str | None, given: str | None) -> str:
 def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[float, float]]:
     """[start, end) windows of `window` seconds every `hop` seconds; one window over the whole video
     when it is not clearly longer than one window."""
-    step = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    duration = float(timestamps[-1]) + step
+    duration = float(timestamps[0]) + span_seconds(timestamps)  # windows count from 0 s
     if duration <= window + hop / 2:
         return [(0.0, duration)]
     starts = np.arange(0.0, duration - window + 1e-6, hop)

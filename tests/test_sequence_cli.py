@@ -60,9 +60,13 @@ def test_evaluate_from_the_run_folder_reproduces_the_metrics(tiny_run):
     assert again["test"] == tiny_run["result"]["test"] and again["validation"] == tiny_run["result"]["validation"]
 
 
-def test_training_is_deterministic_on_cpu(tiny_run):
-    other = last_json(_train(tiny_run["manifest"]).stdout)
+def test_training_is_deterministic_on_cpu_and_streaming_changes_nothing(tiny_run):
+    # The second run streams its embeddings from the cache batch by batch (as for a cache larger
+    # than memory): the same batches in the same order, so the very same parameters.
+    other = last_json(_train(tiny_run["manifest"], "--stream").stdout)
     assert other["run"] != tiny_run["result"]["run"]
+    assert json.loads((Path(other["run"]) / "data.json").read_text())["streamed"] is True
+    assert json.loads((Path(tiny_run["result"]["run"]) / "data.json").read_text())["streamed"] is False
     assert other["test"] == tiny_run["result"]["test"]
     a = torch.load(Path(other["run"]) / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(Path(tiny_run["result"]["run"]) / "model.pt", weights_only=True)["state_dict"]

@@ -173,3 +173,34 @@ def test_grid_expands_experiments_times_grid_and_checks_everything_first(tmp_pat
     grid.write_text("experiment: []\n")
     with pytest.raises(ConfigError, match="unknown key 'experiment'"):
         expand_grid(grid)
+
+
+@pytest.mark.parametrize("policy", [FramePolicy(frames=None), FramePolicy(frames=4, deltas=True)])
+def test_streamed_splits_read_the_same_tensors_as_in_memory_ones(tiny_embedded, policy):
+    """On the tiny sample's real store: what a streamed split yields for a batch (or a chunk) is
+    exactly the in-memory split's rows, and the memory estimate is the in-memory size."""
+    from embed.cache import CacheStore
+    from embed.manifest import load_manifest
+    from sequence.data import load_splits, padded_bytes
+    from embed.layouts import read_dataset
+
+    store = CacheStore(tiny_embedded["store"])
+    m = load_manifest(tiny_embedded["manifest"])
+    index = read_dataset(m, "tiny", generate=False)
+    memory, report = load_splits(store, index, m.states, policy, stream=False)
+    streamed, streamed_report = load_splits(store, index, m.states, policy, stream=True)
+    assert not report.streamed and streamed_report.streamed
+    ids = [c for d in memory.values() for c in d.clip_ids]
+    steps, dim = max(d.x.shape[1] for d in memory.values()), memory["Train"].x.shape[2]
+    assert padded_bytes(store.clip_attrs(), ids, policy, store.dim) == len(ids) * steps * dim * 2
+    for split, a in memory.items():
+        b = streamed[split]
+        assert b.streamed and b.x.shape == a.x.shape and b.clip_ids == a.clip_ids
+        assert torch.equal(b.lengths, a.lengths) and torch.equal(b.y, a.y)
+        np.testing.assert_array_equal(b.durations, a.durations)
+        rows = torch.tensor([len(a) - 1, 0])
+        t = int(a.lengths[rows].max())
+        assert torch.equal(b.x[rows, :t], a.x[rows, :t])
+        assert torch.equal(b.x[0:len(a)], a.x)
+        sub_a, sub_b = a.subset([len(a) - 1]), b.subset([len(a) - 1])
+        assert torch.equal(sub_b.x[torch.tensor([0]), :sub_b.x.shape[1]], sub_a.x)

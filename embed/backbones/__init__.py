@@ -132,6 +132,12 @@ class Backbone(ABC):
 
     def build(self, weights: str | None, device: str | torch.device = "cpu") -> LoadedBackbone:
         weights = self.resolve_weights(weights)
+        net = self.network(weights)
+        return LoadedBackbone(self, _Normalised(net, self.mean, self.std), self.identity(weights), device)
+
+    def network(self, weights: str | None) -> nn.Module:
+        """The bare network with these weights loaded (trainable; build() freezes it for embedding)."""
+        weights = self.resolve_weights(weights)
         if weights == "random" or weights.startswith("random:"):
             seed = _seed(weights)
             with torch.random.fork_rng(devices=[]):
@@ -155,7 +161,7 @@ class Backbone(ABC):
                 raise ConfigError(f"{path}: not a state dict for backbone '{self.name}' "
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); fix: pass weights "
                                   f"saved with torch.save(model.state_dict()) for this architecture") from None
-        return LoadedBackbone(self, _Normalised(net, self.mean, self.std), self.identity(weights), device)
+        return net
 
 
 def _seed(weights: str) -> int:
