@@ -23,6 +23,12 @@ LOSS ?=
 GRID ?= configs/sample.yaml
 VIDEO ?=
 RUN ?=
+TRIPLETS ?=
+VAL_TRIPLETS ?=
+IMAGES ?=
+AFFECTNET ?=
+TRUNK ?=
+OUT ?=
 
 opt = $(if $(strip $(2)),$(1) $(2))
 EMBED_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
@@ -34,7 +40,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup demo embed info ls sample train-seq experiments runs predict test lint bench clean-venv
+.PHONY: setup demo embed info ls sample train-seq train-fec experiments runs predict test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +73,12 @@ experiments: $(STAMP)
 
 runs: $(STAMP)
 	$(PY) -m sequence runs --manifest $(MANIFEST)
+
+# The FEC-style expression backbone on the real datasets (README: "Training the FEC backbone").
+train-fec: $(STAMP)
+	$(PY) -m embed fec-train --triplets $(TRIPLETS) --images $(IMAGES) $(call opt,--val-triplets,$(VAL_TRIPLETS)) \
+		$(call opt,--affectnet,$(AFFECTNET)) $(call opt,--trunk-weights,$(TRUNK)) $(call opt,--epochs,$(EPOCHS)) \
+		$(call opt,--batch,$(BATCH)) $(call opt,--device,$(DEVICE)) $(call opt,--out,$(OUT)) --manifest $(MANIFEST)
 
 predict: $(STAMP)
 	$(PY) -m sequence predict $(VIDEO) --run $(RUN) $(call opt,--device,$(DEVICE))
