@@ -93,8 +93,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
 
 bench: $(STAMP)
-	$(PY) bench/embed_bench.py
-	$(PY) bench/stage_two.py
+	$(PY) bench/embed_bench.py --sweep --json $(call opt,--device,$(DEVICE))
+	$(PY) bench/stage_two.py --json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -112,11 +112,23 @@ def main() -> None:
     n_dec = sum(len(decode_video(v).frames) for v in videos[:2])
     decode_fps = n_dec / (time.perf_counter() - t0)
 
+    # Where a clip's time goes, each step alone (seconds per 300 frames): what is left of c/b.
+    steps = {}
+    for name, step in (("decode", lambda: decode_video(videos[1])),
+                       ("detect", lambda: embedder.track(video)),
+                       ("crop", lambda: [crop_faces(video.frames[i:i + 32], track.boxes[i:i + 32],
+                                                    backbone.spec.input_size, 0.2, device)
+                                         for i in range(0, len(crops), 32)]),
+                       ("cnn", lambda: [backbone.embed(crops[i:i + 32], 32) for i in range(0, len(crops), 32)])):
+        t0 = time.perf_counter()
+        step()
+        steps[name] = round((time.perf_counter() - t0) / len(video.frames) * 300, 3)
+
     # detect_every: time and box agreement with detection on every frame.
     sweep = []
-    ref = FaceTracker(DetectorConfig(detect_every=1, smooth=1)).track(video.frames).boxes if args.sweep else None
+    ref = FaceTracker(DetectorConfig(detect_every=1, smooth=1), device).track(video.frames).boxes if args.sweep else None
     for k in (1, 2, 3, 5, 10) if args.sweep else ():
-        tracker = FaceTracker(DetectorConfig(detect_every=k))
+        tracker = FaceTracker(DetectorConfig(detect_every=k), device)
         t0 = time.perf_counter()
         boxes = tracker.track(video.frames).boxes
         sweep.append({"detect_every": k, "detect_s_per_clip": round(time.perf_counter() - t0, 3),
@@ -129,7 +141,7 @@ def main() -> None:
         "device": machine(device), "backbone": args.backbone, "clips": len(videos), "frames": n_frames,
         "pipeline_clips_per_s": round(len(videos) / pipe_s, 3),
         "seconds_per_300_frame_clip": round(pipe_s / n_frames * 300, 2), "decode_fps": round(decode_fps, 1),
-        "store_bytes_per_clip": int(bytes_per_clip), "source_bytes_per_clip": int(
+        "store_bytes_per_clip": int(bytes_per_clip), "step_seconds_per_300_frames": steps, "source_bytes_per_clip": int(
             np.mean([source_fingerprint(v)["size"] for v in videos])), "detect_every_sweep": sweep,
     }
     print(f"machine: {out['device']}")

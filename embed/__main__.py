@@ -1,3 +1,4 @@
 from embed.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: spawned worker processes import it too
+    main()

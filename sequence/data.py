@@ -77,7 +77,7 @@ class StreamedClips:
         if steps.start is not None or steps.step is not None:
             raise IndexError("StreamedClips supports x[rows] and x[rows, :steps] only")
         ids = [self.clip_ids[r] for r in rows]
-        raw = self.store.read_arrays(ids, ("embeddings",))
+        raw = self.store.read_arrays(ids, ("embeddings",), known_complete=True)  # checked when loaded
         x = pack([raw[i]["embeddings"] for i in ids], [self.chosen[r] for r in rows],
                  len(range(self.steps)[steps]), self.deltas)
         return torch.from_numpy(x)
@@ -179,12 +179,6 @@ def memory_budget() -> int:
     return psutil.virtual_memory().available // 2
 
 
-# Clips per concurrent read. One gather over thousands of clips ran at 369 clips/s; blocks of
-# 64-256 at 490-517 (3,000 clips of 300 x 512, 2 cores): zarr's event loop copes better with
-# fewer tasks in flight, and each block is packed (and its raw arrays freed) before the next.
-READ_BLOCK = 128
-
-
 def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labels: np.ndarray,
                attrs: dict[str, dict], stream: bool = False) -> SequenceSet:
     """Complete clips of the store as a SequenceSet: in memory, or (stream) with only the frame
@@ -196,9 +190,9 @@ def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labe
     x = None if stream else np.zeros((len(clip_ids), steps, policy.input_dim(store.dim)), dtype=np.float16)
     chosen: list[np.ndarray] = []
     durations = np.zeros(len(clip_ids), dtype=np.float32)
-    for start in range(0, len(clip_ids), READ_BLOCK):
-        block = clip_ids[start:start + READ_BLOCK]
-        raw = store.read_arrays(block, names)
+    start = 0
+    # attrs were read just now and say these clips are complete: arrays are opened by path.
+    for block, raw in store.iter_arrays(clip_ids, names, known_complete=True):
         picked = [policy.select(raw[c]["face_prob"]) for c in block]
         for c, idx in zip(block, picked, strict=True):
             if len(idx) > steps:
@@ -209,6 +203,7 @@ def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labe
         if x is not None:
             pack([raw[c]["embeddings"] for c in block], picked, steps, policy.deltas, out=x[start:start + len(block)])
         chosen += picked
+        start += len(block)
     lengths = torch.tensor([len(c) for c in chosen], dtype=torch.int64)
     data = StreamedClips(store, clip_ids, chosen, store.dim, policy.deltas) if stream else torch.from_numpy(x)
     return SequenceSet(data, lengths, torch.from_numpy(labels.astype(np.int64)), clip_ids, durations)

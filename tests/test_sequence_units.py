@@ -180,9 +180,9 @@ def test_streamed_splits_read_the_same_tensors_as_in_memory_ones(tiny_embedded, 
     """On the tiny sample's real store: what a streamed split yields for a batch (or a chunk) is
     exactly the in-memory split's rows, and the memory estimate is the in-memory size."""
     from embed.cache import CacheStore
+    from embed.layouts import read_dataset
     from embed.manifest import load_manifest
     from sequence.data import load_splits, padded_bytes
-    from embed.layouts import read_dataset
 
     store = CacheStore(tiny_embedded["store"])
     m = load_manifest(tiny_embedded["manifest"])
@@ -204,3 +204,18 @@ def test_streamed_splits_read_the_same_tensors_as_in_memory_ones(tiny_embedded, 
         assert torch.equal(b.x[0:len(a)], a.x)
         sub_a, sub_b = a.subset([len(a) - 1]), b.subset([len(a) - 1])
         assert torch.equal(sub_b.x[torch.tensor([0]), :sub_b.x.shape[1]], sub_a.x)
+
+
+def test_block_reads_with_known_completeness_equal_one_checked_read(tiny_embedded):
+    from embed.cache import CacheStore
+
+    store = CacheStore(tiny_embedded["store"])
+    ids = store.complete_ids()
+    names = ("embeddings", "face_prob")
+    whole = store.read_arrays(ids, names)
+    blocks = list(store.iter_arrays(ids, names, block=3, known_complete=True))
+    assert [b for b, _ in blocks] == [ids[0:3], ids[3:6], ids[6:7]]
+    for block, raw in blocks:
+        for c in block:
+            for n in names:
+                np.testing.assert_array_equal(raw[c][n], whole[c][n])
