@@ -16,11 +16,12 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import zarr
@@ -36,6 +37,7 @@ from embed.errors import ConfigError
 # 3: detection frames downscaled by Pillow instead of torch (pixels differ by <= 1 level).
 PREPROCESSING_VERSION = 3
 CACHE_FORMAT = "affectseq-cache/1"
+T, R = TypeVar("T"), TypeVar("R")
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 _COMPRESSORS = {
     # float16 embeddings: byte-shuffle groups exponent/mantissa bytes, zstd does the rest.
@@ -282,15 +284,8 @@ class CacheStore:
         were measured too and gained nothing on 2 cores (392-447 against 417-476 clips/s at 5,358
         clips): shipping each block back cost what the second core saved."""
         blocks = [clip_ids[i:i + block] for i in range(0, len(clip_ids), block)]
-        if not blocks:
-            return
-        with ThreadPoolExecutor(1, thread_name_prefix="cache-read") as pool:
-            pending = pool.submit(self.read_arrays, blocks[0], names, 64, known_complete)
-            for k, ids in enumerate(blocks):
-                raw = pending.result()
-                if k + 1 < len(blocks):
-                    pending = pool.submit(self.read_arrays, blocks[k + 1], names, 64, known_complete)
-                yield ids, raw
+        reads = read_ahead(lambda ids: self.read_arrays(ids, names, 64, known_complete), blocks)
+        yield from zip(blocks, reads, strict=True)
 
     def summary(self) -> dict:
         attrs = self.clip_attrs()
@@ -299,6 +294,23 @@ class CacheStore:
                     if a.get("complete") is not True and a.get("error")]
         return {"complete": len(complete), "failed": len(failures), "frames": sum(a.get("frames", 0) for a in complete),
                 "failures": failures, "clips": attrs}
+
+
+def read_ahead(fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """fn over items in order, computing the next result on a thread while the caller handles
+    this one: reads overlap the caller's work, and at most two results are alive at a time."""
+    if not items:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(fn, items[0])
+        try:
+            for k in range(len(items)):
+                result = pending.result()
+                if k + 1 < len(items):
+                    pending = pool.submit(fn, items[k + 1])
+                yield result
+        finally:
+            pending.cancel()
 
 
 async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, ...], concurrency: int,

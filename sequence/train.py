@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from embed.cache import read_ahead
 from sequence.config import TrainConfig
 from sequence.data import SequenceSet
 from sequence.heads import Head
@@ -31,13 +32,15 @@ class EpochLog:
 
 
 def _batches(data: SequenceSet, rows: torch.Tensor, batch: int, device: torch.device):
-    for i in range(0, len(rows), batch):
-        idx = rows[i:i + batch]
+    def fetch(idx: torch.Tensor):
         lengths = data.lengths[idx]
-        x = data.x[idx, : int(lengths.max())]
+        return data.x[idx, : int(lengths.max())], lengths, data.y[idx]
+
+    chunks = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+    # A streamed split reads the next batch from the cache while the model works on this one.
+    for x, lengths, y in (read_ahead(fetch, chunks) if data.streamed else map(fetch, chunks)):
         pin = device.type == "cuda"
-        yield (x.pin_memory().to(device, non_blocking=True) if pin else x).float(), lengths.to(device), \
-            data.y[idx].to(device)
+        yield (x.pin_memory().to(device, non_blocking=True) if pin else x).float(), lengths.to(device), y.to(device)
 
 
 def _autocast(device: torch.device, amp: bool):
