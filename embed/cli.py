@@ -16,7 +16,8 @@ from rich.table import Table
 from embed.console import err, fail, setup_logging
 from embed.errors import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Stage one of affectseq: videos -> cached per-frame face embeddings.")
 log = logging.getLogger("embed")
 

@@ -175,25 +175,57 @@ def test_grid_expands_experiments_times_grid_and_checks_everything_first(tmp_pat
         expand_grid(grid)
 
 
-@pytest.mark.parametrize("policy", [FramePolicy(frames=None), FramePolicy(frames=4, deltas=True)])
-def test_streamed_splits_read_the_same_tensors_as_in_memory_ones(tiny_embedded, policy):
-    """On the tiny sample's real store: what a streamed split yields for a batch (or a chunk) is
-    exactly the in-memory split's rows, and the memory estimate is the in-memory size."""
+@pytest.fixture
+def tiny_store_with_faceless_frames(tiny_embedded, tmp_path):
+    """A copy of the tiny sample's store whose first clip lost its face in frames 2-4 (as stage
+    one writes such frames: face_prob 0, zero embedding, `faces` counting the rest)."""
+    import shutil
+
+    import zarr
+
     from embed.cache import CacheStore
+
+    path = tmp_path / tiny_embedded["store"].name
+    shutil.copytree(tiny_embedded["store"], path)
+    store = CacheStore(path, mode="a")
+    clip = store.complete_ids()[0]
+    g = zarr.open_group(str(path), mode="a")[f"clips/{clip}"]
+    prob = g["face_prob"][...]
+    prob[2:5] = 0
+    g["face_prob"][...] = prob
+    emb = g["embeddings"][...]
+    emb[2:5] = 0
+    g["embeddings"][...] = emb
+    g.attrs["faces"] = int((prob > 0).sum())
+    return CacheStore(path)
+
+
+@pytest.mark.parametrize("policy", [FramePolicy(frames=None), FramePolicy(frames=4, deltas=True)])
+def test_split_loading_streamed_or_not_gives_what_the_arrays_say(tiny_embedded, tiny_store_with_faceless_frames,
+                                                                 policy):
+    """On a real store: the loaded splits equal to_tensors over the raw arrays (faceless frames
+    masked out), a streamed split yields exactly the in-memory rows for a batch or a chunk, and the
+    memory estimate is the in-memory size."""
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
     from sequence.data import load_splits, padded_bytes
 
-    store = CacheStore(tiny_embedded["store"])
+    store = tiny_store_with_faceless_frames
     m = load_manifest(tiny_embedded["manifest"])
     index = read_dataset(m, "tiny", generate=False)
     memory, report = load_splits(store, index, m.states, policy, stream=False)
     streamed, streamed_report = load_splits(store, index, m.states, policy, stream=True)
     assert not report.streamed and streamed_report.streamed
     ids = [c for d in memory.values() for c in d.clip_ids]
+    raw = store.read_clips(ids)
+    assert (raw[store.complete_ids()[0]].face_prob == 0).sum() == 3
     steps, dim = max(d.x.shape[1] for d in memory.values()), memory["Train"].x.shape[2]
     assert padded_bytes(store.clip_attrs(), ids, policy, store.dim) == len(ids) * steps * dim * 2
     for split, a in memory.items():
+        ref = to_tensors([(raw[c].embeddings, raw[c].face_prob, raw[c].timestamps) for c in a.clip_ids], policy,
+                         a.y.numpy(), a.clip_ids)
+        assert torch.equal(ref.lengths, a.lengths) and torch.equal(ref.x, a.x[:, : ref.x.shape[1]])
+        np.testing.assert_allclose(a.durations, ref.durations, rtol=1e-6)
         b = streamed[split]
         assert b.streamed and b.x.shape == a.x.shape and b.clip_ids == a.clip_ids
         assert torch.equal(b.lengths, a.lengths) and torch.equal(b.y, a.y)
