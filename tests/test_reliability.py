@@ -102,7 +102,7 @@ def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedd
     store = _store(manifest)
     rng = random.Random(1234)
     kills = 0
-    for _ in range(20):
+    for _ in range(12):  # 12, not more: the whole suite must stay under CI's 15 minutes
         shutil.rmtree(store, ignore_errors=True)  # every trial from an empty store: kills land mid-work
         Path(str(store) + ".lock").unlink(missing_ok=True)  # (left by the killed run; flock died with it)
         proc = _popen(manifest)
@@ -113,7 +113,7 @@ def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedd
             kills += 1
         proc.communicate(timeout=60)
         _complete_clips_match(store, tiny_embedded["store"])  # whatever is complete is right
-    assert kills >= 15
+    assert kills >= 9
     run_cli("run", "--manifest", str(manifest), *RUN)
     assert _complete_clips_match(store, tiny_embedded["store"]) == 7
 
