@@ -150,7 +150,7 @@ class FaceTracker:
         n = len(frames)
         idx = self.detection_indices(n)
         raw = dict(zip(idx.tolist(), zip(*self.detect(frames[idx])[:2], strict=True), strict=True))
-        present = [self._found(*raw[i]) for i in idx]
+        present = [_pick(*raw[i], None, self.config.min_prob)[0] is not None for i in idx]
         # Where a face appears or vanishes between two detections, detect every frame in between:
         # the boundary is then exact, as with detection on every frame, at the cost of a few frames.
         gaps = [np.arange(a + 1, b) for a, b, pa, pb in zip(idx[:-1], idx[1:], present[:-1], present[1:], strict=True)
@@ -168,9 +168,6 @@ class FaceTracker:
                 det_boxes[j], det_probs[j], prev = box, prob, box
         det_boxes = _smooth_runs(det_boxes, self.config.smooth)
         return _interpolate(n, idx, det_boxes, det_probs)
-
-    def _found(self, boxes: np.ndarray | None, probs: np.ndarray | None) -> bool:
-        return probs is not None and bool((probs >= self.config.min_prob).any())
 
 
 def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:

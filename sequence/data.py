@@ -64,7 +64,7 @@ class StreamedClips:
     dtype = torch.float16
 
     def __init__(self, store: CacheStore, clip_ids: list[str], chosen: list[np.ndarray], dim: int, deltas: bool):
-        self.store, self.clip_ids, self.chosen, self.deltas = store, clip_ids, chosen, deltas
+        self.store, self.clip_ids, self.chosen, self.dim, self.deltas = store, clip_ids, chosen, dim, deltas
         self.steps = max((len(c) for c in chosen), default=0)
         self.shape = (len(clip_ids), self.steps, dim * (2 if deltas else 1))
 
@@ -84,7 +84,7 @@ class StreamedClips:
 
     def take(self, rows: np.ndarray) -> StreamedClips:
         return StreamedClips(self.store, [self.clip_ids[r] for r in rows], [self.chosen[r] for r in rows],
-                             self.shape[2] // (2 if self.deltas else 1), self.deltas)
+                             self.dim, self.deltas)
 
 
 @dataclass
@@ -237,9 +237,8 @@ def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], polic
         log.warning("%d clips have embeddings or videos but no label row (first: %s); they are left out",
                     len(report.unlabelled), report.unlabelled[0])
     ids = [c.clip_id for clips in wanted.values() for c in clips]
-    needed = padded_bytes(attrs, ids, policy, store.dim)
     if stream is None:
-        budget = memory_budget()
+        needed, budget = padded_bytes(attrs, ids, policy, store.dim), memory_budget()
         stream = needed > budget
         if stream:
             log.warning("the splits take %.1f GB as tensors, more than the %.1f GB budget (half the available "

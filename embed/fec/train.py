@@ -92,19 +92,28 @@ class FECModel(nn.Module):
 def build_model(cfg: FecTrainConfig) -> FECModel:
     trunk = get_backbone("inception").network(cfg.trunk_weights)
     model = FECModel(FECNet(trunk=trunk))
-    blocks = list(model.net.trunk.children())
-    if not 0 <= cfg.unfreeze <= len(blocks):
-        raise ConfigError(f"--unfreeze {cfg.unfreeze}: the trunk has {len(blocks)} blocks; fix: pass 0..{len(blocks)}")
-    for block in blocks[: len(blocks) - cfg.unfreeze]:
+    blocks = len(list(model.net.trunk.children()))
+    if not 0 <= cfg.unfreeze <= blocks:
+        raise ConfigError(f"--unfreeze {cfg.unfreeze}: the trunk has {blocks} blocks; fix: pass 0..{blocks}")
+    for block in _frozen_blocks(model, cfg):
         block.requires_grad_(False)
     return model
 
 
+def _frozen_blocks(model: FECModel, cfg: FecTrainConfig) -> list[nn.Module]:
+    blocks = list(model.net.trunk.children())
+    return blocks[: len(blocks) - cfg.unfreeze]
+
+
 def _set_train(model: FECModel, cfg: FecTrainConfig, training: bool) -> None:
     model.train(training)
-    blocks = list(model.net.trunk.children())
-    for block in blocks[: len(blocks) - cfg.unfreeze]:
+    for block in _frozen_blocks(model, cfg):
         block.eval()  # frozen blocks keep their batch-norm statistics
+
+
+def _triplet_embeddings(model: FECModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 3, C, S, S) crops -> (B, 3, D) L2-normalised embeddings."""
+    return F.normalize(model(x.flatten(0, 1).to(device)), dim=1).view(len(x), 3, -1)
 
 
 class _Crops:
@@ -164,7 +173,7 @@ def evaluate(model: FECModel, triplets: DataLoader, expressions: DataLoader | No
     model.eval()
     hits = total = 0
     for x, odd in triplets:
-        emb = F.normalize(model(x.flatten(0, 1).to(device)), dim=1).view(len(x), 3, -1)
+        emb = _triplet_embeddings(model, x, device)
         hits += int((predict_odd(emb).cpu() == odd).sum())
         total += len(odd)
     expr = None
@@ -248,7 +257,7 @@ def train_fec(train: Triplets, val: Triplets, cfg: FecTrainConfig, out_dir: Path
             expr_iter = iter(expr_train) if expr_train is not None else None
             total = seen = 0.0
             for x, odd in train_dl:
-                emb = F.normalize(model(x.flatten(0, 1).to(device)), dim=1).view(len(x), 3, -1)
+                emb = _triplet_embeddings(model, x, device)
                 loss = triplet_loss(emb, odd.to(device), cfg.margin)
                 if expr_iter is not None:
                     try:
