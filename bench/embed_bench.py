@@ -115,7 +115,7 @@ def main() -> None:
     # Where a clip's time goes, each step alone (seconds per 300 frames): what is left of c/b.
     steps = {}
     for name, step in (("decode", lambda: decode_video(videos[1])),
-                       ("detect", lambda: embedder.track(video)),
+                       ("detect", lambda: embedder.tracker.track(video.frames)),
                        ("crop", lambda: [crop_faces(video.frames[i:i + 32], track.boxes[i:i + 32],
                                                     backbone.spec.input_size, 0.2, device)
                                          for i in range(0, len(crops), 32)]),

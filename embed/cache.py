@@ -6,6 +6,12 @@ face_prob (T,) f32, boxes (T,4) f32 source px}. A clip is complete only when its
 `complete` is true; that attr is written last (zarr's LocalStore writes metadata atomically), so a
 crash leaves a clip pending, never readable as complete with partial data.
 
+Clips are written as they are embedded (ClipWriter): a clip's first TIME_CHUNK frames are written
+together (so a clip of up to TIME_CHUNK frames is one zarr chunk per array, read as fast as ever),
+after that each chunk of frames is appended and the clip's `frames_written` attr (with the tracker's
+state at that frame) is updated after its arrays. A run killed inside a long video continues from
+`frames_written` when the source is unchanged.
+
 This module imports neither decoding nor face detection: stage two reads through it.
 """
 
@@ -37,6 +43,8 @@ from embed.errors import ConfigError
 # 3: detection frames downscaled by Pillow instead of torch (pixels differ by <= 1 level).
 PREPROCESSING_VERSION = 3
 CACHE_FORMAT = "affectseq-cache/1"
+# Frames per zarr chunk along T. A long video's arrays grow chunk by chunk from here on.
+TIME_CHUNK = 1024
 T, R = TypeVar("T"), TypeVar("R")
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 _COMPRESSORS = {
@@ -117,6 +125,12 @@ class ClipData:
         if not (len(self.face_prob) == len(self.boxes) == t) or (self.embeddings is not None and len(self.embeddings) != t):
             raise ValueError("clip arrays disagree on the number of frames")
 
+    @classmethod
+    def concat(cls, parts: list[ClipData]) -> ClipData:
+        """Consecutive chunks of one clip joined."""
+        emb = None if parts[0].embeddings is None else np.concatenate([p.embeddings for p in parts])
+        return cls(emb, *(np.concatenate([getattr(p, n) for p in parts]) for n in ARRAYS[1:]))
+
 
 class CacheStore:
     """One extraction store. Open for reading with CacheStore(path); create with CacheStore.create."""
@@ -196,25 +210,22 @@ class CacheStore:
             del clips[clip_id]
 
     def write_clip(self, clip_id: str, data: ClipData, source: dict, extra: dict | None = None) -> None:
+        """Write a whole clip at once (a clip writer given everything in one chunk)."""
+        writer = self.clip_writer(clip_id, source, extra, resume=False)
+        writer.append(data)
+        writer.finish()
+
+    def clip_writer(self, clip_id: str, source: dict, extra: dict | None = None, resume: bool = True) -> ClipWriter:
+        """A writer for one clip, continuing a clip left part-written by a killed run when its recorded
+        source fingerprint equals `source` (resume), else starting it afresh."""
+        attrs = self.attrs_of(clip_id)
+        if (resume and attrs and attrs.get("complete") is False and attrs.get("frames_written", 0) > 0
+                and _same_source(attrs.get("source"), source)):
+            return ClipWriter(self, clip_id, source, extra, self._clips()[clip_id], attrs)
         self.reset(clip_id)
-        group = self._clips().create_group(clip_id, attributes={"complete": False})
-        arrays = {
-            "timestamps": np.asarray(data.timestamps, dtype=np.float32),
-            "face_prob": np.asarray(data.face_prob, dtype=np.float32),
-            "boxes": np.asarray(data.boxes, dtype=np.float32),
-        }
-        if data.embeddings is not None:
-            arrays["embeddings"] = np.ascontiguousarray(data.embeddings, dtype=np.float16)
-        for name, arr in arrays.items():
-            chunks = (max(1, min(len(arr), 1024)), *arr.shape[1:])
-            a = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
-                                   compressors=_COMPRESSORS.get(name, _COMPRESSORS["default"]))
-            if arr.size:
-                a[...] = arr
-        group.attrs.update({**(extra or {}), "frames": int(len(data.timestamps)),
-                            "faces": int((arrays["face_prob"] > 0).sum()),
-                            "duration": span_seconds(arrays["timestamps"]), "source": source,
-                            "error": None, "complete": True})
+        group = self._clips().create_group(clip_id, attributes={"complete": False, "frames_written": 0,
+                                                                "source": source})
+        return ClipWriter(self, clip_id, source, extra, group, None)
 
     def check_clip(self, clip_id: str, source: Path | None) -> str | None:
         """What is wrong with a complete clip (None: nothing): arrays, shapes, dtypes, values, and
@@ -293,7 +304,117 @@ class CacheStore:
         failures = [{"clip": k, "error": a["error"]} for k, a in sorted(attrs.items())
                     if a.get("complete") is not True and a.get("error")]
         return {"complete": len(complete), "failed": len(failures), "frames": sum(a.get("frames", 0) for a in complete),
-                "failures": failures, "clips": attrs}
+                "failures": failures, "truncated": sorted(k for k, a in attrs.items()
+                                                          if a.get("complete") is True and a.get("truncated")),
+                "partial": {k: a["frames_written"] for k, a in sorted(attrs.items())
+                            if a.get("complete") is not True and a.get("frames_written")},
+                "clips": attrs}
+
+
+def _same_source(recorded: dict | None, now: dict) -> bool:
+    return bool(recorded) and all(recorded.get(k) == now.get(k) for k in ("size", "sha256"))
+
+
+class ClipWriter:
+    """One clip's arrays, written chunk by chunk; `complete` is written by finish(), last.
+
+    The first TIME_CHUNK frames are held (embeddings are small: 1 MB for 1,024 x 512 float16) and
+    written together; a clip that ends before that is written in one piece, exactly as a whole
+    clip always was. From then on every append writes its rows, then `frames_written` and the
+    tracker state that lets a killed run continue after those rows.
+    """
+
+    def __init__(self, store: CacheStore, clip_id: str, source: dict, extra: dict | None, group: zarr.Group,
+                 resumed: dict | None):
+        self.store, self.clip_id, self.source, self.extra, self.group = store, clip_id, source, extra or {}, group
+        self.with_embeddings = store.dim > 0
+        self.held: list[ClipData] = []
+        self.frames_written = 0
+        self.track_state: dict | None = None
+        if resumed:
+            n = int(resumed["frames_written"])
+            for name in self._names():
+                arr = group[name]
+                if arr.shape[0] != n:  # killed between the arrays and the attribute: drop the extra rows
+                    arr.resize((n, *arr.shape[1:]))
+            self.frames_written, self.track_state = n, resumed.get("track_state")
+
+    def _names(self) -> tuple[str, ...]:
+        return ARRAYS if self.with_embeddings else ARRAYS[1:]
+
+    @property
+    def held_frames(self) -> int:
+        return sum(len(d.timestamps) for d in self.held)
+
+    def rewind(self, frames: int, track_state: dict | None = None) -> None:
+        """Continue from an earlier frame (another store of the same run wrote less), where the
+        tracker's state is `track_state`."""
+        if frames >= self.frames_written:
+            return
+        if frames < TIME_CHUNK:  # nothing before the first write can be kept apart: start afresh
+            w = self.store.clip_writer(self.clip_id, self.source, self.extra, resume=False)
+            self.group, self.frames_written, self.track_state, self.held = w.group, 0, None, []
+            return
+        self.group.attrs.update({"frames_written": frames, "track_state": track_state})
+        for name in self._names():
+            arr = self.group[name]
+            arr.resize((frames, *arr.shape[1:]))
+        self.frames_written, self.track_state = frames, track_state
+
+    def copy_track(self, other: ClipWriter, frames: int, track_state: dict | None) -> None:
+        """Rewrite this (face-track) clip from the first `frames` rows of another writer's track."""
+        self.rewind(0)
+        rows = {n: other.group[n][:frames] for n in ARRAYS[1:]}
+        self.append(ClipData(None, rows["timestamps"], rows["face_prob"], rows["boxes"]), track_state)
+
+    def append(self, data: ClipData, track_state: dict | None = None) -> None:
+        if self.with_embeddings and data.embeddings is None:
+            raise ValueError(f"{self.store.path}: clip {self.clip_id}: this store holds embeddings")
+        self.held.append(data)
+        if self.frames_written or self.held_frames >= TIME_CHUNK:
+            self._flush(track_state)
+
+    def _arrays(self, data: list[ClipData]) -> dict[str, np.ndarray]:
+        out = {"timestamps": np.concatenate([d.timestamps for d in data]).astype(np.float32),
+               "face_prob": np.concatenate([d.face_prob for d in data]).astype(np.float32),
+               "boxes": np.concatenate([d.boxes for d in data]).astype(np.float32).reshape(-1, 4)}
+        if self.with_embeddings:
+            out["embeddings"] = np.ascontiguousarray(np.concatenate([d.embeddings for d in data]), dtype=np.float16)
+        return out
+
+    def _flush(self, track_state: dict | None) -> None:
+        arrays = self._arrays(self.held)
+        if not self.frames_written:
+            self._create(arrays, TIME_CHUNK)
+        else:
+            for name, arr in arrays.items():
+                self.group[name].append(arr, axis=0)
+        self.frames_written += len(arrays["timestamps"])
+        self.held = []
+        self.group.attrs.update({"frames_written": self.frames_written, "track_state": track_state})
+
+    def _create(self, arrays: dict[str, np.ndarray], time_chunk: int) -> None:
+        for name, arr in arrays.items():
+            chunks = (max(1, min(len(arr), time_chunk)), *arr.shape[1:])
+            a = self.group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
+                                        compressors=_COMPRESSORS.get(name, _COMPRESSORS["default"]))
+            if arr.size:
+                a[...] = arr
+
+    def finish(self, extra: dict | None = None) -> None:
+        """Write what is held and mark the clip complete (the last write)."""
+        if not self.frames_written:
+            if not self.held:
+                raise ValueError(f"{self.store.path}: clip {self.clip_id}: no frames to write")
+            self._create(self._arrays(self.held), TIME_CHUNK)
+        elif self.held:
+            self._flush(None)
+        stamps, probs = self.group["timestamps"][...], self.group["face_prob"][...]
+        self.held = []
+        self.group.attrs.update({**self.extra, **(extra or {}), "frames": int(len(stamps)),
+                                 "frames_written": int(len(stamps)), "track_state": None,
+                                 "faces": int((probs > 0).sum()), "duration": span_seconds(stamps),
+                                 "source": self.source, "error": None, "complete": True})
 
 
 def read_ahead(fn: Callable[[T], R], items: list[T]) -> Iterator[R]:

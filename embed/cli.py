@@ -75,13 +75,20 @@ def run(
     detect_width: DetectWidthOpt = None,
     min_face_size: MinFaceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Face crops per CNN batch.")] = 64,
+    chunk_frames: Annotated[int, typer.Option(min=1, help="Frames decoded, tracked, embedded and written at a "
+                                              "time: sets peak memory, whatever the videos' length.")] = 64,
+    allow_truncated: Annotated[bool, typer.Option("--allow-truncated", help="Keep videos that decode fewer frames "
+                                                  "than their container declares (marked `truncated`) instead of "
+                                                  "failing them.")] = False,
     workers: Annotated[int | None, typer.Option(min=1, help="Start a local dask cluster of N worker processes.")]
     = None,
     scheduler: Annotated[str | None, typer.Option(help="Send clips to this dask scheduler (tcp://HOST:PORT).")]
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Embed every clip of a dataset into its backbones' cache stores (skips clips already complete)."""
+    """Embed every clip of a dataset into its backbones' cache stores (skips clips already complete,
+    continues clips a killed run left part-written)."""
     setup_logging(quiet)
     try:
         from embed.cache import CacheStore, writer_lock
@@ -93,7 +100,8 @@ def run(
         name, _ = m.dataset(dataset)
         names = [b.strip() for b in backbone.split(",") if b.strip()]
         spec = EmbedSpec(tuple(names), tuple(_split(weights, len(names), "weights")), device,
-                         _detector(detect_every, detect_width, min_face_size).as_dict(), max_fps, batch_size)
+                         _detector(detect_every, detect_width, min_face_size).as_dict(), max_fps, batch_size,
+                         chunk_frames, allow_truncated)
         index = read_dataset(m, name)
         embedder = spec.build()
         stores = [CacheStore.create(m.cache_path, name, embedder.config_of(b)) for b in embedder.backbones]
@@ -108,11 +116,11 @@ def run(
                 report = embed_dataset(index, stores, embedder, limit=limit, progress=not quiet, faces=faces)
     except ConfigError as e:
         fail(str(e))
-    _print_report(report, [b.weights_identity for b in embedder.backbones])
+    _print_report(report, [b.weights_identity for b in embedder.backbones], as_json)
     raise typer.Exit(report.exit_code)
 
 
-def _print_report(report, weights: list[str]) -> None:
+def _print_report(report, weights: list[str], as_json: bool = False) -> None:
     t = Table(title="stage one summary", show_header=False)
     for path, identity in zip(report.stores, weights, strict=True):
         t.add_row("store", str(path))
@@ -125,6 +133,10 @@ def _print_report(report, weights: list[str]) -> None:
     rate = report.frames / report.seconds if report.seconds else 0.0
     t.add_row("frames", f"{report.frames} in {report.seconds:.1f} s ({rate:.1f} frames/s, "
                         f"{report.embedded / report.seconds if report.seconds else 0:.2f} clips/s)")
+    if report.resumed_frames:
+        t.add_row("resumed", f"{report.resumed_frames} frames of part-written clips kept from an earlier run")
+    if report.truncated:
+        t.add_row("truncated", f"{len(report.truncated)} kept though cut short: {', '.join(report.truncated[:10])}")
     if report.dashboard:
         t.add_row("dask", report.dashboard)
     err.print(t)
@@ -132,6 +144,9 @@ def _print_report(report, weights: list[str]) -> None:
         err.print(f"[red]failed[/] {f['clip']}: {f['error']}", highlight=False, soft_wrap=True)
     if report.interrupted:
         err.print("[yellow]interrupted: complete clips are kept; rerun to continue[/]")
+    if as_json:
+        print(json.dumps({**report.as_dict(), "weights": weights}))
+        return
     for path in report.stores:
         print(f"cache: {path}")
 
@@ -176,14 +191,15 @@ def info(
     except ConfigError as e:
         fail(str(e))
     summary = CacheStore(path).summary() if (path / "zarr.json").is_file() else \
-        {"complete": 0, "failed": 0, "frames": 0, "failures": [], "clips": {}}
+        {"complete": 0, "failed": 0, "frames": 0, "failures": [], "truncated": [], "partial": {}, "clips": {}}
     done = {k for k, a in summary["clips"].items() if a.get("complete") is True}
     failed = {f["clip"] for f in summary["failures"]}
     out = {
         "store": str(path), "key": config_key(config), "backbone": spec.name, "dim": spec.dim,
         "weights": config["weights"], "complete": summary["complete"], "failed": summary["failed"],
         "pending": sum(1 for c in index.clips if c.clip_id not in done and c.clip_id not in failed),
-        "frames": summary["frames"], "failures": summary["failures"],
+        "frames": summary["frames"], "failures": summary["failures"], "truncated": summary.get("truncated", []),
+        "partial": summary.get("partial", {}),
         "missing_on_disk": index.missing_on_disk, "unlabelled": index.unlabelled,
     }
     if as_json:
@@ -191,7 +207,9 @@ def info(
         return
     t = Table(title=f"{index.name} / {spec.name}", show_header=False)
     for k, v in out.items():
-        if isinstance(v, list):
+        if isinstance(v, dict):
+            v = f"{len(v)}" + (f": {', '.join(f'{c} ({n} frames written)' for c, n in list(v.items())[:10])}" if v else "")
+        elif isinstance(v, list):
             v = f"{len(v)}" + (f": {', '.join(x['clip'] if isinstance(x, dict) else x for x in v[:10])}" if v else "")
         t.add_row(k, str(v))
     Console().print(t)

@@ -23,7 +23,17 @@ import torch
 from embed.cache import CacheStore
 from embed.errors import ConfigError
 from embed.layouts import Clip, DatasetIndex
-from embed.pipeline import ClipOutcome, Embedder, EmbedSpec, RunReport, embed_clip, pending, progress_bar, rate_text
+from embed.pipeline import (
+    ClipOutcome,
+    Embedder,
+    EmbedSpec,
+    RunReport,
+    decode_ahead,
+    embed_clip,
+    pending,
+    progress_bar,
+    rate_text,
+)
 
 log = logging.getLogger(__name__)
 _EMBEDDERS: dict[tuple, Embedder] = {}  # per worker process: models are built once, not per task
@@ -47,7 +57,9 @@ def embed_task(spec: EmbedSpec, clip: Clip, store_paths: list[str], faces_path: 
     embedder = _worker_embedder(spec, threads)
     stores = [CacheStore(p, mode="a") for p in store_paths]
     faces = CacheStore(faces_path, mode="a") if faces_path else None
-    return embed_clip(embedder, clip, lambda: embedder.decode(clip.path), stores, faces)
+    for _, chunks in decode_ahead([embedder.stream(clip.path)]):
+        return embed_clip(embedder, clip, chunks, stores, faces)
+    raise AssertionError("unreachable: decode_ahead yields one item per stream")
 
 
 def _use_gpu(index: int) -> None:

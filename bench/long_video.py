@@ -1,0 +1,142 @@
+"""Memory and speed of streaming a long video through stage one and predict (`make bench`).
+
+In one run, on this machine:
+  1. peak resident memory (the process's own high-water mark, from wait4) of `embed run` and of
+     `sequence predict` on a long 640x480 30 fps video (--minutes, default 10) and on a 10-s one:
+     the long one must peak within 1.5x of the short one;
+  2. frames/s of the streamed pipeline (chunks of CHUNK_FRAMES) against the whole-clip path (each
+     clip one chunk, as stage one worked before streaming) on DAiSEE-shaped 10-s clips, alternated
+     A B A B so that the shared machine's drift falls on both: the ratio must be >= 0.95.
+
+Videos are the built-in sample's renderer (a real face photo), generated here; weights are random.
+    .venv/bin/python bench/long_video.py [--minutes 10] [--clips 4] [--device cpu] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embed_bench import machine  # noqa: E402
+
+from embed.backbones import get_backbone  # noqa: E402
+from embed.cache import CacheStore  # noqa: E402
+from embed.layouts import Clip, DatasetIndex  # noqa: E402
+from embed.manifest import SampleSpec  # noqa: E402
+from embed.pipeline import CHUNK_FRAMES, Embedder, embed_dataset  # noqa: E402
+from embed.sample import generate_sample, write_video  # noqa: E402
+from embed.video import VideoStream  # noqa: E402
+
+STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
+
+
+def measured(cmd: list[str]) -> dict:
+    """The command's own peak RSS through os.wait4 (ru_maxrss of that process alone, in kB on Linux)."""
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as null, tempfile.TemporaryFile("w+") as out:
+        pid = subprocess.Popen(cmd, stdout=out, stderr=null, env={**os.environ, "PYTHONUNBUFFERED": "1"}).pid
+        _, status, usage = os.wait4(pid, 0)
+        out.seek(0)
+        text = out.read()
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (status {status})")
+    return {"peak_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.perf_counter() - t0, 1), "stdout": text}
+
+
+def csv_dataset(root: Path, name: str, video: Path) -> dict:
+    with open(root / f"{name}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "split", *STATES])
+        w.writerow([video.name, "Test", 0, 0, 0, 0])
+    return {"layout": "csv", "root": ".", "csv": f"{name}.csv"}
+
+
+def throughput(videos: list[Path], tmp: Path, device: torch.device, rounds: int = 2) -> dict:
+    """frames/s of the streamed pipeline and of whole clips, alternated, fresh stores each pass."""
+    backbone = get_backbone("inception").build("random", device)
+    index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
+    rates: dict[str, list[float]] = {"streamed": [], "whole": []}
+    for r in range(rounds):
+        for name, chunk in (("streamed", CHUNK_FRAMES), ("whole", 1 << 30)):
+            embedder = Embedder(backbone, chunk_frames=chunk)
+            cache = tmp / f"cache-{name}-{r}"
+            store = CacheStore.create(cache, "bench", embedder.config)
+            faces = CacheStore.create(cache, "bench", embedder.faces_config)
+            t0 = time.perf_counter()
+            report = embed_dataset(index, store, embedder, progress=False, faces=faces)
+            rates[name].append(report.frames / (time.perf_counter() - t0))
+    best = {k: max(v) for k, v in rates.items()}
+    return {"streamed_fps": round(best["streamed"], 1), "whole_fps": round(best["whole"], 1),
+            "streamed_vs_whole": round(best["streamed"] / best["whole"], 3),
+            "passes": {k: [round(x, 1) for x in v] for k, v in rates.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--clips", type=int, default=4, help="10-s clips for the throughput comparison")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="affectseq-long-"))
+    spec = SampleSpec(train=max(args.clips, 4), validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1},
+                      fps=30, seconds=10)
+    generate_sample(tmp / "data", spec)
+    clips = sorted((tmp / "data").glob("DataSet/Train/*/*/*"))
+
+    # The long video: the sample's 10-s clips over and over (a real face, moving), 30 fps 640x480.
+    frames = np.concatenate([np.concatenate([c.frames for c in VideoStream(v, 300)]) for v in clips[:4]])
+    n_long = round(args.minutes * 60 * 30)
+    write_video(tmp / "long.mp4", (frames[i % len(frames)] for i in range(n_long)), 30, 640, 480)
+    short = sorted((tmp / "data").glob("DataSet/Test/*/*/*"))[0]
+    manifest = tmp / "m.yaml"
+    manifest.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": "sample",
+                                        "datasets": {"sample": {"layout": "daisee", "root": "data"},
+                                                     "long": csv_dataset(tmp, "long", tmp / "long.mp4"),
+                                                     "short": csv_dataset(tmp, "short", short.rename(tmp / "short.avi"))}}))
+    py = [sys.executable, "-m"]
+    common = ["--manifest", str(manifest), "--weights", "random", "--device", args.device]
+    # A run to predict with (its quality is beside the point here).
+    measured([*py, "embed", "run", *common, "--dataset", "sample", "--quiet"])
+    trained = measured([*py, "sequence", "train", *common, "--dataset", "sample", "--head", "fc", "--epochs", "2",
+                        "--json"])
+    run_dir = json.loads(trained["stdout"].strip().splitlines()[-1])["run"]
+
+    mem = {}
+    for name, video in (("short", tmp / "short.avi"), ("long", tmp / "long.mp4")):
+        e = measured([*py, "embed", "run", *common, "--dataset", name, "--quiet", "--json"])
+        p = measured([*py, "sequence", "predict", str(video), "--run", run_dir, "--device", args.device, "--json"])
+        frames_done = json.loads(e["stdout"].strip().splitlines()[-1])["frames"]
+        mem[name] = {"frames": frames_done, "embed_peak_mb": e["peak_mb"], "embed_s": e["seconds"],
+                     "embed_fps": round(frames_done / e["seconds"], 1),
+                     "predict_peak_mb": p["peak_mb"], "predict_s": p["seconds"]}
+    ratios = {k: round(mem["long"][f"{k}_peak_mb"] / mem["short"][f"{k}_peak_mb"], 3) for k in ("embed", "predict")}
+    speed = throughput(clips[: args.clips], tmp, device)
+    out = {"device": machine(device), "minutes": args.minutes, "chunk_frames": CHUNK_FRAMES, "memory": mem,
+           "long_vs_short_peak": ratios, **speed}
+    print(f"machine: {out['device']}")
+    for name, m in mem.items():
+        print(f"{name:>5} ({m['frames']} frames): embed run peak {m['embed_peak_mb']} MB in {m['embed_s']} s; "
+              f"predict peak {m['predict_peak_mb']} MB in {m['predict_s']} s")
+    print(f"long/short peak: embed {ratios['embed']}, predict {ratios['predict']} (must be <= 1.5)")
+    print(f"streamed {speed['streamed_fps']} vs whole-clip {speed['whole_fps']} frames/s: "
+          f"{speed['streamed_vs_whole']} (must be >= 0.95); passes {speed['passes']}")
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
