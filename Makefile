@@ -104,6 +104,7 @@ bench: $(STAMP) $(FOOTAGE)
 	$(PY) bench/embed_bench.py --sweep --json $(call opt,--device,$(DEVICE))
 	$(PY) bench/stage_two.py --json
 	$(PY) bench/long_video.py --json $(call opt,--device,$(DEVICE))
+	$(PY) bench/live_latency.py --json $(call opt,--device,$(DEVICE))
 
 clean-venv:
 	rm -rf $(VENV)

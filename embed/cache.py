@@ -1,4 +1,4 @@
-"""The embedding cache: the only place that knows store keys and the Zarr layout (DESIGN.md).
+"""The embedding cache: the only place that knows store keys and the Zarr layout (docs/architecture.md).
 
 One Zarr v3 store per (dataset, extraction config): <cache_dir>/<dataset>/<backbone>-<key>.zarr.
 Per clip, readable with plain zarr: clips/<id>/{embeddings (T,D) f16, timestamps (T,) f32 s,

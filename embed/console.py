@@ -17,6 +17,6 @@ def setup_logging(quiet: bool = False) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """One line on stderr, then exit (DESIGN.md: 2 = bad usage or config)."""
+    """One line on stderr, then exit (docs/architecture.md: 2 = bad usage or config)."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -1,4 +1,4 @@
-"""Exceptions the CLI turns into one-line messages and exit codes (DESIGN.md: 2 = bad usage/config)."""
+"""Exceptions the CLI turns into one-line messages and exit codes (2: bad usage or config; docs/architecture.md)."""
 
 
 class ConfigError(Exception):

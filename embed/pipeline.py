@@ -34,6 +34,8 @@ CROP_CHUNK = 32  # face crops cut in one roi_align call (see crop_faces)
 # decoder runs up to DECODE_AHEAD chunks ahead. Measured against whole clips in bench/long_video.py.
 CHUNK_FRAMES = 64
 DECODE_AHEAD = 2
+# A live source is processed a few frames at a time: a window's line waits for its last frame's chunk.
+LIVE_CHUNK_FRAMES = 5
 
 
 def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig,
@@ -88,6 +90,14 @@ class Embedder:
     def stream(self, path: Path | str) -> VideoStream:
         return VideoStream(path, self.chunk_frames, self.max_fps, self.allow_truncated)
 
+    def warm_up(self) -> None:
+        """Run the detector and each CNN once on a blank frame (lazy set-up, first-call costs)."""
+        frame = np.zeros((1, 240, 320, 3), dtype=np.uint8)
+        self.tracker.detect(frame)
+        for b in self.backbones:
+            b.embed(crop_faces(frame, np.array([[100, 60, 220, 200]], np.float32), b.spec.input_size,
+                               self.tracker.config.margin, b.device), self.batch_size)
+
     def embed_chunk(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>") -> np.ndarray:
         """(n, dim) float16 embeddings of a tracked chunk's frames; zeros where there is no face."""
         has_face = np.flatnonzero(chunk.track.probs > 0)
@@ -123,21 +133,37 @@ class EmbedSpec:
         return Embedder(loaded, detector, self.max_fps, self.batch_size, self.chunk_frames, self.allow_truncated)
 
 
+@dataclass
+class EmbeddedChunk:
+    """Consecutive frames of a streamed video, embedded: what stream_video hands out."""
+
+    data: ClipData
+    arrived: np.ndarray  # (n,) time.monotonic() when each frame was decoded
+    stream: VideoStream  # its counters so far: fps, decoded, dropped
+
+
 def stream_video(source: str | Path, backbone: str = "inception", weights: str | None = None,
                  device: str | None = "cpu", detector: DetectorConfig | None = None, max_fps: float | None = None,
-                 config: dict | None = None, chunk_frames: int = CHUNK_FRAMES) -> Iterator[ClipData]:
-    """Embed one video as it decodes, nothing cached: ClipData for each chunk of frames whose face
-    boxes are final, in order. Memory is set by the chunk size, not the video's length. The one
-    stage-one entry stage two uses (predict).
+                 config: dict | None = None, chunk_frames: int | None = None, input_format: str | None = None,
+                 input_options: dict[str, str] | None = None, live: bool = False,
+                 rate_cap: float | None = None, ready: Callable[[], None] | None = None) -> Iterator[EmbeddedChunk]:
+    """Embed one video as it decodes, nothing cached: each chunk of frames whose face boxes are final,
+    in order. Memory is set by the chunk size, not the video's length. The one stage-one entry stage
+    two uses (predict, live). The source is a file, a URL, a capture device (input_format) or '-'.
 
     With `config` (a store's extraction config) the backbone, detector and frame policy are taken
     from it, and the result is guaranteed to match that store: different weights (or code that
-    preprocesses differently) are an error, never silently different embeddings.
+    preprocesses differently) are an error, never silently different embeddings. With `live`, chunks
+    are small (latency), and frames that arrive while the pipeline is behind are skipped, never
+    queued without bound (the stream's `dropped` counts them). `rate_cap` keeps at most that many
+    frames per second (a 60-fps camera for a model whose cache was embedded at 30). `ready` is called
+    once the models are set up, just before the source is opened.
     """
     if config is not None:
         backbone, max_fps = config["backbone"], config["frames"]["max_fps"]
         detector = DetectorConfig.from_dict(config["detector"])
     loaded = get_backbone(backbone).build(weights, resolve_device(device))
+    chunk_frames = chunk_frames or (LIVE_CHUNK_FRAMES if live else CHUNK_FRAMES)
     # A file cut short still yields what it has: predicting on it is better than refusing.
     embedder = Embedder(loaded, detector, max_fps, chunk_frames=chunk_frames, allow_truncated=True)
     if config is not None and embedder.config != config:
@@ -145,25 +171,50 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
         raise ConfigError(f"{source}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
                           f"(weights here {loaded.weights_identity}, cache {config.get('weights')}); "
                           f"fix: pass --weights with the weights the cache was embedded with")
+    if live:
+        embedder.warm_up()  # the first MTCNN and CNN calls are slow: not while frames arrive
+    cap = min((f for f in (max_fps, rate_cap) if f), default=None)
+    stream = VideoStream(source, chunk_frames, cap, True, input_format, input_options)
     tracker = StreamTracker(embedder.tracker, batch_frames=chunk_frames)
-    for _, chunks in decode_ahead([embedder.stream(source)]):
-        for tracked in _tracked(chunks, tracker):
-            yield ClipData(embedder.embed_chunk(tracked, loaded, source), tracked.timestamps, tracked.track.probs,
-                           tracked.track.boxes)
+    arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
+    # About half a second of frames (at the model's rate, 30 fps if unknown) may wait for the pipeline
+    # on a live source; frames arriving beyond that are dropped, so what is processed stays recent.
+    depth = max(2, round(0.5 * (cap or 30) / chunk_frames)) if live else DECODE_AHEAD
+    if ready is not None:
+        ready()
+    for _, chunks in decode_ahead([stream], depth, live=live):
+        for tracked in _tracked(_noting_arrivals(chunks, arrivals), tracker, finish_on_error=live):
+            arrived = np.asarray(arrivals[:len(tracked)])
+            del arrivals[:len(tracked)]
+            yield EmbeddedChunk(ClipData(embedder.embed_chunk(tracked, loaded, source), tracked.timestamps,
+                                         tracked.track.probs, tracked.track.boxes), arrived, stream)
+
+
+def _noting_arrivals(chunks: Iterable[FrameChunk], arrivals: list[float]) -> Iterator[FrameChunk]:
+    for chunk in chunks:
+        arrivals.extend(chunk.arrived.tolist() if chunk.arrived is not None else [np.nan] * len(chunk))
+        yield chunk
 
 
 def embed_video(path: str | Path, backbone: str = "inception", weights: str | None = None,
                 device: str | None = "cpu", detector: DetectorConfig | None = None,
                 max_fps: float | None = None, config: dict | None = None) -> ClipData:
     """stream_video's chunks of one video joined (holds the embeddings, never the frames)."""
-    parts = list(stream_video(path, backbone, weights, device, detector, max_fps, config))
-    return ClipData.concat(parts)
+    return ClipData.concat([c.data for c in stream_video(path, backbone, weights, device, detector, max_fps, config)])
 
 
-def _tracked(chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack) -> Iterator[TrackedChunk]:
-    for chunk in chunks:
-        if (tracked := tracker.push(chunk.start, chunk.frames, chunk.timestamps)) is not None:
+def _tracked(chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack,
+             finish_on_error: bool = False) -> Iterator[TrackedChunk]:
+    """Tracked chunks of a video; with finish_on_error (a live stream that breaks off), the frames
+    that did arrive are tracked to the end and handed out before the error is raised."""
+    try:
+        for chunk in chunks:
+            if (tracked := tracker.push(chunk.start, chunk.frames, chunk.timestamps)) is not None:
+                yield tracked
+    except ClipError:
+        if finish_on_error and (tracked := tracker.finish()) is not None:
             yield tracked
+        raise
     if (tracked := tracker.finish()) is not None:
         yield tracked
 
@@ -176,12 +227,14 @@ class _End:
 
 
 class ClipChunks:
-    """One video's decoded chunks as the decode thread delivers them; `truncation` once exhausted."""
+    """One video's decoded chunks as the decode thread delivers them; `truncation` once exhausted.
+    On a live source chunks may have been dropped in between: the rest are numbered on."""
 
     def __init__(self, ahead: _DecodeAhead, index: int):
         self.ahead, self.index, self.truncation = ahead, index, None
 
     def __iter__(self) -> Iterator[FrameChunk]:
+        next_start = 0
         while True:
             item = self.ahead.get(self.index)
             if isinstance(item, _End):
@@ -189,39 +242,46 @@ class ClipChunks:
                 if item.error is not None:
                     raise item.error
                 return
+            if self.ahead.live:
+                item.start, next_start = next_start, next_start + len(item)
             yield item
 
 
 class _DecodeAhead:
     """A thread decoding videos one after another into a bounded queue: it stays up to `depth`
     chunks ahead of the consumer, across video boundaries, and so holds at most that many chunks.
-    A consumer that leaves a video early (its clip failed) has the rest of it skipped."""
+    A consumer that leaves a video early (its clip failed) has the rest of it skipped. On a live
+    source the thread never waits: when `depth` chunks are waiting, the oldest is dropped (and
+    counted in its stream's `dropped`), so the consumer always gets the most recent frames."""
 
-    def __init__(self, streams: list[VideoStream], depth: int):
-        self.streams, self.queue = streams, queue.Queue(maxsize=max(1, depth))
+    def __init__(self, streams: list[VideoStream], depth: int, live: bool = False):
+        self.streams, self.queue, self.live = streams, queue.Queue(maxsize=max(1, depth)), live
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self.thread.start()
 
-    def _put(self, item) -> bool:
+    def _put(self, item, stream: VideoStream) -> bool:
         while not self.stop.is_set():
             try:
-                self.queue.put(item, timeout=0.1)
+                self.queue.put(item, block=not self.live, timeout=0.1)
                 return True
             except queue.Full:
-                continue
+                if self.live:
+                    with contextlib.suppress(queue.Empty):
+                        _, old = self.queue.get_nowait()
+                        stream.dropped += len(old) if isinstance(old, FrameChunk) else 0
         return False
 
     def _run(self) -> None:
         for i, stream in enumerate(self.streams):
             try:
                 for chunk in stream:
-                    if not self._put((i, chunk)):
+                    if not self._put((i, chunk), stream):
                         return
                 end = _End(stream.truncation)
             except Exception as e:  # noqa: BLE001 (handed to the consumer, raised there as that clip's error)
                 end = _End(error=e)
-            if not self._put((i, end)):
+            if not self._put((i, end), stream):
                 return
 
     def get(self, index: int):
@@ -241,9 +301,11 @@ class _DecodeAhead:
                 continue
 
 
-def decode_ahead(streams: list[VideoStream], depth: int = DECODE_AHEAD) -> Iterator[tuple[VideoStream, ClipChunks]]:
-    """(stream, its chunks) for each video in order, decoded in a background thread."""
-    ahead = _DecodeAhead(streams, depth)
+def decode_ahead(streams: list[VideoStream], depth: int = DECODE_AHEAD,
+                 live: bool = False) -> Iterator[tuple[VideoStream, ClipChunks]]:
+    """(stream, its chunks) for each video in order, decoded in a background thread (live: dropping
+    the oldest waiting chunk rather than waiting when `depth` chunks are already waiting)."""
+    ahead = _DecodeAhead(streams, depth, live)
     try:
         for i, stream in enumerate(streams):
             yield stream, ClipChunks(ahead, i)
@@ -315,6 +377,29 @@ def pending(clips: list[Clip], stores: list[CacheStore]) -> tuple[list[Clip], in
     return todo, len(clips) - len(todo)
 
 
+def _resume_point(targets: list[tuple[LoadedBackbone | None, CacheStore]], writers: list[ClipWriter],
+                  resumable_track: bool) -> tuple[int, dict | None]:
+    """The frame a clip continues from (0: from the start) and the tracker's state there; every
+    writer is brought to that frame. It is where the backbone store that wrote least stopped. The
+    face-track store is written after them, so a kill between the writes leaves it behind: it is
+    refilled from a backbone store's track (the same one) rather than sending every store back."""
+    embedding = [w for (b, _), w in zip(targets, writers, strict=True) if b is not None]
+    face_writer = next((w for (b, _), w in zip(targets, writers, strict=True) if b is None), None)
+    start = min(w.frames_written for w in embedding)
+    state = next((w.track_state for w in embedding if w.frames_written == start), None)
+    if start and state is None and resumable_track:
+        start = 0  # nothing says how the track went on: start the clip afresh
+    for w in embedding:
+        with _writing(w.store):
+            w.rewind(start, state)
+    if face_writer is not None:
+        with _writing(face_writer.store):
+            if face_writer.frames_written < start:
+                face_writer.copy_track(embedding[0], start, state)
+            face_writer.rewind(start, state)
+    return start, state
+
+
 def _stored_track(faces: CacheStore | None, clip: Clip) -> FaceTrack | None:
     if faces is None or not faces.is_complete(clip.clip_id, clip.path):
         return None
@@ -341,23 +426,7 @@ def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], sto
         for _, store in targets:
             with _writing(store):
                 writers.append(store.clip_writer(clip.clip_id, fingerprint, extra))
-        # Continue from the backbone store that wrote least. The face-track store is written after
-        # them, so a kill between the writes leaves it behind: it is refilled from a backbone store's
-        # track, which is the same, rather than sending every store back to its point.
-        embedding = [w for (b, _), w in zip(targets, writers, strict=True) if b is not None]
-        face_writer = next((w for (b, _), w in zip(targets, writers, strict=True) if b is None), None)
-        start = min(w.frames_written for w in embedding)
-        state = next((w.track_state for w in embedding if w.frames_written == start), None)
-        if start and state is None and stored is None:
-            start = 0  # nothing says how the track went on: start the clip afresh
-        for w in embedding:
-            with _writing(w.store):
-                w.rewind(start, state)
-        if face_writer is not None:
-            with _writing(face_writer.store):
-                if face_writer.frames_written < start:
-                    face_writer.copy_track(embedding[0], start, state)
-                face_writer.rewind(start, state)
+        start, state = _resume_point(targets, writers, resumable_track=stored is None)
         outcome.resumed_frames = start
         if stored is not None:
             tracker: StreamTracker | StoredTrack = StoredTrack(stored, start)
@@ -379,9 +448,7 @@ def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], sto
             if on_frames is not None:
                 on_frames(len(tracked))
         truncation = getattr(chunks, "truncation", None)
-        marks = {"truncated": {"decoded_frames": truncation.decoded_frames,
-                               "declared_frames": truncation.declared_frames,
-                               "declared_seconds": truncation.declared_seconds}} if truncation else {}
+        marks = {"truncated": truncation.as_attrs()} if truncation else {}
         outcome.truncated = truncation is not None
         # The face track is right even without a face in it: a later backbone reads it from there.
         for (backbone, _), w in zip(targets, writers, strict=True):

@@ -35,7 +35,7 @@ from embed.manifest import SPLITS, Manifest, SampleSpec
 log = logging.getLogger(__name__)
 
 SAMPLE_STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
-# Label counts per level 0/1/2/3 as published with DAiSEE (DESIGN.md).
+# Label counts per level 0/1/2/3 per split, as published with the DAiSEE dataset.
 DAISEE_LEVEL_COUNTS = {
     "Train": {"Boredom": (2433, 1696, 1073, 156), "Engagement": (34, 213, 2617, 2494),
               "Confusion": (3616, 1245, 431, 66), "Frustration": (4183, 941, 191, 43)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from embed.errors import ClipError
 # Frames whose pts may arrive out of order: AVI carries no presentation timestamps, and with B-frames
 # the decoder hands out the stamps permuted (by at most the reorder depth, a few frames).
 REORDER_DEPTH = 16
+LIVE_PROBE = {"probesize": "32", "analyzeduration": "0"}
 
 
 @dataclass
@@ -36,6 +38,7 @@ class FrameChunk:
     start: int  # index of the first frame (counted after the --max-fps cap) in the whole video
     frames: np.ndarray  # (n, H, W, 3) uint8 RGB
     timestamps: np.ndarray  # (n,) float32 seconds from the stream start
+    arrived: np.ndarray | None = None  # (n,) time.monotonic() when each frame was decoded
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -50,31 +53,48 @@ class Truncation:
     decoded_seconds: float
     declared_seconds: float | None
 
+    def as_attrs(self) -> dict:
+        """What a clip kept with --allow-truncated records in its `truncated` attribute."""
+        return {"decoded_frames": self.decoded_frames, "declared_frames": self.declared_frames,
+                "declared_seconds": self.declared_seconds}
+
     def describe(self) -> str:
         if self.declared_frames:
             return f"decoded {self.decoded_frames} of the {self.declared_frames} frames its container declares"
         return f"decoded {self.decoded_seconds:.1f} s of the {self.declared_seconds:.1f} s its container declares"
 
 
+def is_file_source(source: str | Path, input_format: str | None = None) -> bool:
+    """A path on disk, as opposed to standard input ('-'), a URL or a capture device."""
+    return input_format is None and str(source) != "-" and "://" not in str(source)
+
+
 class VideoStream:
     """Frames of one video in chunks, decoded as they are asked for.
 
+    The source is a file, any URL PyAV opens (rtsp://, http(s)://, udp://...), a capture device
+    (with input_format, e.g. v4l2 for /dev/video0) or '-' for a container stream on standard input.
     Timestamps come from each frame's pts, so variable frame rate is kept as it is; frames without a
     pts get one extrapolated from the previous frame and the nominal rate. With max_fps only the first
-    frame of each 1/max_fps interval is kept. After the last chunk, `truncation` says whether the
-    decode fell short of the container's declared length (and iteration raised a ClipError about it
-    unless allow_truncated).
+    frame of each 1/max_fps interval is kept. After the last chunk of a file, `truncation` says
+    whether the decode fell short of the container's declared length (and iteration raised a
+    ClipError about it unless allow_truncated).
     """
 
     def __init__(self, path: str | Path, chunk_frames: int = 64, max_fps: float | None = None,
-                 allow_truncated: bool = False):
-        self.path = Path(path)
+                 allow_truncated: bool = False, input_format: str | None = None,
+                 options: dict[str, str] | None = None):
+        self.source = str(path)
+        self.is_file = is_file_source(path, input_format)
+        self.path = Path(path) if self.is_file else self.source
         self.chunk_frames = max(1, int(chunk_frames))
         self.max_fps = max_fps
         self.allow_truncated = allow_truncated
+        self.input_format, self.options = input_format, dict(options or {})
         self.fps = 0.0
         self.decoded = 0  # frames decoded, before the max_fps cap
         self.kept = 0  # frames handed out
+        self.dropped = 0  # frames a live consumer skipped because it was behind (embed.pipeline.decode_ahead)
         self.truncation: Truncation | None = None
 
     def _check_file(self) -> None:
@@ -83,13 +103,26 @@ class VideoStream:
         if self.path.stat().st_size == 0:
             raise ClipError(f"{self.path}: empty file (0 bytes); fix: re-copy the video")
 
-    def __iter__(self) -> Iterator[FrameChunk]:
-        self._check_file()
+    def _open(self):
+        if self.is_file:
+            self._check_file()
+        # '-' is FFmpeg's own pipe protocol: it hands over what has arrived, where a Python file
+        # object's read(32768) would wait for 32 KB (seconds of a low-bitrate stream).
+        target = "pipe:0" if self.source == "-" else self.source
+        # A live source is probed as little as possible (as `ffplay -probesize 32 -analyzeduration 0`):
+        # FFmpeg's defaults read 5 s of stream before the first frame. --input-option overrides.
+        options = self.options if self.is_file else {**LIVE_PROBE, **self.options}
         try:
-            container = av.open(str(self.path))
+            return av.open(target, format=self.input_format, options=options or None)
         except (av.error.FFmpegError, ValueError, OSError) as e:
-            raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
-                            f"fix: re-encode or replace the file") from None
+            if self.is_file:
+                raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
+                                f"fix: re-encode or replace the file") from None
+            raise ClipError(f"{self.source}: cannot open ({type(e).__name__}: {e}); fix: check the address, "
+                            f"device or pipe, and --input-format / --input-option") from None
+
+    def __iter__(self) -> Iterator[FrameChunk]:
+        container = self._open()
         with container:
             if not container.streams.video:
                 raise ClipError(f"{self.path}: no video stream (audio-only or not a video); fix: remove or replace it")
@@ -97,7 +130,8 @@ class VideoStream:
             stream.thread_type = "AUTO"
             self.fps = float(stream.average_rate or stream.guessed_rate or 30)
             yield from self._chunks(container.decode(stream))
-            self._check_length(stream, container)
+            if self.is_file:
+                self._check_length(stream, container)
 
     def _chunks(self, frames: Iterator[av.VideoFrame]) -> Iterator[FrameChunk]:
         size: dict[str, int] = {}
@@ -107,24 +141,27 @@ class VideoStream:
         state = {"t0": None, "bin": None}
         out_frames: list[np.ndarray] = []
         out_t: list[float] = []
+        out_arrived: list[float] = []
+        # Live sources (pipes, URLs, devices) carry real pts and must not wait: no reordering there.
+        depth = REORDER_DEPTH if self.is_file else 0
         try:
             for frame in frames:
                 t = float(frame.time) if frame.time is not None else (
                     last_raw + 1 / self.fps if last_raw is not None else 0.0)
                 last_raw = t
+                self.decoded += 1
                 # A stream whose size changes mid-way is scaled to its first frame's size.
                 size = size or {"width": frame.width, "height": frame.height}
                 pending.append(frame.to_ndarray(format="rgb24", **size))
                 heapq.heappush(stamps, t)
-                self.decoded += 1
                 # The frames are in display order; their stamps may be permuted. Holding REORDER_DEPTH
                 # stamps back and handing out the smallest gives each frame its sorted stamp (a global
                 # sort, as for a whole video, without holding the video).
-                if len(stamps) > REORDER_DEPTH:
-                    self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t)
+                if len(stamps) > depth:
+                    self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t, out_arrived)
                     if len(out_frames) >= self.chunk_frames:
-                        yield self._chunk(out_frames, out_t)
-                        out_frames, out_t = [], []
+                        yield self._chunk(out_frames, out_t, out_arrived)
+                        out_frames, out_t, out_arrived = [], [], []
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if not self.decoded:
                 raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
@@ -133,16 +170,16 @@ class VideoStream:
             raise ClipError(f"{self.path}: decoding failed after {self.decoded} frames "
                             f"({type(e).__name__}: {e}); fix: re-encode or replace the file") from None
         while pending:
-            self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t)
+            self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t, out_arrived)
             if len(out_frames) >= self.chunk_frames:
-                yield self._chunk(out_frames, out_t)
-                out_frames, out_t = [], []
+                yield self._chunk(out_frames, out_t, out_arrived)
+                out_frames, out_t, out_arrived = [], [], []
         if out_frames:
-            yield self._chunk(out_frames, out_t)
+            yield self._chunk(out_frames, out_t, out_arrived)
         if not self.kept:
             raise ClipError(f"{self.path}: no decodable frames; fix: re-encode or replace the file")
 
-    def _emit(self, frame: np.ndarray, t: float, state: dict, out_frames: list, out_t: list) -> None:
+    def _emit(self, frame: np.ndarray, t: float, state: dict, out_frames: list, out_t: list, out_arrived: list) -> None:
         if state["t0"] is None:
             state["t0"] = t
         t -= state["t0"]
@@ -153,9 +190,11 @@ class VideoStream:
             state["bin"] = b
         out_frames.append(frame)
         out_t.append(t)
+        out_arrived.append(time.monotonic())
 
-    def _chunk(self, frames: list[np.ndarray], stamps: list[float]) -> FrameChunk:
-        chunk = FrameChunk(self.kept, np.stack(frames), np.asarray(stamps, dtype=np.float32))
+    def _chunk(self, frames: list[np.ndarray], stamps: list[float], arrived: list[float]) -> FrameChunk:
+        chunk = FrameChunk(self.kept, np.stack(frames), np.asarray(stamps, dtype=np.float32),
+                           np.asarray(arrived, dtype=np.float64))
         self.kept += len(frames)
         return chunk
 

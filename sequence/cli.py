@@ -144,26 +144,56 @@ def evaluate(
     print(json.dumps(result) if as_json else result["run"])
 
 
+def _input_options(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--input-option {pair!r}: not KEY=VALUE; fix: e.g. --input-option video_size=640x480")
+        out[key] = value
+    return out
+
+
 @app.command()
 def predict(
-    video: Annotated[Path, typer.Argument(help="A video file.")],
+    video: Annotated[str, typer.Argument(help="A video file, a URL PyAV opens (rtsp://, http(s)://, udp://...), "
+                                              "a capture device (/dev/video0 with --input-format v4l2), or - for "
+                                              "a container stream on standard input.")],
     run: Annotated[Path, typer.Option("--run", "-r", help="A finished run folder.")],
     weights: Annotated[str | None, typer.Option(help="Backbone weights, if the run's cannot be found.")] = None,
     window: Annotated[float | None, typer.Option(help="Window in seconds [the run's training clip length].")] = None,
     hop: Annotated[float, typer.Option(help="Seconds between window starts.")] = 1.0,
+    live: Annotated[bool, typer.Option("--live", help="One JSON line per window on stdout as soon as the window "
+                                                      "has its last frame; frames are skipped rather than queued "
+                                                      "when the input comes faster than the pipeline.")] = False,
+    smooth: Annotated[float, typer.Option(help="With --live: seconds of exponential smoothing of the "
+                                               "probabilities for the display and a 'smoothed' key (the raw "
+                                               "values are always written) [0: off].")] = 0.0,
+    min_face_fraction: Annotated[float, typer.Option(help="Windows with fewer face frames than this share are "
+                                                          "not scored (null states).")] = 0.5,
+    input_format: Annotated[str | None, typer.Option(help="PyAV/FFmpeg input format (v4l2, mpegts, ...).")] = None,
+    input_option: Annotated[list[str] | None, typer.Option(help="PyAV/FFmpeg input option KEY=VALUE "
+                                                           "(video_size=640x480, framerate=30, ...); repeatable.")]
+    = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the timeline [RUN/predictions/VIDEO].")] = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Each state's level and probabilities for a video; a timeline (CSV, JSON, PNG) if it is long."""
+    """Each state's level and probabilities for a video; a timeline (CSV, JSON, PNG) if it is long.
+    With --live, one JSON line per window while the stream goes on."""
     setup_logging(quiet=True)
+    if live:
+        _predict_live(video, run, weights, device, window, hop, smooth, min_face_fraction, input_format,
+                      input_option, out, as_json)
+        return
     try:
         from sequence.predict import predict_video
 
-        result = predict_video(video, run, weights, device or "auto", window, hop, out)
+        result = predict_video(video, run, weights, device or "auto", window, hop, out, min_face_fraction,
+                               input_format, _input_options(input_option))
     except (ConfigError, ClipError) as e:
         fail(str(e))
-    t = Table(title=f"{video.name}: {result['windows']} window(s) of {result['window_seconds']:.1f} s")
+    t = Table(title=f"{Path(video).name}: {result['windows']} window(s) of {result['window_seconds']:.1f} s")
     for col in ("state", "level", "p(0)", "p(1)", "p(2)", "p(3)"):
         t.add_column(col)
     for s, v in result["states"].items():
@@ -174,6 +204,27 @@ def predict(
     print(json.dumps(result) if as_json else json.dumps(result["states"]))
 
 
+def _predict_live(video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option,
+                  out, as_json) -> None:
+    try:
+        from sequence.live import is_terminal, predict_live, status_printer
+
+        report = predict_live(video, run, weights, device or "auto", window, hop, smooth, out, min_face_fraction,
+                              input_format, _input_options(input_option),
+                              status=status_printer(err) if is_terminal() else None)
+    except (ConfigError, ClipError) as e:
+        fail(str(e))
+    summary = report.as_dict()
+    t = Table(title=f"live: {video}", show_header=False)
+    t.add_row("windows", f"{summary['windows']} ({summary['scored']} scored, the rest without enough face)")
+    t.add_row("frames", f"{summary['frames']} embedded, {summary['dropped']} dropped to keep up")
+    t.add_row("latency", f"median {summary['latency']['median_s']} s, worst {summary['latency']['worst_s']} s")
+    t.add_row("ended", summary["ended"])
+    if summary.get("timeline_png"):
+        t.add_row("timeline", summary["timeline_png"])
+    err.print(t)
+    if as_json:
+        print(json.dumps({"summary": summary}))
 def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str,
                 states: list[str]) -> None:
     from sequence.runs import to_csv, to_markdown

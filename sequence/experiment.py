@@ -53,6 +53,17 @@ def command_line() -> str:
     return shlex.join([*head, *sys.argv[1:]])
 
 
+def _frame_rate(store: CacheStore, clip_ids: list[str], sample: int = 200) -> float | None:
+    """Frames per second the cache holds (median over up to `sample` training clips): live
+    prediction feeds the model frames at this rate."""
+    rates = []
+    for cid in clip_ids[:sample]:
+        a = store.attrs_of(cid) or {}
+        if a.get("frames") and a.get("duration"):
+            rates.append(a["frames"] / a["duration"])
+    return float(np.median(rates)) if rates else None
+
+
 def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo: DataMemo | None = None,
               command: str | None = None) -> dict:
     """Train one configuration and write its run folder. Returns {"run", "validation", "test"}."""
@@ -72,6 +83,7 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     resolved = {**cfg.model_dump(), "dataset": dataset, "head_params": head_params,
                 "states": manifest.states, "levels": manifest.levels, "manifest": str(manifest.path),
                 "clip_seconds": float(np.median(train.durations)),
+                "frame_rate": _frame_rate(store, train.clip_ids),
                 "parameters": sum(p.numel() for p in model.parameters())}
 
     run_dir = create_run_dir(manifest.runs_path, dataset, cfg.backbone, cfg.head)

@@ -45,53 +45,90 @@ def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[flo
     return [(float(s), float(s) + window) for s in starts]
 
 
-def score_windows(clip: ClipData, spans: list[tuple[float, float]], run_dir: Path, cfg: dict,
-                  device: str = "auto") -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
-    """Per-window probabilities {state: (W, levels)} for the windows that contain a face."""
-    policy = FramePolicy.from_config(cfg)
+MIN_FACE_FRACTION = 0.5  # a window with fewer face frames is not scored (the model never saw such clips)
+
+
+class WindowScorer:
+    """A finished run's model, loaded once, scoring windows of embeddings."""
+
+    def __init__(self, run_dir: Path, cfg: dict, device: str = "auto"):
+        self.cfg, self.policy = cfg, FramePolicy.from_config(cfg)
+        self.device = resolve_device(device)
+        self.model = load_model(run_dir, self.device)
+
+    def score(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+        """{state: (W, levels)} for windows given as (embeddings, face_prob, timestamps)."""
+        labels = np.zeros((len(arrays), len(self.cfg["states"])), dtype=np.int64)
+        data = to_tensors(arrays, self.policy, labels, [f"w{i}" for i in range(len(arrays))])
+        return predict_probs(self.model, data, self.cfg["batch"], self.device)
+
+
+def window_rows(timestamps: np.ndarray, start: float, end: float) -> np.ndarray:
+    return (timestamps >= start - 1e-6) & (timestamps < end - 1e-6)
+
+
+def score_windows(clip: ClipData, spans: list[tuple[float, float]], scorer: WindowScorer,
+                  min_face_fraction: float = MIN_FACE_FRACTION) -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
+    """Per-window probabilities {state: (W, levels)} for the windows with enough face frames."""
     kept, arrays = [], []
     for start, end in spans:
-        rows = (clip.timestamps >= start - 1e-6) & (clip.timestamps < end - 1e-6)
-        if (clip.face_prob[rows] > 0).any():
+        rows = window_rows(clip.timestamps, start, end)
+        faces = clip.face_prob[rows] > 0
+        if faces.any() and faces.mean() >= min_face_fraction:
             kept.append((start, end))
             arrays.append((clip.embeddings[rows], clip.face_prob[rows], clip.timestamps[rows]))
     if not kept:
-        raise ClipError("no window of the video has a face; fix: check that the video shows a face")
-    labels = np.zeros((len(kept), len(cfg["states"])), dtype=np.int64)
-    data = to_tensors(arrays, policy, labels, [f"w{i}" for i in range(len(kept))])
-    dev = resolve_device(device)
-    return kept, predict_probs(load_model(run_dir, dev), data, cfg["batch"], dev)
+        raise ClipError(f"no window of the video has a face in at least {min_face_fraction:.0%} of its frames; "
+                        f"fix: check that the video shows a face, or lower --min-face-fraction")
+    return kept, scorer.score(arrays)
 
 
-def predict_video(video: Path, run_dir: Path, weights: str | None = None, device: str = "auto",
-                  window: float | None = None, hop: float = 1.0, out_dir: Path | None = None) -> dict:
+def rate_cap(cfg: dict) -> float | None:
+    """At most this many frames per second reach the model: the rate its cache holds (10 % slack
+    for jitter), so a faster camera is thinned to what the model was trained on."""
+    rate = cfg.get("frame_rate")
+    return rate * 1.1 if rate else None
+
+
+def predict_video(video: str | Path, run_dir: Path, weights: str | None = None, device: str = "auto",
+                  window: float | None = None, hop: float = 1.0, out_dir: Path | None = None,
+                  min_face_fraction: float = MIN_FACE_FRACTION, input_format: str | None = None,
+                  input_options: dict[str, str] | None = None) -> dict:
     from embed.pipeline import stream_video  # the one stage-one entry stage two may use
+    from embed.video import is_file_source
 
     run = load_run(run_dir)
     cfg, store_config = run["config"], run["store"]["config"]
-    video = Path(video)
-    if not video.is_file():
+    if is_file_source(video, input_format) and not Path(video).is_file():
         raise ConfigError(f"{video}: no such video; fix: pass the path of a video file")
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0:
         raise ConfigError(f"--window {window} / --hop {hop}: both must be positive seconds; fix: e.g. --window 10 --hop 1")
     w = weights_for(store_config["weights"], cfg.get("weights"), weights)
-    parts = list(stream_video(video, weights=w, device=device, config=store_config))
-    clip = ClipData.concat(parts)
+    clip = ClipData.concat([c.data for c in stream_video(video, weights=w, device=device, config=store_config,
+                                                          input_format=input_format, input_options=input_options,
+                                                          rate_cap=None if is_file_source(video, input_format)
+                                                          else rate_cap(cfg))])
     spans = windows(clip.timestamps, window, hop)
-    kept, probs = score_windows(clip, spans, Path(run_dir), cfg, device)
+    kept, probs = score_windows(clip, spans, WindowScorer(Path(run_dir), cfg, device), min_face_fraction)
     overall = {s: p.mean(0) for s, p in probs.items()}
+    name = Path(str(video)).name if is_file_source(video, input_format) else "stream"
     result = {"video": str(video), "run": str(run_dir), "windows": len(kept), "window_seconds": window,
               "states": {s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]}
                          for s, p in overall.items()},
               "timeline": None}
     if len(spans) > 1:
-        out_dir = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / video.stem
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result["timeline"] = str(_write_timeline(out_dir, kept, probs, f"{video.name} — {Path(run_dir).name}"))
-        result["timeline_csv"] = str(out_dir / "timeline.csv")
-        result["timeline_png"] = str(out_dir / "timeline.png")
+        out_dir = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / Path(name).stem
+        result.update(write_timeline(out_dir, kept, probs, f"{name} — {Path(run_dir).name}"))
     return result
+
+
+def write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], title: str) -> dict:
+    """timeline.{csv,json,png} in out_dir; their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_timeline(out_dir, spans, probs, title)
+    return {"timeline": str(out_dir / "timeline.json"), "timeline_csv": str(out_dir / "timeline.csv"),
+            "timeline_png": str(out_dir / "timeline.png")}
 
 
 def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], title: str) -> Path:

@@ -1,0 +1,204 @@
+"""Live prediction: the four states of a camera, a network stream or a pipe, while it goes on.
+
+Frames stream through stage one (embed.pipeline.stream_video, live: small chunks, frames skipped
+rather than queued when the pipeline is behind); each window of the run's clip length, every `hop`
+seconds, is scored as soon as its last frame is embedded, and one JSON line per window goes to
+stdout. Only the frames of windows still open are held, so memory stays flat for hours. At the end
+of the stream or on Ctrl-C the timeline files are written as for a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embed.errors import ClipError, ConfigError
+from sequence.predict import MIN_FACE_FRACTION, WindowScorer, rate_cap, weights_for, window_rows, write_timeline
+from sequence.runs import load_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveReport:
+    windows: int = 0
+    scored: int = 0
+    latencies: list[float] = field(default_factory=list)  # 8 bytes a window: flat enough for days
+    frames: int = 0
+    dropped: int = 0
+    ended: str = "end of stream"  # or "interrupted", or the error that broke the stream off
+    timeline: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        lat = self.latencies
+        return {"windows": self.windows, "scored": self.scored, "frames": self.frames, "dropped": self.dropped,
+                "ended": self.ended, "latency": {"median_s": round(float(np.median(lat)), 3) if lat else None,
+                                                 "worst_s": round(float(np.max(lat)), 3) if lat else None},
+                **self.timeline}
+
+
+class WindowBuffer:
+    """Embedded frames of the windows still open: [k * hop, k * hop + window) for k = 0, 1, ...
+
+    A window is complete once a frame at or past its last frame's time (its end less 1.5 frame steps)
+    is embedded; older frames than the next open window's start are let go."""
+
+    def __init__(self, window: float, hop: float):
+        self.window, self.hop, self.k = window, hop, 0
+        self.emb: list[np.ndarray] = []
+        self.prob: list[np.ndarray] = []
+        self.t: list[np.ndarray] = []
+        self.arrived: list[np.ndarray] = []
+
+    def add(self, emb: np.ndarray, prob: np.ndarray, t: np.ndarray, arrived: np.ndarray) -> None:
+        for buf, a in ((self.emb, emb), (self.prob, prob), (self.t, t), (self.arrived, arrived)):
+            buf.append(a)
+
+    def _joined(self):
+        return (np.concatenate(self.emb), np.concatenate(self.prob), np.concatenate(self.t),
+                np.concatenate(self.arrived))
+
+    def complete(self, final: bool = False) -> list[tuple[float, float, tuple, float | None]]:
+        """(start, end, (embeddings, face_prob, timestamps), arrival of its last frame) of each window
+        that is complete now; at the end of the stream (final) every window that fits in it."""
+        if not self.t:
+            return []
+        emb, prob, t, arrived = self._joined()
+        if len(t) == 0:  # every frame so far belongs to windows already out
+            return []
+        step = float(np.median(np.diff(t[-16:]))) if len(t) > 1 else 0.0
+        duration = float(t[-1]) + step
+        out = []
+        while True:
+            start = self.k * self.hop
+            end = start + self.window
+            if not final and float(t[-1]) < end - 1.5 * step:
+                break
+            if final and end > duration + 1e-6:
+                if self.k == 0:  # a stream shorter than one window is one window, as offline predict does
+                    out.append(self._window(0.0, duration, emb, prob, t, arrived))
+                    self.k = 1
+                break
+            out.append(self._window(start, end, emb, prob, t, arrived))
+            self.k += 1
+        keep = t >= self.k * self.hop - 1e-6
+        self.emb, self.prob, self.t, self.arrived = [emb[keep]], [prob[keep]], [t[keep]], [arrived[keep]]
+        return out
+
+    @staticmethod
+    def _window(start, end, emb, prob, t, arrived):
+        rows = window_rows(t, start, end)
+        last = float(arrived[rows][-1]) if rows.any() else None
+        return start, end, (emb[rows], prob[rows], t[rows]), last
+
+
+def _ema(prev: dict | None, probs: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+    if prev is None:
+        return probs
+    return {s: alpha * p + (1 - alpha) * prev[s] for s, p in probs.items()}
+
+
+def predict_live(source: str, run_dir: Path, weights: str | None = None, device: str = "auto",
+                 window: float | None = None, hop: float = 1.0, smooth: float = 0.0, out_dir: Path | None = None,
+                 min_face_fraction: float = MIN_FACE_FRACTION, input_format: str | None = None,
+                 input_options: dict[str, str] | None = None, emit: Callable[[str], None] | None = None,
+                 status: Callable[[dict, dict | None], None] | None = None) -> LiveReport:
+    """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
+    default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning)."""
+    from embed.pipeline import stream_video  # the one stage-one entry stage two may use
+
+    run = load_run(run_dir)
+    cfg, store_config = run["config"], run["store"]["config"]
+    window = window or cfg["clip_seconds"]
+    if window <= 0 or hop <= 0 or smooth < 0:
+        raise ConfigError(f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
+                          f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5")
+    emit = emit or (lambda line: print(line, flush=True))
+    scorer = WindowScorer(Path(run_dir), cfg, device)
+    w = weights_for(store_config["weights"], cfg.get("weights"), weights)
+    frames = stream_video(source, weights=w, device=device, config=store_config, input_format=input_format,
+                          input_options=input_options, live=True, rate_cap=rate_cap(cfg),
+                          ready=lambda: print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)",
+                                              file=sys.stderr, flush=True))
+    buffer, report, smoothed = WindowBuffer(window, hop), LiveReport(), None
+    kept: list[tuple[float, float]] = []
+    kept_probs: dict[str, list[np.ndarray]] = {s: [] for s in cfg["states"]}
+    alpha = 1.0 - math.exp(-hop / smooth) if smooth > 0 else 1.0
+
+    def publish(windows) -> None:
+        nonlocal smoothed
+        for start, end, arrays, last in windows:
+            faces = arrays[1] > 0
+            fraction = float(faces.mean()) if len(faces) else 0.0
+            line = {"t_start": round(start, 3), "t_end": round(end, 3), "frames": int(len(faces)),
+                    "face_fraction": round(fraction, 3)}
+            if faces.any() and fraction >= min_face_fraction:
+                probs = {s: p[0] for s, p in scorer.score([arrays]).items()}
+                line["states"] = {s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]}
+                                  for s, p in probs.items()}
+                kept.append((start, end))
+                for s, p in probs.items():
+                    kept_probs[s].append(p)
+                if smooth > 0:
+                    smoothed = _ema(smoothed, probs, alpha)
+                    line["smoothed"] = {s: [round(float(v), 4) for v in p] for s, p in smoothed.items()}
+            else:
+                line["states"] = {s: None for s in cfg["states"]}
+            line["latency_s"] = round(time.monotonic() - last, 3) if last is not None else None
+            line["dropped"] = report.dropped
+            emit(json.dumps(line))
+            report.windows += 1
+            report.scored += line["states"][cfg["states"][0]] is not None
+            if line["latency_s"] is not None:
+                report.latencies.append(line["latency_s"])
+            if status is not None:
+                status(line, smoothed)
+
+    try:
+        for chunk in frames:
+            report.frames += len(chunk.data.timestamps)
+            report.dropped = chunk.stream.dropped
+            buffer.add(chunk.data.embeddings, chunk.data.face_prob, chunk.data.timestamps, chunk.arrived)
+            publish(buffer.complete())
+        publish(buffer.complete(final=True))
+    except KeyboardInterrupt:
+        report.ended = "interrupted"
+        publish(buffer.complete(final=True))
+    except ClipError as e:
+        if not report.frames:
+            raise
+        report.ended = f"the stream broke off: {str(e).splitlines()[0]}"
+        log.warning("%s; ending with the %d windows it had", report.ended, report.windows)
+        publish(buffer.complete(final=True))
+    if kept:
+        name = Path(source).stem if source not in ("-",) and "://" not in source else "live"
+        out = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        report.timeline = write_timeline(out, kept, {s: np.stack(p) for s, p in kept_probs.items()},
+                                         f"{source} (live) — {Path(run_dir).name}")
+    return report
+
+
+def status_printer(console) -> Callable[[dict, dict | None], None]:
+    """A compact one-line status per window on a terminal's stderr."""
+    def show(line: dict, smoothed: dict | None) -> None:
+        states = line["states"]
+        if all(v is None for v in states.values()):
+            text = f"no face ({line['face_fraction']:.0%} of frames)"
+        else:
+            shown = smoothed or {s: v["probs"] for s, v in states.items()}
+            text = "  ".join(f"{s[:5]} {int(np.argmax(p))} ({max(p):.2f})" for s, p in shown.items())
+        console.print(f"[dim]{line['t_start']:7.1f}-{line['t_end']:7.1f} s[/]  {text}  "
+                      f"[dim]latency {line['latency_s']} s, dropped {line['dropped']}[/]", highlight=False)
+    return show
+
+
+def is_terminal(stream=None) -> bool:
+    return bool(getattr(stream or sys.stderr, "isatty", lambda: False)())

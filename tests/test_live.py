@@ -1,0 +1,116 @@
+"""`sequence predict --live` on a stream that arrives at real-time pace on standard input (MPEG-TS,
+remuxed packet by packet with sleeps by tests/live_feed.py), against offline predict on the same file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embed.sample import write_video
+from embed.video import decode_video
+from tests.conftest import last_json, run_cli
+
+STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
+FEED = Path(__file__).with_name("live_feed.py")
+
+
+@pytest.fixture(scope="module")
+def live_setup(tiny_embedded, tmp_path_factory) -> dict:
+    """A trained run on the tiny sample (1-s clips at 10 fps) and a 7-s video of its faces at 5 fps
+    (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
+    tmp = tmp_path_factory.mktemp("live")
+    run = last_json(run_cli("train", "--manifest", str(tiny_embedded["manifest"]), "--weights", "random", "--head",
+                            "fc", "--epochs", "2", "--quiet", "--device", "cpu", "--json", module="sequence").stdout)["run"]
+    clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
+    video = tmp / "lesson.mp4"
+    write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, 320, 240)
+    return {"run": run, "video": video, "tmp": tmp}
+
+
+def _live(setup: dict, *extra: str, stop_after: float | None = None) -> dict:
+    """Feed the video at real-time pace into `predict - --live` once it says it is reading; the lines
+    with their arrival times."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sequence", "predict", "-", "--run", setup["run"], "--live",
+                             "--device", "cpu", "--json", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    err = []
+    for line in proc.stderr:  # an observable event, not a guessed sleep: the models are set up
+        err.append(line)
+        if line.startswith("live: reading"):
+            break
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
+    feed_cmd = [sys.executable, str(FEED), str(setup["video"])] + (["--stop-after", str(stop_after)] if stop_after else [])
+    feeder = subprocess.Popen(feed_cmd, stdout=proc.stdin, env=env)
+    proc.stdin.close()  # the feeder holds the pipe now: its exit is the end of the stream
+    fed = {}
+    threading.Thread(target=lambda: (feeder.wait(), fed.setdefault("at", time.monotonic())), daemon=True).start()
+    lines = []
+    for raw in proc.stdout:
+        lines.append((time.monotonic(), json.loads(raw)))
+    proc.wait(timeout=120)
+    return {"code": proc.returncode, "windows": [ln for _, ln in lines if "t_start" in ln],
+            "arrivals": [t for t, ln in lines if "t_start" in ln], "summary": lines[-1][1].get("summary") if lines else None,
+            "stderr": "".join(err), "fed_at": fed.get("at")}
+
+
+def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(live_setup, tmp_path):
+    live = _live(live_setup, "--out", str(tmp_path / "live"))
+    assert live["code"] == 0, live["stderr"]
+    windows = live["windows"]
+    assert [(w["t_start"], w["t_end"]) for w in windows] == [(float(k), float(k + 1)) for k in range(7)]  # one per hop
+    assert live["arrivals"][0] < live["fed_at"]  # the first line came before the stream ended
+    assert live["summary"]["dropped"] == 0 and live["summary"]["ended"] == "end of stream"
+    for w in windows:
+        assert set(w["states"]) == set(STATES) and w["face_fraction"] == 1.0 and w["latency_s"] >= 0
+        for v in w["states"].values():
+            assert v["level"] in range(4) and abs(sum(v["probs"]) - 1) < 1e-3
+    timeline = json.loads(Path(live["summary"]["timeline"]).read_text())
+    assert len(timeline) == 7 and Path(live["summary"]["timeline_png"]).read_bytes()[:4] == b"\x89PNG"
+
+    offline = last_json(run_cli("predict", str(live_setup["video"]), "--run", live_setup["run"], "--hop", "1",
+                                "--out", str(tmp_path / "offline"), "--device", "cpu", "--json",
+                                module="sequence").stdout)
+    rows = json.loads(Path(offline["timeline"]).read_text())
+    assert [(r["start"], r["end"]) for r in rows] == [(w["t_start"], w["t_end"]) for w in windows]
+    for r, w in zip(rows, windows, strict=True):
+        for s in STATES:
+            np.testing.assert_allclose([r[f"{s}_p{k}"] for k in range(4)], w["states"][s]["probs"], atol=2e-3)
+
+
+def test_a_stream_cut_off_mid_way_ends_with_the_windows_it_had(live_setup, tmp_path):
+    # The feeder dies at 3.5 s without ending its container. On a pipe that is just the end of the
+    # stream (MPEG-TS has no trailer, FFmpeg reads to EOF without an error): the windows before it.
+    live = _live(live_setup, "--out", str(tmp_path / "cut"), stop_after=3.5)
+    assert live["code"] == 0, live["stderr"]
+    spans = [(w["t_start"], w["t_end"]) for w in live["windows"]]
+    assert spans in ([(0.0, 1.0), (1.0, 2.0)], [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)])
+    assert live["summary"]["frames"] <= 18 and Path(live["summary"]["timeline_csv"]).is_file()
+
+
+def test_smoothing_changes_the_display_never_the_written_values(live_setup, tmp_path):
+    live = _live(live_setup, "--smooth", "3", "--out", str(tmp_path / "smooth"))
+    assert live["code"] == 0, live["stderr"]
+    w = live["windows"]
+    assert "smoothed" in w[1] and w[0]["smoothed"] == {s: w[0]["states"][s]["probs"] for s in STATES}
+    alpha = 1 - np.exp(-1 / 3)
+    for s in STATES:
+        expected = alpha * np.array(w[1]["states"][s]["probs"]) + (1 - alpha) * np.array(w[0]["states"][s]["probs"])
+        np.testing.assert_allclose(w[1]["smoothed"][s], expected, atol=2e-4)
+
+
+def test_a_source_that_cannot_be_opened_exits_2_with_one_line(live_setup):
+    proc = run_cli("predict", "rtsp://127.0.0.1:9/camera", "--run", live_setup["run"], "--live", "--device", "cpu",
+                   module="sequence", check=2)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    error = [ln for ln in lines if "error:" in ln]
+    assert len(error) == 1 and "rtsp://127.0.0.1:9/camera: cannot open" in error[0] and "fix:" in error[0]
+    assert proc.stdout == ""
