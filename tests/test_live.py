@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -114,3 +115,26 @@ def test_a_source_that_cannot_be_opened_exits_2_with_one_line(live_setup):
     error = [ln for ln in lines if "error:" in ln]
     assert len(error) == 1 and "rtsp://127.0.0.1:9/camera: cannot open" in error[0] and "fix:" in error[0]
     assert proc.stdout == ""
+
+
+def test_ctrl_c_ends_with_the_timeline_and_exit_0(live_setup, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sequence", "predict", "-", "--run", live_setup["run"], "--live",
+                             "--device", "cpu", "--json", "--out", str(tmp_path / "stopped")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stderr:
+        if line.startswith("live: reading"):
+            break
+    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+    feeder = subprocess.Popen([sys.executable, str(FEED), str(live_setup["video"])], stdout=proc.stdin, env=env)
+    proc.stdin.close()
+    first = proc.stdout.readline()  # an observable event: the first window is out, the stream goes on
+    assert json.loads(first)["t_start"] == 0.0
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read().splitlines()
+    assert proc.wait(timeout=60) == 0
+    feeder.kill()
+    summary = json.loads(rest[-1])["summary"]
+    assert summary["ended"] == "interrupted" and summary["windows"] < 7
+    assert Path(summary["timeline_csv"]).is_file() and Path(summary["timeline_png"]).is_file()
