@@ -32,24 +32,30 @@ from embed.video import decode_video  # noqa: E402
 FEED = Path(__file__).resolve().parent.parent / "tests" / "live_feed.py"
 
 
+def train_run(tmp: Path, device: str) -> str:
+    """Embed the generated sample and train an fc head on it (its quality is beside the point)."""
+    manifest = tmp / "m.yaml"
+    manifest.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": "sample",
+                                        "datasets": {"sample": {"layout": "daisee", "root": "data"}}}))
+    common = ["--manifest", str(manifest), "--weights", "random", "--device", device]
+    subprocess.run([sys.executable, "-m", "embed", "run", *common, "--quiet"], check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "sequence", "train", *common, "--head", "fc", "--epochs", "2",
+                          "--quiet", "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["run"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--hop", type=float, default=1.0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--run", help="A finished run on 30-fps random-weight inception embeddings (skips training one).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-live-"))
     generate_sample(tmp / "data", SampleSpec(train=4, validation=2, test=2, subjects={"Train": 2, "Validation": 1,
                                                                                     "Test": 1}, fps=30, seconds=10))
-    manifest = tmp / "m.yaml"
-    manifest.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": "sample",
-                                        "datasets": {"sample": {"layout": "daisee", "root": "data"}}}))
-    common = ["--manifest", str(manifest), "--weights", "random", "--device", args.device]
-    subprocess.run([sys.executable, "-m", "embed", "run", *common, "--quiet"], check=True, capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "sequence", "train", *common, "--head", "fc", "--epochs", "2",
-                          "--quiet", "--json"], check=True, capture_output=True, text=True).stdout
-    run = json.loads(out.strip().splitlines()[-1])["run"]
+    run = args.run or train_run(tmp, args.device)
 
     clips = sorted((tmp / "data").glob("DataSet/*/*/*/*"))
     frames = np.concatenate([decode_video(c).frames for c in clips])
@@ -74,8 +80,8 @@ def main() -> None:
               "on stdin at real-time pace", "windows": len(windows), "scored": summary["scored"],
               "latency_median_s": round(float(np.median(lat)), 3), "latency_worst_s": round(float(np.max(lat)), 3),
               "frames_in": n, "frames_embedded": summary["frames"], "frames_dropped": summary["dropped"],
-              "command": "python tests/live_feed.py stream.mp4 | python -m sequence " + " ".join(command[:1] + ["--run",
-                                                                                                      "RUN"] + command[3:])}
+              "command": "python tests/live_feed.py stream.mp4 | python -m sequence "
+                         + " ".join([*command[:2], "--run", "RUN", *command[4:]])}
     print(f"machine: {result['device']}")
     print(f"{result['stream']}: {len(windows)} windows ({summary['scored']} scored); latency median "
           f"{result['latency_median_s']} s, worst {result['latency_worst_s']} s; frames embedded "

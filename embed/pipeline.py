@@ -36,6 +36,7 @@ CHUNK_FRAMES = 64
 DECODE_AHEAD = 2
 # A live source is processed a few frames at a time: a window's line waits for its last frame's chunk.
 LIVE_CHUNK_FRAMES = 5
+LIVE_WAITING = 2
 
 
 def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig,
@@ -177,9 +178,10 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
     stream = VideoStream(source, chunk_frames, cap, True, input_format, input_options)
     tracker = StreamTracker(embedder.tracker, batch_frames=chunk_frames)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
-    # About half a second of frames (at the model's rate, 30 fps if unknown) may wait for the pipeline
-    # on a live source; frames arriving beyond that are dropped, so what is processed stays recent.
-    depth = max(2, round(0.5 * (cap or 30) / chunk_frames)) if live else DECODE_AHEAD
+    # On a live source at most LIVE_WAITING chunks wait for the pipeline; older ones are dropped, so a
+    # line's latency is bounded by a few chunks' processing time however far the input runs ahead (a
+    # half-second queue at 30 fps measured 2.9 s median latency on a loaded 2-core machine).
+    depth = LIVE_WAITING if live else DECODE_AHEAD
     if ready is not None:
         ready()
     for _, chunks in decode_ahead([stream], depth, live=live):
