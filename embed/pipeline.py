@@ -179,8 +179,8 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
     tracker = StreamTracker(embedder.tracker, batch_frames=chunk_frames)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
     # On a live source at most LIVE_WAITING chunks wait for the pipeline; older ones are dropped, so a
-    # line's latency is bounded by a few chunks' processing time however far the input runs ahead (a
-    # half-second queue at 30 fps measured 2.9 s median latency on a loaded 2-core machine).
+    # line's latency is bounded by a few chunks' processing time (the waiting chunk, the one in hand,
+    # and the tracker's lag of about one detection interval) however far the input runs ahead.
     depth = LIVE_WAITING if live else DECODE_AHEAD
     if ready is not None:
         ready()

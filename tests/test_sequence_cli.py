@@ -141,6 +141,8 @@ def _train_sample(manifest, *args):
 
 
 @pytest.mark.slow
+# The sample's embedding (152 clips) runs inside the first of these: 350 s alone on a slow day.
+@pytest.mark.timeout(1500)
 def test_lstm_beats_the_majority_baseline_on_the_sample(sample_embedded):
     test = _train_sample(sample_embedded, "--head", "lstm")
     gains = {s: m["accuracy"] - m["majority_accuracy"] for s, m in test.items()}
@@ -148,6 +150,7 @@ def test_lstm_beats_the_majority_baseline_on_the_sample(sample_embedded):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_a_temporal_head_learns_the_state_that_needs_time(sample_embedded, tmp_path):
     """The sample's Confusion levels 1-3 differ only in the order of the same poses: a head that sees
     order (tcn) must beat one that pools it away (fc) there. Confusion has a handful of minority
@@ -163,6 +166,7 @@ def test_a_temporal_head_learns_the_state_that_needs_time(sample_embedded, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedded, tmp_path):
     proc = run_cli("train", "--manifest", str(sample_embedded), "--weights", "random", "--head", "fc",
                    "--epochs", "5", "--quiet", "--json", module="sequence", timeout=900)
