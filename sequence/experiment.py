@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import logging
 import shlex
@@ -100,7 +101,7 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     hist = [vars(h) for h in history]
     write_json(run_dir / "history.json", hist)
     plots.curves_png(run_dir / "curves.png", hist, best_epoch)
-    metrics = _evaluate(model, data, train, manifest, cfg.batch, device)
+    metrics = _evaluate(model, data, train, manifest, cfg.batch, device, run_dir)
     metrics.update({"best_epoch": best_epoch, "epochs_trained": len(history), "train_clips": len(train)})
     _confusion_plots(run_dir, metrics, cfg)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run finished
@@ -109,14 +110,41 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
 
 
 def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest: Manifest, batch: int,
-              device: torch.device) -> dict:
+              device: torch.device, run_dir: Path) -> dict:
+    """Validation and test metrics; every clip's probabilities go to predictions.csv beside them."""
     majority = majority_levels(train.y.numpy(), manifest.states, manifest.levels)
-    out = {}
+    out, rows = {}, []
     for split, key in (("Validation", "validation"), ("Test", "test")):
         d = data[split]
-        out[key] = {} if len(d) == 0 else evaluate(d.y.numpy(), predict_probs(model, d, batch, device),
-                                                   manifest.states, manifest.levels, majority)
+        if len(d) == 0:
+            out[key] = {}
+            continue
+        probs = predict_probs(model, d, batch, device)
+        out[key] = evaluate(d.y.numpy(), probs, manifest.states, manifest.levels, majority)
+        rows += _prediction_rows(split, d, probs, manifest.states)
+    _write_csv(run_dir / "predictions.csv", rows)
     return out
+
+
+def _prediction_rows(split: str, d: SequenceSet, probs: dict[str, np.ndarray], states: list[str]) -> list[dict]:
+    y = d.y.numpy()
+    rows = []
+    for i, clip in enumerate(d.clip_ids):
+        row: dict = {"split": split, "clip": clip}
+        for k, s in enumerate(states):
+            row[f"{s}_true"] = int(y[i, k])
+            row[f"{s}_pred"] = int(probs[s][i].argmax())
+            row.update({f"{s}_p{j}": f"{v:.6f}" for j, v in enumerate(probs[s][i])})
+        rows.append(row)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:
@@ -136,7 +164,8 @@ def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto") -> dic
     dev = resolve_device(device)
     data, _ = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
-    metrics = {**run["metrics"], **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev)}
+    metrics = {**run["metrics"], **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev,
+                                              Path(run_dir))}
     write_json(Path(run_dir) / "metrics.json", metrics)
     return {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}
 
