@@ -1,5 +1,6 @@
 """Stage two's parts on small tensors: heads, losses, metrics, frame choice, grids."""
 
+import copy
 import math
 
 import numpy as np
@@ -55,20 +56,45 @@ def test_head_overfits_a_tiny_batch(name):
         assert torch.equal(out[s].argmax(1), y[:, i]), s
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("name", head_names())
-def test_padding_never_changes_the_output(name):
-    """Whatever lies past a clip's length (zeros, noise) must not change its prediction."""
+def test_padding_never_changes_the_output(name, mode):
+    """Whatever lies past a clip's length (zeros, noise, more of it) must not change its prediction,
+    in eval and in training (where batch statistics must not count padded steps either)."""
     torch.manual_seed(1)
     x, lengths, _ = _batch(seed=2)
-    model = build_head(name, 16, STATES, 4).eval()
+    model = build_head(name, 16, STATES, 4, {"dropout": 0.0})
     model.fit_input_stats(x, lengths)
+    model.train(mode == "train")
     noisy = x + torch.randn_like(x) * (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None])
     longer = torch.cat([x, torch.randn(8, 5, 16)], 1)
-    with torch.no_grad():
-        a, b, c = model(x, lengths), model(noisy, lengths), model(longer, lengths)
+    outs = []
+    for inp in (x, noisy, longer):
+        state = copy.deepcopy(model.state_dict())  # training mode moves running statistics: same start each time
+        with torch.no_grad():
+            outs.append(model(inp, lengths))
+        model.load_state_dict(state)
+    a, b, c = outs
     for s in STATES:
         torch.testing.assert_close(a[s], b[s], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(a[s], c[s], atol=1e-5, rtol=1e-5)
+
+
+def test_masked_batch_norm_trains_on_valid_steps_only():
+    """Its batch statistics equal nn.BatchNorm1d's over the valid steps gathered into one batch."""
+    from sequence.heads.tcn import MaskedBatchNorm1d
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 9) * 3 + 1
+    lengths = torch.tensor([9, 4, 6])
+    mask = (torch.arange(9)[None, :] < lengths[:, None])[:, None, :]
+    ours, ref = MaskedBatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    got = ours(x + 100 * ~mask, mask)  # garbage in the padding
+    valid = torch.cat([x[i, :, : n] for i, n in enumerate(lengths.tolist())], 1)[None]  # (1, 5, 19)
+    want = ref(valid)
+    torch.testing.assert_close(torch.cat([got[i, :, : n] for i, n in enumerate(lengths.tolist())], 1)[None], want)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
 
 
 def test_unknown_head_or_parameter_is_a_clear_error():
