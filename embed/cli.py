@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from embed.console import err, fail, setup_logging
+from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ConfigError
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
@@ -369,7 +368,4 @@ def fec_train(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_app(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import typer
 from rich.console import Console
@@ -20,3 +21,27 @@ def fail(message: str, code: int = 2) -> None:
     """One line on stderr, then exit (docs/architecture.md: 2 = bad usage or config)."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run a CLI: Ctrl-C anywhere exits 130 without a traceback (a run in progress prints its own
+    summary first). Also when Python wrapped the KeyboardInterrupt in another exception: 3.11 does
+    so when it lands in a class's __set_name__ during an import, as a CI run of ours once saw."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        if _caused_by_interrupt(e):
+            sys.exit(130)
+        raise
+
+
+def _caused_by_interrupt(e: BaseException | None) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False

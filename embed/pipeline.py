@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,12 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+# At import, not inside the run: a Ctrl-C that lands in an import is not a clean KeyboardInterrupt (3.11).
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from embed.backbones import Backbone, LoadedBackbone, get_backbone
 from embed.cache import PREPROCESSING_VERSION, CacheStore, ClipData, ClipWriter, source_fingerprint, source_unchanged
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
 from embed.faces import DetectorConfig, FaceTrack, FaceTracker, StoredTrack, StreamTracker, TrackedChunk, crop_faces
 from embed.layouts import Clip, DatasetIndex
+from embed.memory import release_free_heap
 from embed.video import FrameChunk, Truncation, VideoStream
 
 log = logging.getLogger(__name__)
@@ -213,6 +219,7 @@ def _tracked(chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack,
         for chunk in chunks:
             if (tracked := tracker.push(chunk.start, chunk.frames, chunk.timestamps)) is not None:
                 yield tracked
+            release_free_heap()  # else the resident size creeps up with the video's length (embed.memory)
     except ClipError:
         if finish_on_error and (tracked := tracker.finish()) is not None:
             yield tracked
@@ -486,9 +493,7 @@ def _writing(store: CacheStore):
                           f"make the cache directory writable; complete clips are kept") from None
 
 
-def progress_bar(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def progress_bar(enabled: bool) -> Progress:
     columns = [TextColumn("[bold]embed"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn()]
     return Progress(*columns, disable=not enabled, transient=False)
@@ -499,6 +504,19 @@ def rate_text(report: RunReport, elapsed: float, in_progress: int = 0) -> str:
     frames = report.frames + in_progress
     return f"{done / elapsed:.2f} clips/s {frames / elapsed:.0f} frames/s" + (
         f" ({in_progress} frames into this clip)" if in_progress else "")
+
+
+PAUSE_ENV = "AFFECTSEQ_PAUSE_AFTER_CLIPS"
+
+
+def _pause_point(done: int) -> None:
+    """For tests that interrupt a run: with AFFECTSEQ_PAUSE_AFTER_CLIPS=N the run says so on stderr
+    after its N-th clip and waits (a minute at most) to be signalled, so that the signal lands at a
+    known point on a fast machine and a slow one alike, instead of after a guessed sleep."""
+    pause = os.environ.get(PAUSE_ENV)
+    if pause and done == int(pause):
+        print(f"paused after {done} clips", file=sys.stderr, flush=True)
+        time.sleep(60)
 
 
 def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], embedder: Embedder,
@@ -526,6 +544,7 @@ def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], em
                 live["frames"] = 0
                 report.add(embed_clip(embedder, clip, chunks, stores, faces, on_frames))
                 bar.update(task, advance=1, rate=rate_text(report, time.perf_counter() - start))
+                _pause_point(report.embedded + len(report.failures))
     except KeyboardInterrupt:
         report.interrupted = True
     report.seconds = time.perf_counter() - start

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from embed.console import err, fail, setup_logging
+from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ClipError, ConfigError
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
@@ -299,7 +298,4 @@ def experiments(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_app(app)

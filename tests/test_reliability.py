@@ -28,8 +28,8 @@ def _store(manifest):
     return Path(last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)["store"])
 
 
-def _popen(manifest, *extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _popen(manifest, *extra, env: dict | None = None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     # The child gets the default SIGINT disposition whatever the test process inherited: Python only
     # turns SIGINT into KeyboardInterrupt when it does not start with the signal ignored.
     return subprocess.Popen([sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
@@ -81,18 +81,32 @@ def test_a_second_writer_refuses_while_the_first_holds_the_store(tiny_embedded, 
     assert _complete_clips_match(store, tiny_embedded["store"]) == 7
 
 
+def _wait_for_line(proc, needle: str, timeout: float = 300) -> list[str]:
+    """stderr lines of proc up to and including the first that contains needle (proc keeps running)."""
+    lines, end = [], time.time() + timeout
+    while time.time() < end:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"never printed {needle!r}: {''.join(lines)}")
+
+
 def test_ctrl_c_exits_cleanly_with_a_summary_and_keeps_complete_clips(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
-    proc = _popen(manifest)
-    _wait_for_lock(store, proc)  # the lock is taken just before the work: the signal lands in it
+    # The run pauses after its third clip (embed.pipeline's test pause point): Ctrl-C lands there.
+    proc = _popen(manifest, env={"AFFECTSEQ_PAUSE_AFTER_CLIPS": "3"})
+    _wait_for_line(proc, "paused after 3 clips")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted: complete clips are kept; rerun to continue" in err and "stage one summary" in err
-    done = _complete_clips_match(store, tiny_embedded["store"])
+    assert _complete_clips_match(store, tiny_embedded["store"]) == 3
     proc = run_cli("run", "--manifest", str(manifest), *RUN)
-    assert f"{7 - done} embedded now, {done} already complete" in proc.stderr
+    assert "4 embedded now, 3 already complete" in proc.stderr
     assert _complete_clips_match(store, tiny_embedded["store"]) == 7
 
 
@@ -101,19 +115,29 @@ def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedd
     manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     rng = random.Random(1234)
-    kills = 0
-    for _ in range(12):  # 12, not more: the whole suite must stay under CI's 15 minutes
+
+    def started() -> subprocess.Popen:
         shutil.rmtree(store, ignore_errors=True)  # every trial from an empty store: kills land mid-work
         Path(str(store) + ".lock").unlink(missing_ok=True)  # (left by the killed run; flock died with it)
         proc = _popen(manifest)
         _wait_for_lock(store, proc)
-        time.sleep(rng.uniform(0.0, 2.5))
+        return proc
+
+    # How long the work takes here, from the lock to the exit: kill moments are drawn inside it, so
+    # they land in mid-work on a fast machine and a slow one alike (not after a guessed sleep).
+    proc, t0 = started(), time.monotonic()
+    proc.communicate(timeout=300)
+    work = time.monotonic() - t0
+    kills = 0
+    for _ in range(12):  # 12, not more: the whole suite must stay within its time
+        proc = started()
+        time.sleep(rng.uniform(0.0, 0.7 * work))
         if proc.poll() is None:
             proc.kill()
             kills += 1
         proc.communicate(timeout=60)
         _complete_clips_match(store, tiny_embedded["store"])  # whatever is complete is right
-    assert kills >= 9
+    assert kills >= 8, (kills, work)
     run_cli("run", "--manifest", str(manifest), *RUN)
     assert _complete_clips_match(store, tiny_embedded["store"]) == 7
 
@@ -373,10 +397,11 @@ def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
     proc = subprocess.Popen([sys.executable, "-m", "sequence", "train", "--manifest", str(manifest), "--weights",
                              "random", "--epochs", "100000", "--patience", "100000", "--quiet", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    end = time.time() + 120
-    while time.time() < end and not (set(runs.glob("*.partial")) - before if runs.exists() else set()):
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside the training loop by now
+    # command.txt is the last file written into the run folder before the training loop starts.
+    end = time.time() + 300
+    while time.time() < end and not [p for p in runs.glob("*.partial/command.txt") if p.parent not in before]:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.05)
     proc.kill()
     proc.communicate(timeout=60)
     new = set(runs.glob("*")) - before
