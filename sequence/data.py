@@ -174,7 +174,7 @@ def padded_bytes(attrs: dict[str, dict], clip_ids: list[str], policy: FramePolic
 def memory_budget() -> int:
     """Bytes the splits may take in memory: half of what is available now (the other half is
     for the model, the batches and everything else on the machine)."""
-    import psutil  # a dependency of dask.distributed
+    import psutil
 
     return psutil.virtual_memory().available // 2
 
