@@ -30,6 +30,8 @@ IMAGES ?=
 AFFECTNET ?=
 TRUNK ?=
 OUT ?=
+# Test files run in parallel processes (pytest-xdist), each with cores/TEST_WORKERS torch threads.
+TEST_WORKERS ?= 2
 
 opt = $(if $(strip $(2)),$(1) $(2))
 EMBED_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
@@ -95,7 +97,7 @@ sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
 
 test: $(STAMP) $(FOOTAGE)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
