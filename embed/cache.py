@@ -37,6 +37,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from embed.errors import ConfigError
+from embed.identity import WeightsIdentity, file_sha256
 
 # Bump whenever the code changes what is written for the same config (new keys, never old stores).
 # 2: crops taken from each face's window of the frame (float rounding differs by <0.02/255).
@@ -73,19 +74,6 @@ def library_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
     return out
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_file_identity(path: str | os.PathLike) -> str:
-    """How a weights file is named in a store config (and so in its key)."""
-    return f"file:sha256:{file_sha256(path)[:16]}"
 
 
 def source_fingerprint(path: Path) -> dict:
@@ -504,16 +492,11 @@ def list_stores(cache_dir: Path, dataset: str = "*") -> list[CacheStore]:
     return out
 
 
-def weights_match(identity: str, weights: str | None) -> bool:
-    """Does a store's weights identity come from the weights a user names (as on the embed CLI)?"""
-    if weights is None:
-        return True
-    if weights == "random" or weights.startswith("random:"):
-        return identity == (weights if ":" in weights else "random:0")
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return identity == weights_file_identity(path)
-    return identity.split(":sha256:")[0] == weights  # a named release: vggface2:sha256:...
+def _weights_match(identity: str, weights: str | None) -> bool:
+    try:
+        return WeightsIdentity.parse(identity).matches(weights)
+    except ValueError:  # a store whose config names no weights identity (imported features): only `None` fits
+        return weights is None
 
 
 def find_store(cache_dir: Path, dataset: str, backbone: str, weights: str | None = None,
@@ -524,7 +507,7 @@ def find_store(cache_dir: Path, dataset: str, backbone: str, weights: str | None
     would mean importing face detection: the configs in the stores themselves are the truth.
     """
     stores = [s for s in list_stores(cache_dir, dataset)
-              if s.config.get("backbone") == backbone and weights_match(s.config.get("weights", ""), weights)
+              if s.config.get("backbone") == backbone and _weights_match(s.config.get("weights", ""), weights)
               and (key is None or s.key.startswith(key))]
     current = [s for s in stores if s.config.get("preprocessing_version") == PREPROCESSING_VERSION]
     stores = current or stores  # stores written by older code are superseded, not ambiguous

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embed.cache import ClipData, span_seconds, weights_match
+from embed.cache import ClipData, span_seconds
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
+from embed.identity import WeightsIdentity
 from sequence import plots
 from sequence.data import FramePolicy, to_tensors
 from sequence.runs import load_model, load_run, write_json
@@ -23,16 +24,7 @@ log = logging.getLogger(__name__)
 
 def weights_for(identity: str, recorded: str | None, given: str | None) -> str:
     """The --weights value that rebuilds the backbone behind a store's weights identity."""
-    if given:
-        return given
-    if identity.startswith("random:"):
-        return identity
-    if identity.startswith("file:"):
-        if recorded and weights_match(identity, recorded):
-            return recorded
-        raise ConfigError(f"the run's embeddings came from a weights file ({identity}) that is not at "
-                          f"{recorded or 'a recorded path'}; fix: pass --weights /path/to/that/file")
-    return identity.split(":sha256:")[0]  # a named release
+    return given or WeightsIdentity.parse(identity).weights_arg(recorded)
 
 
 def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[float, float]]:

@@ -94,3 +94,39 @@ def test_bad_weights_are_clear_errors(tmp_path):
     torch.save({"x": torch.zeros(2)}, wrong)
     with pytest.raises(ConfigError, match=r"wrong\.pt: not a state dict for backbone 'fec'"):
         get_backbone("fec").build(str(wrong), "cpu")
+
+
+def test_weights_identity_forms_round_trip_match_and_rebuild(tmp_path):
+    """embed.identity is the one reader and writer of the weights identity in store configs."""
+    import hashlib
+
+    from embed.identity import WeightsIdentity, file_identity, random_identity, release_identity
+
+    f, g = tmp_path / "w.pt", tmp_path / "g.pt"
+    f.write_bytes(b"abc")
+    g.write_bytes(b"abd")
+    sha = hashlib.sha256(b"abc").hexdigest()[:16]
+    assert file_identity(f) == f"file:sha256:{sha}" and release_identity("vggface2", f) == f"vggface2:sha256:{sha}"
+    assert random_identity("random") == "random:0" and random_identity("random:7") == "random:7"
+    for text in ("random:3", f"file:sha256:{sha}", f"casia-webface:sha256:{sha}"):
+        assert str(WeightsIdentity.parse(text)) == text
+    for bad in ("vggface2", "file:sha256:", ":sha256:abc"):
+        with pytest.raises(ValueError):
+            WeightsIdentity.parse(bad)
+
+    rnd, rel, fil = (WeightsIdentity.parse(t) for t in ("random:0", f"vggface2:sha256:{sha}", file_identity(f)))
+    assert rnd.matches("random") and rnd.matches("random:0") and not rnd.matches("random:1")
+    assert not rnd.matches("vggface2") and not rnd.matches(str(f))
+    assert rel.matches("vggface2") and not rel.matches("casia-webface") and not rel.matches(str(f))
+    assert fil.matches(str(f)) and not fil.matches(str(g)) and not fil.matches("random")
+    assert all(i.matches(None) for i in (rnd, rel, fil))
+    with pytest.raises(ConfigError, match="the seed must be an integer"):
+        rnd.matches("random:x")
+
+    # What predict passes as --weights to embed a new video as the run's cache was.
+    assert rnd.weights_arg(None) == "random:0" and rel.weights_arg("ignored") == "vggface2"
+    assert fil.weights_arg(str(f)) == str(f)
+    with pytest.raises(ConfigError, match=f"not at {g}; fix: pass --weights"):
+        fil.weights_arg(str(g))  # the file at the recorded path has changed
+    with pytest.raises(ConfigError, match="not at a recorded path"):
+        fil.weights_arg(None)

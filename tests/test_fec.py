@@ -10,11 +10,12 @@ import pytest
 import torch
 import zarr
 
-from embed.cache import CacheStore, weights_file_identity
+from embed.cache import CacheStore
 from embed.errors import ConfigError
 from embed.fec.data import read_affectnet, read_fec_csv
 from embed.fec.synthetic import generate_fec_sample
 from embed.fec.train import predict_odd, triplet_loss
+from embed.identity import file_identity
 from tests.conftest import copy_tiny, last_json, run_cli
 
 
@@ -144,7 +145,7 @@ def test_trained_weights_round_trip_into_stage_one(trained_fec, tiny_embedded, t
     run_cli("run", "--manifest", str(manifest), "--backbone", "fec", "--weights", weights, "--device", "cpu", "--quiet")
     info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fec", "--weights", weights,
                              "--json").stdout)
-    assert info["weights"] == weights_file_identity(weights) and info["dim"] == 128 and info["complete"] == 7
+    assert info["weights"] == file_identity(weights) and info["dim"] == 128 and info["complete"] == 7
     config = CacheStore(info["store"]).config
     clip_id = sorted(zarr.open_group(info["store"], mode="r")["clips"].group_keys())[0]
     stored = zarr.open_group(info["store"], mode="r")[f"clips/{clip_id}/embeddings"][...].astype(np.float32)

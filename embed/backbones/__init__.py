@@ -22,8 +22,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from embed.cache import file_sha256, weights_file_identity
 from embed.errors import ConfigError
+from embed.identity import file_identity, is_random, random_identity, random_seed, release_identity
 from embed.plugins import import_submodules
 
 log = logging.getLogger(__name__)
@@ -99,16 +99,16 @@ class Backbone(ABC):
         """What determines the parameters, for the cache key: random:<seed>, <release>:sha256:..,
         file:sha256:.. . Named releases are hashed too, so a replaced file never reuses a cache."""
         weights = self.resolve_weights(weights)
-        if weights == "random" or weights.startswith("random:"):
-            return f"random:{_seed(weights)}"
+        if is_random(weights):
+            return random_identity(weights)
         if weights in self.releases():
             cached = self.releases()[weights].cached_file
             if not cached.is_file():
                 self._fetch_release(weights)
-            return f"{weights}:sha256:{file_sha256(cached)[:16]}"
+            return release_identity(weights, cached)
         path = Path(weights).expanduser()
         if path.is_file():
-            return weights_file_identity(path)
+            return file_identity(path)
         raise ConfigError(
             f"weights '{weights}' for backbone '{self.name}': no such file and not one of "
             f"{', '.join(self.weight_choices())}; fix: pass one of those"
@@ -138,8 +138,8 @@ class Backbone(ABC):
     def network(self, weights: str | None) -> nn.Module:
         """The bare network with these weights loaded (trainable; build() freezes it for embedding)."""
         weights = self.resolve_weights(weights)
-        if weights == "random" or weights.startswith("random:"):
-            seed = _seed(weights)
+        if is_random(weights):
+            seed = random_seed(weights)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 net = self.architecture()
@@ -162,15 +162,6 @@ class Backbone(ABC):
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); fix: pass weights "
                                   f"saved with torch.save(model.state_dict()) for this architecture") from None
         return net
-
-
-def _seed(weights: str) -> int:
-    if weights == "random":
-        return 0
-    try:
-        return int(weights.split(":", 1)[1])
-    except ValueError:
-        raise ConfigError(f"weights '{weights}': the seed must be an integer; fix: e.g. random:0") from None
 
 
 class _Normalised(nn.Module):
