@@ -4,9 +4,12 @@ import re
 import shutil
 
 import numpy as np
+import pytest
 import zarr
 
-from tests.conftest import last_json, run_cli, write_manifest
+from embed.cache import PREPROCESSING_VERSION, CacheStore, find_store
+from embed.errors import ConfigError
+from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 
 
 def test_store_matches_the_contract_with_plain_zarr(tiny_embedded):
@@ -97,3 +100,42 @@ def test_reader_api_matches_plain_zarr(tiny_embedded):
         one = store.read_clip(clip_id)
         np.testing.assert_array_equal(one.embeddings, raw[clip_id]["embeddings"][...])
         np.testing.assert_array_equal(many[clip_id].boxes, one.boxes)
+
+
+def test_find_store_picks_the_one_store_and_names_the_choices_when_several_match(tmp_path):
+    """Stage two's way to its input: by backbone, weights and key prefix; several matches are an error
+    listing them; a store written by an older preprocessing version is superseded, not ambiguous."""
+
+    def store(weights: str, version: int = PREPROCESSING_VERSION, backbone: str = "inception") -> CacheStore:
+        config = {"backbone": backbone, "weights": weights, "dim": 8, "preprocessing_version": version}
+        return CacheStore.create(tmp_path, "d", config)
+
+    a, b = store("random:0"), store("random:1")
+    store("random:0", PREPROCESSING_VERSION - 1)  # older code's store with a's weights
+    store("random:0", backbone="resnet18")
+    with pytest.raises(ConfigError, match=r"2 stores match backbone 'inception': .*\(random:0\).*\(random:1\); "
+                                          r"fix: pass --weights or --key"):
+        find_store(tmp_path, "d", "inception")
+    assert find_store(tmp_path, "d", "inception", weights="random:1").path == b.path
+    assert find_store(tmp_path, "d", "inception", weights="random").path == a.path  # random is random:0
+    assert find_store(tmp_path, "d", "inception", key=a.key[:6]).path == a.path
+    with pytest.raises(ConfigError, match="no embedding store for backbone 'inception', weights 'random:2'; fix:"):
+        find_store(tmp_path, "d", "inception", weights="random:2")
+    old_only = tmp_path / "old"
+    CacheStore.create(old_only, "d", {"backbone": "fec", "weights": "random:0", "dim": 8, "preprocessing_version": 1})
+    assert find_store(old_only, "d", "fec").config["preprocessing_version"] == 1  # still found when it is all there is
+
+
+def test_max_fps_keeps_one_frame_per_interval_through_the_pipeline(tiny_embedded, tmp_path):
+    """--max-fps 5 on the 10-fps sample: every other frame, at its own timestamp, in a store of its own."""
+
+    manifest = copy_tiny(tiny_embedded, tmp_path)
+    run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet", "--max-fps", "5")
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--max-fps", "5",
+                             "--json").stdout)
+    assert info["complete"] == 7 and info["key"] != tiny_embedded["info"]["key"]
+    g = zarr.open_group(info["store"], mode="r")
+    assert g.attrs["config"]["frames"]["max_fps"] == 5
+    for _, clip in g["clips"].groups():
+        np.testing.assert_allclose(clip["timestamps"][...], np.arange(0, 1, 0.2), atol=1e-4)
+        assert clip["embeddings"].shape == (5, 512) and clip.attrs["frames"] == 5

@@ -12,7 +12,7 @@ from embed.errors import ConfigError
 from sequence.data import FramePolicy, to_tensors
 from sequence.experiment import expand_grid
 from sequence.heads import build_head, head_defaults, head_names
-from sequence.losses import class_weights, focal_loss, ordinal_loss
+from sequence.losses import class_weights, focal_loss, ordinal_loss, sample_weights
 from sequence.metrics import state_metrics
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
@@ -277,3 +277,23 @@ def test_block_reads_with_known_completeness_equal_one_checked_read(tiny_embedde
         for c in block:
             for n in names:
                 np.testing.assert_array_equal(raw[c][n], whole[c][n])
+
+
+def test_weighted_focal_and_ordinal_losses_are_class_weighted_means():
+    """With class weights, each sample's loss counts by its true level's weight: sum(w_i l_i) / sum(w_i),
+    the same normalisation as torch's weighted cross-entropy (checked at gamma 0)."""
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 2, 3])
+    w = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    per = torch.stack([focal_loss(logits[i:i + 1], y[i:i + 1], None, 2.0) for i in range(6)])
+    assert focal_loss(logits, y, w, 2.0).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
+    assert focal_loss(logits, y, w, 0.0).item() == pytest.approx(F.cross_entropy(logits, y, weight=w).item(), rel=1e-6)
+    per = torch.stack([ordinal_loss(logits[i:i + 1], y[i:i + 1], None) for i in range(6)])
+    assert ordinal_loss(logits, y, w).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
+
+
+def test_weighted_sampling_weights_rare_levels_up():
+    y = np.array([[0, 2], [0, 2], [0, 2], [1, 3]])  # level 1 of state 0 and level 3 of state 1 are rare
+    w = sample_weights(y, 4)
+    # state 0: balanced weights 4/(2*3) for level 0, 4/(2*1) for level 1; state 1 likewise for 2 and 3.
+    np.testing.assert_allclose(w, [(2 / 3 + 2 / 3) / 2] * 3 + [(2 + 2) / 2])

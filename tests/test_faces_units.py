@@ -1,0 +1,71 @@
+"""The face tracker's parts on hand-made inputs: the pick that continues a track, smoothing within runs
+of detections, interpolation between them, and the crops cut from a chunk's common window."""
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from embed.faces import _interpolate, _pick, _smooth_runs, crop_faces, square_boxes
+
+NAN4 = [np.nan] * 4
+
+
+def test_pick_continues_the_track_else_takes_the_largest_probable_face():
+    boxes = np.array([[0, 0, 100, 100], [200, 200, 240, 240]], np.float32)  # a large face and a small one
+    probs = np.array([0.95, 0.99], np.float32)
+    box, prob = _pick(boxes, probs, None, 0.9)
+    assert box.tolist() == [0, 0, 100, 100] and prob == np.float32(0.95)  # largest area x probability
+    box, prob = _pick(boxes, probs, np.array([205, 198, 243, 238], np.float32), 0.9)
+    assert box.tolist() == [200, 200, 240, 240] and prob == np.float32(0.99)  # the track goes on with it
+    box, _ = _pick(boxes, probs, np.array([300, 300, 340, 340], np.float32), 0.9)  # overlaps neither
+    assert box.tolist() == [0, 0, 100, 100]
+    assert _pick(boxes, np.array([0.5, 0.6], np.float32), None, 0.9) == (None, 0.0)  # none probable enough
+    assert _pick(None, None, None, 0.9) == (None, 0.0)
+
+
+def test_smoothing_averages_within_each_run_of_faces_and_keeps_the_gaps():
+    a, b, c, d, e = (np.full(4, v, np.float32) for v in (0, 3, 9, 30, 60))
+    boxes = np.stack([a, b, c, NAN4, d, e]).astype(np.float32)
+    out = _smooth_runs(boxes, 3)
+    want = [(a + a + b) / 3, (a + b + c) / 3, (b + c + c) / 3, NAN4, (d + d + e) / 3, (d + e + e) / 3]
+    np.testing.assert_allclose(out, np.stack(want), rtol=1e-6)
+    assert _smooth_runs(boxes, 1) is boxes
+
+
+def test_interpolation_is_linear_between_faces_and_the_nearest_detection_decides_presence():
+    det_idx = np.array([0, 5, 10])
+    boxes = np.array([[0, 0, 10, 10], [5, 10, 15, 20], NAN4], np.float32)
+    probs = np.array([0.9, 0.8, 0.0], np.float32)
+    track = _interpolate(np.arange(11), det_idx, boxes, probs)
+    for f in range(1, 5):  # between two faces: linear, the lower probability
+        np.testing.assert_allclose(track.boxes[f], boxes[0] + (boxes[1] - boxes[0]) * f / 5, rtol=1e-6)
+        assert track.probs[f] == np.float32(0.8)
+    # Between a face (5) and no face (10): the nearer detection decides; a tie goes to the earlier.
+    assert (track.probs[5:8] == np.float32(0.8)).all() and (track.boxes[6:8] == boxes[1]).all()
+    assert (track.probs[8:] == 0).all() and np.isnan(track.boxes[8:]).all()
+
+
+def test_crops_from_the_common_window_equal_roi_align_on_whole_frames():
+    """Cutting the chunk's common window first, and splitting the crops over threads, changes no
+    crop: plain roi_align on the whole frames is the reference, with a face half out of the frame."""
+    rng = np.random.default_rng(0)
+    n, h, w = 40, 240, 320
+    frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    x = rng.uniform(40, 200, n)
+    boxes = np.stack([x, x * 0.5, x + 60, x * 0.5 + 70], 1).astype(np.float32)
+    boxes[7] = [280, -30, 360, 50]  # over the top-right corner: reads black outside the frame
+    sq = square_boxes(boxes, 0.2)
+    rois = torch.from_numpy(np.concatenate([np.arange(n, dtype=np.float32)[:, None], sq], 1).astype(np.float32))
+    whole = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    want = roi_align(whole, rois, output_size=(160, 160), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    threads = torch.get_num_threads()
+    try:
+        for k in (1, 2):  # one call, and the crops split across two threads
+            torch.set_num_threads(k)
+            got = crop_faces(frames, boxes, 160, 0.2)
+            # Within 0.01 of 0..255: the rois shifted to the window's origin round differently in
+            # float32, and on noise frames neighbouring pixels differ by up to 255 (measured: 0.005).
+            # A window one pixel off would be tens away.
+            torch.testing.assert_close(got, want, atol=1e-2, rtol=0)
+    finally:
+        torch.set_num_threads(threads)
