@@ -283,15 +283,21 @@ def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = Fa
         print(json.dumps(rows))
         return
     t = Table(title=f"stores under {m.cache_path}")
-    for col in ("dataset", "backbone", "key", "weights", "detector", "complete", "failed", "frames", "MB"):
+    for col in ("dataset", "backbone", "key", "weights", "made by", "complete", "failed", "frames", "MB"):
         t.add_column(col)
     for r in rows:
         c = r["config"]
-        det = c["detector"]
-        t.add_row(r["dataset"], c["backbone"], r["key"], c["weights"],
-                  f"every {det['detect_every']} @ {det['detect_width']}px", str(r["complete"]), str(r["failed"]),
-                  str(r["frames"]), f"{r['bytes'] / 1e6:.1f}")
+        t.add_row(r["dataset"], str(c.get("backbone", "-")), r["key"], str(c.get("weights", "-")), _made_by(c),
+                  str(r["complete"]), str(r["failed"]), str(r["frames"]), f"{r['bytes'] / 1e6:.1f}")
     Console().print(t)
+
+
+def _made_by(config: dict) -> str:
+    """What wrote a store: the face detector's schedule for stage one's own stores, else its importer;
+    a store needs neither to be listed."""
+    if det := config.get("detector"):
+        return f"MTCNN every {det.get('detect_every')} @ {det.get('detect_width')}px"
+    return f"import: {config['importer']}" if config.get("importer") else "-"
 
 
 @app.command()

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -515,7 +514,7 @@ def _pause_point(done: int) -> None:
     known point on a fast machine and a slow one alike, instead of after a guessed sleep."""
     pause = os.environ.get(PAUSE_ENV)
     if pause and done == int(pause):
-        print(f"paused after {done} clips", file=sys.stderr, flush=True)
+        log.warning("paused after %d clips (%s)", done, PAUSE_ENV)
         time.sleep(60)
 
 

@@ -1,5 +1,6 @@
 """The cache contract, end to end through the real CLI (subprocesses) and read back with plain zarr."""
 
+import json
 import re
 import shutil
 
@@ -73,8 +74,6 @@ def test_changed_extraction_config_gets_a_new_store(tiny_embedded):
 
 
 def test_ls_lists_the_store(tiny_embedded):
-    import json
-
     rows = json.loads(run_cli("ls", "--manifest", str(tiny_embedded["manifest"]), "--json").stdout)
     row = next(r for r in rows if r["store"] == str(tiny_embedded["store"]))
     assert row["complete"] == 7 and row["config"]["backbone"] == "inception" and row["bytes"] > 0
@@ -139,3 +138,15 @@ def test_max_fps_keeps_one_frame_per_interval_through_the_pipeline(tiny_embedded
     for _, clip in g["clips"].groups():
         np.testing.assert_allclose(clip["timestamps"][...], np.arange(0, 1, 0.2), atol=1e-4)
         assert clip["embeddings"].shape == (5, 512) and clip.attrs["frames"] == 5
+
+
+def test_ls_lists_stores_that_no_detector_made(tmp_path):
+    """A store whose config has no detector settings (features made elsewhere) is listed like any other."""
+    manifest = write_manifest(tmp_path / "m.yaml", {"d": {"layout": "csv", "root": ".", "csv": "l.csv"}})
+    (tmp_path / "l.csv").write_text("path,split,Boredom,Engagement,Confusion,Frustration\n")
+    CacheStore.create(tmp_path / "cache", "d", {"backbone": "openface", "importer": "openface", "dim": 3,
+                                                "preprocessing_version": PREPROCESSING_VERSION})
+    proc = run_cli("ls", "--manifest", str(manifest))
+    assert "openface" in proc.stdout and "import: openface" in proc.stdout
+    rows = json.loads(run_cli("ls", "--manifest", str(manifest), "--json").stdout)
+    assert [r["config"]["backbone"] for r in rows] == ["openface"] and rows[0]["complete"] == 0

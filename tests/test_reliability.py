@@ -129,7 +129,7 @@ def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedd
     proc.communicate(timeout=300)
     work = time.monotonic() - t0
     kills = 0
-    for _ in range(12):  # 12, not more: the whole suite must stay within its time
+    for _ in range(10):  # 10, not more: the whole suite must stay within 25 minutes on CI's 2 cores
         proc = started()
         time.sleep(rng.uniform(0.0, 0.7 * work))
         if proc.poll() is None:
@@ -137,7 +137,7 @@ def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedd
             kills += 1
         proc.communicate(timeout=60)
         _complete_clips_match(store, tiny_embedded["store"])  # whatever is complete is right
-    assert kills >= 8, (kills, work)
+    assert kills >= 7, (kills, work)
     run_cli("run", "--manifest", str(manifest), *RUN)
     assert _complete_clips_match(store, tiny_embedded["store"]) == 7
 
