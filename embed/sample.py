@@ -128,13 +128,15 @@ def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.nda
         yield np.asarray(frame.convert("RGB"))
 
 
-def write_video(path: Path, frames, fps: float, width: int, height: int) -> int:
-    """Encode frames with libx264 (single-threaded so the bytes are reproducible)."""
+def write_video(path: Path, frames, fps: float, width: int, height: int, lossless: bool = False) -> int:
+    """Encode frames with libx264 (single-threaded so the bytes are reproducible); `lossless`: H.264
+    in RGB at qp 0, so decoding gives back exactly these pixels (use a .mkv path)."""
     n = 0
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "20", "preset": "veryfast", "threads": "1", "bf": "0"}
+        stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24" if lossless else "yuv420p"
+        stream.options = ({"qp": "0", "preset": "ultrafast", "threads": "1"} if lossless else
+                          {"crf": "20", "preset": "veryfast", "threads": "1", "bf": "0"})
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)

@@ -4,10 +4,8 @@ import csv
 import io
 import json
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ import yaml
 import zarr
 
 from embed.manifest import SampleSpec
+from embed.sample import write_video
 from embed.video import decode_video
 from tests.conftest import last_json, run_cli, write_manifest
 
@@ -216,22 +215,6 @@ def test_a_temporal_head_learns_the_state_that_needs_time(sample_embedded, tmp_p
     assert np.mean(f1["tcn"]) >= np.mean(f1["fc"]) + 0.05, f1
 
 
-def write_lossless(path: Path, frames, fps: float, width: int, height: int) -> int:
-    """Frames encoded losslessly (H.264 in RGB at qp 0): decoding gives back exactly these pixels."""
-    n = 0
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24"
-        stream.options = {"qp": "0", "preset": "ultrafast", "threads": "1"}
-        for arr in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                container.mux(packet)
-            n += 1
-        for packet in stream.encode():
-            container.mux(packet)
-    return n
-
-
 # Window 0 of the joined video holds clip 0's very pixels; what differs is the face track near the cut
 # (the tracker interpolates and smooths towards clip 1's face there, where clip 0 alone ends on its
 # own last frame). Measured on the sample (fc, 5 epochs): at most 0.0022 apart, while the window one
@@ -249,7 +232,8 @@ def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedd
     clips = sorted((sample_embedded.parent / "data" / "sample" / "DataSet" / "Test").glob("*/*/*"))[:10]
     spec = SampleSpec(**yaml.safe_load(sample_embedded.read_text())["datasets"]["sample"]["sample"])
     joined = tmp_path / "lecture 30s.mkv"
-    n = write_lossless(joined, (f for c in clips for f in decode_video(c).frames), spec.fps, spec.width, spec.height)
+    n = write_video(joined, (f for c in clips for f in decode_video(c).frames), spec.fps, spec.width, spec.height,
+                    lossless=True)
     assert n == 10 * spec.fps * spec.seconds == 300
     first = decode_video(clips[0]).frames
     assert np.array_equal(decode_video(joined).frames[: len(first)], first)
