@@ -32,11 +32,11 @@ _TRIM = _malloc_trim()
 _last = 0.0
 
 
-def release_free_heap(force: bool = False) -> None:
-    """Return free heap pages to the OS, if a second has passed since the last time (or `force`)."""
+def release_free_heap() -> None:
+    """Return free heap pages to the OS, if a second has passed since the last time."""
     global _last
     now = time.monotonic()
-    if _TRIM is None or (not force and now - _last < TRIM_EVERY_S):
+    if _TRIM is None or now - _last < TRIM_EVERY_S:
         return
     _last = now
     _TRIM(0)

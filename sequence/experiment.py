@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
 import shlex
@@ -23,7 +22,7 @@ from sequence.config import TrainConfig, parse_config
 from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
 from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import evaluate, majority_levels
-from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_json, write_yaml
+from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_csv, write_json, write_yaml
 from sequence.train import fit, predict_probs
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest:
         probs = predict_probs(model, d, batch, device)
         out[key] = evaluate(d.y.numpy(), probs, manifest.states, manifest.levels, majority)
         rows += _prediction_rows(split, d, probs, manifest.states)
-    _write_csv(run_dir / "predictions.csv", rows)
+    write_csv(run_dir / "predictions.csv", rows)
     return out
 
 
@@ -137,14 +136,6 @@ def _prediction_rows(split: str, d: SequenceSet, probs: dict[str, np.ndarray], s
             row.update({f"{s}_p{j}": f"{v:.6f}" for j, v in enumerate(probs[s][i])})
         rows.append(row)
     return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:

@@ -4,7 +4,6 @@ its decoded frames), then score windows of the run's clip length along it."""
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from embed.errors import ClipError, ConfigError
 from embed.identity import WeightsIdentity
 from sequence import plots
 from sequence.data import FramePolicy, to_tensors
-from sequence.runs import load_model, load_run, write_json
+from sequence.runs import load_model, load_run, write_csv, write_json
 from sequence.train import predict_probs
 
 log = logging.getLogger(__name__)
@@ -144,10 +143,7 @@ def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict
             row[f"{s}_level"] = int(p[i].argmax())
             row.update({f"{s}_p{k}": round(float(v), 4) for k, v in enumerate(p[i])})
         rows.append(row)
-    with open(out_dir / "timeline.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out_dir / "timeline.csv", rows)
     write_json(out_dir / "timeline.json", rows)
     plots.timeline_png(out_dir / "timeline.png", centers, probs, title)
     return out_dir / "timeline.json"

@@ -31,6 +31,15 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of equal keys as a CSV with a header (an empty file for no rows)."""
+    with open(path, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def write_yaml(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
