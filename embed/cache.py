@@ -48,11 +48,11 @@ CACHE_FORMAT = "affectseq-cache/1"
 TIME_CHUNK = 1024
 T, R = TypeVar("T"), TypeVar("R")
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
-_COMPRESSORS = {
-    # float16 embeddings: byte-shuffle groups exponent/mantissa bytes, zstd does the rest.
-    "embeddings": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=2),
-    "default": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=4),
-}
+
+
+def _compressor(arr: np.ndarray) -> BloscCodec:
+    # Byte-shuffle groups the exponent and mantissa bytes of the values; zstd does the rest.
+    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=arr.dtype.itemsize)
 
 
 def canonical_json(obj) -> str:
@@ -103,7 +103,7 @@ def span_seconds(timestamps: np.ndarray) -> float:
 
 @dataclass
 class ClipData:
-    embeddings: np.ndarray | None  # (T, D) float16; None in a face-track store
+    embeddings: np.ndarray | None  # (T, D) float16 (float32 imported); None in a face-track store
     timestamps: np.ndarray  # (T,) float32 seconds
     face_prob: np.ndarray  # (T,) float32, 0 where no face
     boxes: np.ndarray  # (T, 4) float32 source pixels, NaN where no face
@@ -166,6 +166,12 @@ class CacheStore:
     def dim(self) -> int:
         return int(self.config["dim"])
 
+    @property
+    def dtype(self) -> np.dtype:
+        """What the embeddings array holds: float16 from a backbone; an imported store keeps its
+        source's float32 (landmarks in pixels lose half a pixel in float16)."""
+        return np.dtype(self.config.get("dtype", "float16"))
+
     def _clips(self) -> zarr.Group:
         return self.root["clips"]
 
@@ -226,7 +232,7 @@ class CacheStore:
             return f"unreadable or missing array ({type(e).__name__}: {e})"
         t = len(arrays["timestamps"])
         expected = {"timestamps": ((t,), np.float32), "face_prob": ((t,), np.float32),
-                    "boxes": ((t, 4), np.float32), "embeddings": ((t, self.dim), np.float16)}
+                    "boxes": ((t, 4), np.float32), "embeddings": ((t, self.dim), self.dtype)}
         for name, a in arrays.items():
             shape, dtype = expected[name]
             if a.shape != shape or a.dtype != dtype:
@@ -367,7 +373,8 @@ class ClipWriter:
                "face_prob": np.concatenate([d.face_prob for d in data]).astype(np.float32),
                "boxes": np.concatenate([d.boxes for d in data]).astype(np.float32).reshape(-1, 4)}
         if self.with_embeddings:
-            out["embeddings"] = np.ascontiguousarray(np.concatenate([d.embeddings for d in data]), dtype=np.float16)
+            out["embeddings"] = np.ascontiguousarray(np.concatenate([d.embeddings for d in data]),
+                                                     dtype=self.store.dtype)
         return out
 
     def _flush(self, track_state: dict | None) -> None:
@@ -385,7 +392,7 @@ class ClipWriter:
         for name, arr in arrays.items():
             chunks = (max(1, min(len(arr), time_chunk)), *arr.shape[1:])
             a = self.group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
-                                        compressors=_COMPRESSORS.get(name, _COMPRESSORS["default"]))
+                                        compressors=_compressor(arr))
             if arr.size:
                 a[...] = arr
 
@@ -497,6 +504,19 @@ def _weights_match(identity: str, weights: str | None) -> bool:
         return WeightsIdentity.parse(identity).matches(weights)
     except ValueError:  # a store whose config names no weights identity (imported features): only `None` fits
         return weights is None
+
+
+def per_store(value: str | None, n: int, what: str) -> list[str | None]:
+    """`a,b,c` for n stores (backbones), one value for all of them, or nothing (each one's default)."""
+    if value is None:
+        return [None] * n
+    parts = [p.strip() or None for p in value.split(",")]
+    if len(parts) == 1:
+        return parts * n
+    if len(parts) != n:
+        raise ConfigError(f"--{what} {value!r}: {len(parts)} values for {n} backbones; "
+                          f"fix: give one value, or one per backbone in the same order")
+    return parts
 
 
 def find_store(cache_dir: Path, dataset: str, backbone: str, weights: str | None = None,

@@ -46,19 +46,6 @@ def _detector(detect_every: int | None, detect_width: int | None, min_face_size:
     return DetectorConfig(**{k: v for k, v in given.items() if v is not None})
 
 
-def _split(value: str | None, n: int, what: str) -> list[str | None]:
-    """`a,b,c` for n backbones, one value for all of them, or nothing (each backbone's default)."""
-    if value is None:
-        return [None] * n
-    parts = [p.strip() or None for p in value.split(",")]
-    if len(parts) == 1:
-        return parts * n
-    if len(parts) != n:
-        raise ConfigError(f"--{what} {value!r}: {len(parts)} values for {n} backbones; "
-                          f"fix: give one value, or one per backbone in the same order")
-    return parts
-
-
 @app.command()
 def run(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
@@ -90,7 +77,7 @@ def run(
     continues clips a killed run left part-written)."""
     setup_logging(quiet)
     try:
-        from embed.cache import CacheStore, writer_lock
+        from embed.cache import CacheStore, per_store, writer_lock
         from embed.layouts import read_dataset
         from embed.manifest import load_manifest
         from embed.pipeline import EmbedSpec, embed_dataset
@@ -98,7 +85,7 @@ def run(
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
         names = [b.strip() for b in backbone.split(",") if b.strip()]
-        spec = EmbedSpec(tuple(names), tuple(_split(weights, len(names), "weights")), device,
+        spec = EmbedSpec(tuple(names), tuple(per_store(weights, len(names), "weights")), device,
                          _detector(detect_every, detect_width, min_face_size).as_dict(), max_fps, batch_size,
                          chunk_frames, allow_truncated)
         index = read_dataset(m, name)
@@ -152,9 +139,10 @@ def _print_report(report, weights: list[str], as_json: bool = False) -> None:
 
 def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: str | None, max_fps: float | None,
                   detect_every: int | None, detect_width: int | None, min_face_size: int | None):
-    """(dataset index, backbone spec, extraction config, store path) that these options name."""
-    from embed.backbones import get_backbone
-    from embed.cache import store_path
+    """(dataset index, extraction config, store path) that these options name. A backbone's store is
+    named by its extraction config (it may not exist yet); any other name is an imported store's."""
+    from embed.backbones import backbone_names, get_backbone
+    from embed.cache import find_store, store_path
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
     from embed.pipeline import extraction_config
@@ -162,10 +150,20 @@ def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: s
     m = load_manifest(manifest)
     name, _ = m.dataset(dataset)
     index = read_dataset(m, name)
+    if backbone not in backbone_names():
+        store = find_store(m.cache_path, name, backbone, weights)
+        return index, store.config, store.path
     spec = get_backbone(backbone)
     config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width, min_face_size),
                                max_fps)
-    return index, spec, config, store_path(m.cache_path, name, config)
+    return index, config, store_path(m.cache_path, name, config)
+
+
+def _sources(index, store) -> dict[str, Path]:
+    """Each clip's source file: the video, or for an imported store the feature file it was read from."""
+    if store.config.get("importer"):
+        return {k: Path(a["source"]["path"]) for k, a in store.clip_attrs().items() if (a.get("source") or {}).get("path")}
+    return {c.clip_id: c.path for c in index.clips}
 
 
 @app.command()
@@ -185,18 +183,21 @@ def info(
     from embed.cache import CacheStore, config_key
 
     try:
-        index, spec, config, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
-                                                  detect_width, min_face_size)
+        index, config, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
+                                            detect_width, min_face_size)
     except ConfigError as e:
         fail(str(e))
     summary = CacheStore(path).summary() if (path / "zarr.json").is_file() else \
         {"complete": 0, "failed": 0, "frames": 0, "failures": [], "truncated": [], "partial": {}, "clips": {}}
     done = {k for k, a in summary["clips"].items() if a.get("complete") is True}
     failed = {f["clip"] for f in summary["failures"]}
+    # An imported store's clips come from feature files, whether or not a video is here.
+    sources = index.clips + (index.absent if config.get("importer") else [])
     out = {
-        "store": str(path), "key": config_key(config), "backbone": spec.name, "dim": spec.dim,
-        "weights": config["weights"], "complete": summary["complete"], "failed": summary["failed"],
-        "pending": sum(1 for c in index.clips if c.clip_id not in done and c.clip_id not in failed),
+        "store": str(path), "key": config_key(config), "backbone": config["backbone"], "dim": config["dim"],
+        "weights": config.get("weights"), "importer": config.get("importer"), "complete": summary["complete"],
+        "failed": summary["failed"],
+        "pending": sum(1 for c in sources if c.clip_id not in done and c.clip_id not in failed),
         "frames": summary["frames"], "failures": summary["failures"], "truncated": summary.get("truncated", []),
         "partial": summary.get("partial", {}),
         "missing_on_disk": index.missing_on_disk, "unlabelled": index.unlabelled,
@@ -204,7 +205,7 @@ def info(
     if as_json:
         print(json.dumps(out))
         return
-    t = Table(title=f"{index.name} / {spec.name}", show_header=False)
+    t = Table(title=f"{index.name} / {config['backbone']}", show_header=False)
     for k, v in out.items():
         if isinstance(v, dict):
             v = f"{len(v)}" + (f": {', '.join(f'{c} ({n} frames written)' for c, n in list(v.items())[:10])}" if v else "")
@@ -233,12 +234,12 @@ def verify(
     from embed.cache import CacheStore, writer_lock
 
     try:
-        index, _, _, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
-                                          detect_width, min_face_size)
+        index, _, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
+                                       detect_width, min_face_size)
         store = CacheStore(path, mode="a")
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
-    sources = {c.clip_id: c.path for c in index.clips}
+    sources = _sources(index, store)
     complete = store.complete_ids()
     broken = [{"clip": c, "problem": p} for c in complete if (p := store.check_clip(c, sources.get(c)))]
     repaired = 0
@@ -298,6 +299,93 @@ def _made_by(config: dict) -> str:
     if det := config.get("detector"):
         return f"MTCNN every {det.get('detect_every')} @ {det.get('detect_width')}px"
     return f"import: {config['importer']}" if config.get("importer") else "-"
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openface (FeatureExtraction CSVs), npy (one "
+                                       "array per video, video_features naming) or hdf5 (one file).")],
+    src: Annotated[Path, typer.Argument(help="The folder of feature files (openface, npy) or the HDF5 file.")],
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: DatasetOpt = None,
+    name: Annotated[str | None, typer.Option(help="Backbone name stage two knows the store by [FORMAT].")] = None,
+    columns: Annotated[str | None, typer.Option(help="openface: column groups gaze, pose, au_r, au_c, landmarks2d, "
+                                                "landmarks3d, shape [gaze,pose,au_r]; npy: feature names "
+                                                "(rgb,flow); hdf5: the dataset in each clip group.")] = None,
+    fps: Annotated[float | None, typer.Option(min=0.001, help="Frame rate for files without usable timestamps.")]
+    = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import per-frame features another tool extracted into a cache store stage two trains on
+    (`sequence train --backbone NAME`). Unchanged files are skipped on a re-import."""
+    setup_logging(quiet)
+    try:
+        from embed.importing import import_features
+        from embed.manifest import load_manifest
+
+        report = import_features(load_manifest(manifest), dataset, fmt, src, name, _columns(columns), fps,
+                                 progress=not quiet)
+    except ConfigError as e:
+        fail(str(e))
+    out = report.as_dict()
+    t = Table(title="import summary", show_header=False)
+    t.add_row("store", str(out["store"]))
+    t.add_row("features", f"{out['dim']} per frame: {', '.join(out['columns'][:8])}"
+                          + (f" ... ({len(out['columns'])} columns)" if len(out["columns"]) > 8 else ""))
+    if out["dropped_columns"]:
+        t.add_row("left out", f"{len(out['dropped_columns'])} columns not in every file: "
+                              f"{', '.join(out['dropped_columns'][:6])}")
+    t.add_row("clips", f"{out['complete']} complete ({out['imported']} imported now, {out['skipped']} unchanged, "
+                       f"{out['failed']} failed)")
+    t.add_row("unmatched", f"{len(out['unmatched_files'])} files match no clip"
+                           + (f" (first: {out['unmatched_files'][0]})" if out["unmatched_files"] else ""))
+    t.add_row("missing", f"{len(out['missing_clips'])} clips have no file"
+                         + (f" (first: {out['missing_clips'][0]})" if out["missing_clips"] else ""))
+    err.print(t)
+    for f in out["failures"]:
+        err.print(f"[red]failed[/] {f['clip']}: {f['error']}", highlight=False, soft_wrap=True)
+    print(json.dumps(out) if as_json else f"cache: {out['store']}")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def export(
+    backbone: BackboneOpt,
+    fmt: Annotated[str, typer.Option("--format", help="hdf5 (one file) or npy (a folder).")],
+    out: Annotated[Path, typer.Option(help="The HDF5 file or the npy folder to write.")],
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: DatasetOpt = None,
+    weights: WeightsOpt = None,
+    key: Annotated[str | None, typer.Option(help="Pick the store by key (prefix).")] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split (Train, Validation or Test).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a store's complete clips to HDF5 or NumPy files, readable without zarr or affectseq."""
+    setup_logging(quiet)
+    try:
+        from embed.cache import find_store
+        from embed.exporting import export_store
+        from embed.layouts import read_dataset
+        from embed.manifest import SPLITS, load_manifest
+
+        if split is not None and split not in SPLITS:
+            raise ConfigError(f"--split {split!r}: fix: use one of {', '.join(SPLITS)}")
+        m = load_manifest(manifest)
+        name, _ = m.dataset(dataset)
+        store = find_store(m.cache_path, name, backbone, weights, key)
+        result = export_store(store, read_dataset(m, name, generate=False), m.states, fmt, out, split,
+                              progress=not quiet)
+    except ConfigError as e:
+        fail(str(e))
+    err.print(f"exported {result['clips']} clips of {result['store']} to {result['out']}", highlight=False,
+              soft_wrap=True)
+    print(json.dumps(result) if as_json else result["out"])
 
 
 @app.command()

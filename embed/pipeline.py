@@ -148,10 +148,10 @@ class EmbeddedChunk:
     stream: VideoStream  # its counters so far: fps, decoded, dropped
 
 
-def stream_video(source: str | Path, backbone: str = "inception", weights: str | None = None,
+def stream_video(source: str | Path, backbone: str = "inception", weights: str | None | list[str | None] = None,
                  device: str | None = "cpu", detector: DetectorConfig | None = None, max_fps: float | None = None,
-                 config: dict | None = None, chunk_frames: int | None = None, input_format: str | None = None,
-                 input_options: dict[str, str] | None = None, live: bool = False,
+                 config: dict | list[dict] | None = None, chunk_frames: int | None = None,
+                 input_format: str | None = None, input_options: dict[str, str] | None = None, live: bool = False,
                  rate_cap: float | None = None, ready: Callable[[], None] | None = None) -> Iterator[EmbeddedChunk]:
     """Embed one video as it decodes, nothing cached: each chunk of frames whose face boxes are final,
     in order. Memory is set by the chunk size, not the video's length. The one stage-one entry stage
@@ -159,24 +159,34 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
 
     With `config` (a store's extraction config) the backbone, detector and frame policy are taken
     from it, and the result is guaranteed to match that store: different weights (or code that
-    preprocesses differently) are an error, never silently different embeddings. With `live`, chunks
-    are small (latency), and frames that arrive while the pipeline is behind are skipped, never
-    queued without bound (the stream's `dropped` counts them). `rate_cap` keeps at most that many
-    frames per second (a 60-fps camera for a model whose cache was embedded at 30). `ready` is called
-    once the models are set up, just before the source is opened.
+    preprocesses differently) are an error, never silently different embeddings. A list of configs
+    (a run fused from several backbones' stores) embeds every frame with each backbone, joined per
+    frame in that order, from one decode and detection; `weights` is then a list too. With `live`,
+    chunks are small (latency), and frames that arrive while the pipeline is behind are skipped,
+    never queued without bound (the stream's `dropped` counts them). `rate_cap` keeps at most that
+    many frames per second (a 60-fps camera for a model whose cache was embedded at 30). `ready` is
+    called once the models are set up, just before the source is opened.
     """
-    if config is not None:
-        backbone, max_fps = config["backbone"], config["frames"]["max_fps"]
-        detector = DetectorConfig.from_dict(config["detector"])
-    loaded = get_backbone(backbone).build(weights, resolve_device(device))
+    configs = config if isinstance(config, list) else [config] if config is not None else []
+    if configs:
+        first = configs[0]
+        if any(c.get("detector") != first.get("detector") or c.get("frames") != first.get("frames") for c in configs):
+            raise ConfigError(f"{source}: the run's stores were embedded with different face detection or frame "
+                              f"settings, so one pass cannot reproduce them all; fix: fuse stores embedded with the "
+                              f"same --detect-* and --max-fps options")
+        max_fps, detector = first["frames"]["max_fps"], DetectorConfig.from_dict(first["detector"])
+    names = [c["backbone"] for c in configs] or [backbone]
+    ws = weights if isinstance(weights, list) else [weights] * len(names)
+    loaded = [get_backbone(n).build(w, resolve_device(device)) for n, w in zip(names, ws, strict=True)]
     chunk_frames = chunk_frames or (LIVE_CHUNK_FRAMES if live else CHUNK_FRAMES)
     # A file cut short still yields what it has: predicting on it is better than refusing.
     embedder = Embedder(loaded, detector, max_fps, chunk_frames=chunk_frames, allow_truncated=True)
-    if config is not None and embedder.config != config:
-        diff = sorted(k for k in config if embedder.config.get(k) != config.get(k))
-        raise ConfigError(f"{source}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
-                          f"(weights here {loaded.weights_identity}, cache {config.get('weights')}); "
-                          f"fix: pass --weights with the weights the cache was embedded with")
+    for b, c in zip(loaded, configs, strict=False):
+        if embedder.config_of(b) != c:
+            diff = sorted(k for k in c if embedder.config_of(b).get(k) != c.get(k))
+            raise ConfigError(f"{source}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
+                              f"(weights here {b.weights_identity}, cache {c.get('weights')}); "
+                              f"fix: pass --weights with the weights the cache was embedded with")
     if live:
         embedder.warm_up()  # the first MTCNN and CNN calls are slow: not while frames arrive
     cap = min((f for f in (max_fps, rate_cap) if f), default=None)
@@ -193,8 +203,9 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
         for tracked in _tracked(_noting_arrivals(chunks, arrivals), tracker, finish_on_error=live):
             arrived = np.asarray(arrivals[:len(tracked)])
             del arrivals[:len(tracked)]
-            yield EmbeddedChunk(ClipData(embedder.embed_chunk(tracked, loaded, source), tracked.timestamps,
-                                         tracked.track.probs, tracked.track.boxes), arrived, stream)
+            parts = [embedder.embed_chunk(tracked, b, source) for b in loaded]
+            yield EmbeddedChunk(ClipData(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1),
+                                         tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived, stream)
 
 
 def _noting_arrivals(chunks: Iterable[FrameChunk], arrivals: list[float]) -> Iterator[FrameChunk]:

@@ -227,7 +227,9 @@ def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], polic
     wanted: dict[str, list[Clip]] = {}
     for split in splits:
         clips = [c for c in index.split(split) if c.labels is not None]
-        wanted[split] = [c for c in clips if c.clip_id in complete]
+        # A clip whose video is not here is still usable when its features are (an imported store).
+        wanted[split] = sorted((c for c in index.split(split, with_absent=True)
+                                if c.labels is not None and c.clip_id in complete), key=lambda c: c.clip_id)
         missing = sorted(c.clip_id for c in clips if c.clip_id not in complete)
         if missing:
             report.missing_embeddings[split] = missing

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import yaml
 
-from embed.cache import CacheStore, find_store
+from embed.cache import CacheStore
 from embed.devices import resolve_device
 from embed.errors import ConfigError
 from embed.layouts import read_dataset
@@ -20,6 +20,7 @@ from embed.manifest import Manifest
 from sequence import plots
 from sequence.config import TrainConfig, parse_config
 from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
+from sequence.fusion import FusedStore, open_input, reopen_input
 from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import evaluate, majority_levels
 from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_csv, write_json, write_yaml
@@ -30,7 +31,10 @@ SPLITS = ("Train", "Validation", "Test")
 DataMemo = dict[tuple, tuple[dict[str, SequenceSet], LoadReport]]
 
 
-def _load(manifest: Manifest, dataset: str, store: CacheStore, policy: FramePolicy,
+Input = CacheStore | FusedStore
+
+
+def _load(manifest: Manifest, dataset: str, store: Input, policy: FramePolicy,
           memo: DataMemo | None, stream: bool | None = None) -> tuple[dict[str, SequenceSet], LoadReport]:
     key = (str(store.path), policy, stream)
     if memo is not None and key in memo:
@@ -41,7 +45,7 @@ def _load(manifest: Manifest, dataset: str, store: CacheStore, policy: FramePoli
         if len(data[split]) == 0:
             raise ConfigError(f"{store.path}: no {split} clips with both a label and complete embeddings; "
                               f"fix: run `python -m embed run --dataset {dataset} --backbone {store.config['backbone']}`"
-                              f" until its {split} clips are complete")
+                              f" (or `embed import`) until its {split} clips are complete")
     if memo is not None:
         memo[key] = (data, report)
     return data, report
@@ -53,7 +57,7 @@ def command_line() -> str:
     return shlex.join([*head, *sys.argv[1:]])
 
 
-def _frame_rate(store: CacheStore, clip_ids: list[str], sample: int = 200) -> float | None:
+def _frame_rate(store: Input, clip_ids: list[str], sample: int = 200) -> float | None:
     """Frames per second the cache holds (median over up to `sample` training clips): live
     prediction feeds the model frames at this rate."""
     rates = []
@@ -70,7 +74,7 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     dataset, _ = manifest.dataset(cfg.dataset)
     if cfg.deltas is None:
         cfg = cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
-    store = find_store(manifest.cache_path, dataset, cfg.backbone, cfg.weights, cfg.key)
+    store = open_input(manifest.cache_path, dataset, cfg.backbone, cfg.weights, cfg.key)
     device = resolve_device(cfg.device)
     head_params = resolve_params(cfg.head, cfg.head_params)
     policy = FramePolicy.from_config(cfg.model_dump())
@@ -86,11 +90,13 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
                 "frame_rate": _frame_rate(store, train.clip_ids),
                 "parameters": sum(p.numel() for p in model.parameters())}
 
-    run_dir = create_run_dir(manifest.runs_path, dataset, cfg.backbone, cfg.head)
+    run_dir = create_run_dir(manifest.runs_path, dataset, store.config["backbone"], cfg.head)
     write_yaml(run_dir / "config.yaml", resolved)
-    write_json(run_dir / "store.json", {"path": str(store.path), "key": store.key, "config": store.config})
+    write_json(run_dir / "store.json", {"path": str(store.path), "key": store.key, "config": store.config,
+                                        **({"parts": store.describe()} if isinstance(store, FusedStore) else {})})
+    fused = {"not_in_every_store": store.not_in_every} if isinstance(store, FusedStore) else {}
     write_json(run_dir / "data.json", {**report.as_dict(), "clips": {s: len(d) for s, d in data.items()},
-                                       "train_clips_used": len(train)})
+                                       "train_clips_used": len(train), **fused})
     (run_dir / "command.txt").write_text((command or command_line()) + "\n")
     log.info("run %s: %s on %d train clips (%d params)", run_dir.name, cfg.head, len(train), resolved["parameters"])
 
@@ -149,9 +155,7 @@ def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto") -> dic
     """Re-evaluate a finished run from its folder and the cache; rewrites metrics.json."""
     run = load_run(run_dir)
     cfg = TrainConfig.model_validate({k: v for k, v in run["config"].items() if k in TrainConfig.model_fields})
-    store_path = Path(run["store"]["path"])
-    store = CacheStore(store_path) if (store_path / "zarr.json").is_file() else \
-        find_store(manifest.cache_path, run["config"]["dataset"], cfg.backbone, key=run["store"]["key"])
+    store = reopen_input(manifest.cache_path, run["config"]["dataset"], run["store"])
     dev = resolve_device(device)
     data, _ = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from embed.errors import ClipError, ConfigError
-from sequence.predict import MIN_FACE_FRACTION, WindowScorer, rate_cap, weights_for, window_rows, write_timeline
+from sequence.predict import MIN_FACE_FRACTION, WindowScorer, rate_cap, stream_inputs, window_rows, write_timeline
 from sequence.runs import load_run
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,15 @@ def predict_live(source: str, run_dir: Path, weights: str | None = None, device:
     from embed.pipeline import stream_video  # the one stage-one entry stage two may use
 
     run = load_run(run_dir)
-    cfg, store_config = run["config"], run["store"]["config"]
+    cfg = run["config"]
+    configs, w = stream_inputs(run, weights)
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0 or smooth < 0:
         raise ConfigError(f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
                           f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5")
     emit = emit or (lambda line: print(line, flush=True))
     scorer = WindowScorer(Path(run_dir), cfg, device)
-    w = weights_for(store_config["weights"], cfg.get("weights"), weights)
-    frames = stream_video(source, weights=w, device=device, config=store_config, input_format=input_format,
+    frames = stream_video(source, weights=w, device=device, config=configs, input_format=input_format,
                           input_options=input_options, live=True, rate_cap=rate_cap(cfg),
                           ready=lambda: print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)",
                                               file=sys.stderr, flush=True))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embed.cache import ClipData, span_seconds
+from embed.cache import ClipData, per_store, span_seconds
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
 from embed.identity import WeightsIdentity
@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 def weights_for(identity: str, recorded: str | None, given: str | None) -> str:
     """The --weights value that rebuilds the backbone behind a store's weights identity."""
     return given or WeightsIdentity.parse(identity).weights_arg(recorded)
+
+
+def stream_inputs(run: dict, weights: str | None) -> tuple[list[dict], list[str]]:
+    """The extraction configs a run's input is computed with from a video, and each backbone's
+    --weights (comma-separated in `weights` for a fused run, as on `sequence train`). Features
+    imported from another tool cannot be computed here: a ConfigError says which."""
+    store = run["store"]
+    configs = [p["config"] for p in store["parts"]] if "parts" in store else [store["config"]]
+    for c in configs:
+        if c.get("importer"):
+            raise ConfigError(f"{run['path']}: its input '{c['backbone']}' was imported from {c['importer']} "
+                              f"files, which affectseq cannot compute from a video; fix: extract them for this "
+                              f"video with the same tool and import them, or predict with a run trained on "
+                              f"`embed run` stores only")
+    given = per_store(weights, len(configs), "weights")
+    recorded = per_store(run["config"].get("weights"), len(configs), "weights")
+    return configs, [weights_for(c["weights"], r, g) for c, r, g in zip(configs, recorded, given, strict=True)]
 
 
 def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[float, float]]:
@@ -101,14 +118,14 @@ def predict_video(video: str | Path, run_dir: Path, weights: str | None = None, 
     from embed.video import is_file_source
 
     run = load_run(run_dir)
-    cfg, store_config = run["config"], run["store"]["config"]
+    cfg = run["config"]
+    configs, w = stream_inputs(run, weights)
     if is_file_source(video, input_format) and not Path(video).is_file():
         raise ConfigError(f"{video}: no such video; fix: pass the path of a video file")
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0:
         raise ConfigError(f"--window {window} / --hop {hop}: both must be positive seconds; fix: e.g. --window 10 --hop 1")
-    w = weights_for(store_config["weights"], cfg.get("weights"), weights)
-    clip = ClipData.concat([c.data for c in stream_video(video, weights=w, device=device, config=store_config,
+    clip = ClipData.concat([c.data for c in stream_video(video, weights=w, device=device, config=configs,
                                                           input_format=input_format, input_options=input_options,
                                                           rate_cap=None if is_file_source(video, input_format)
                                                           else rate_cap(cfg))])

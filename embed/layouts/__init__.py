@@ -20,8 +20,8 @@ VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v")
 @dataclass(frozen=True)
 class Clip:
     clip_id: str
-    path: Path
-    split: str
+    path: Path | None  # None: labelled, but where its video would be is unknown (absent clips only)
+    split: str  # "" when the labels do not say (DAiSEE's AllLabels.csv for a clip not on disk)
     labels: dict[str, int] | None  # None: on disk without a label row
 
 
@@ -30,11 +30,18 @@ class DatasetIndex:
     name: str
     root: Path
     clips: list[Clip] = field(default_factory=list)  # every clip on disk, sorted by id
-    missing_on_disk: list[str] = field(default_factory=list)  # labelled, but no video file
+    # Labelled clips without a video file. Stage one cannot embed them, but features imported from
+    # elsewhere (OpenFace CSVs of a dataset whose videos are not here) can still be trained on.
+    absent: list[Clip] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)  # video file, but no label row
 
-    def split(self, split: str) -> list[Clip]:
-        return [c for c in self.clips if c.split == split]
+    @property
+    def missing_on_disk(self) -> list[str]:
+        return sorted(c.clip_id for c in self.absent)
+
+    def split(self, split: str, with_absent: bool = False) -> list[Clip]:
+        """The split's clips on disk (and, with_absent, its labelled clips that are not)."""
+        return [c for c in self.clips + (self.absent if with_absent else []) if c.split == split]
 
 
 LayoutReader = Callable[["Manifest", str, Path], DatasetIndex]

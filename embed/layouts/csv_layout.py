@@ -32,9 +32,6 @@ def read_csv_layout(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
         # The id is the path relative to root without its suffix: stems alone collide in arbitrary trees.
         clip_id = check_clip_id(str(Path(rel).with_suffix("")).replace("/", "--"), f"{csv_path}:{row['line']}")
         video = root / rel
-        if video.is_file():
-            index.clips.append(Clip(clip_id, video, row["split"], row["labels"]))
-        else:
-            index.missing_on_disk.append(clip_id)
+        (index.clips if video.is_file() else index.absent).append(Clip(clip_id, video, row["split"], row["labels"]))
     index.clips.sort(key=lambda c: c.clip_id)
     return index

@@ -66,9 +66,9 @@ def read_daisee(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
             if lab is None:
                 index.unlabelled.append(clip_id)
         if labels is not all_labels:
-            index.missing_on_disk += sorted(set(labels) - set(on_disk))
+            index.absent += [Clip(c, None, split, labels[c]) for c in sorted(set(labels) - set(on_disk))]
     if all_labels and not any((labels_dir / f"{s}Labels.csv").is_file() for s in SPLITS):
-        index.missing_on_disk = sorted(set(all_labels) - set(seen))
+        index.absent = [Clip(c, None, "", all_labels[c]) for c in sorted(set(all_labels) - set(seen))]
     index.clips.sort(key=lambda c: c.clip_id)
     if index.missing_on_disk:
         log.warning("%s: %d labelled clips are missing on disk", name, len(index.missing_on_disk))
