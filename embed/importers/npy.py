@@ -37,6 +37,9 @@ class NpyImporter(Importer):
         if not src.is_dir():
             raise ConfigError(f"{src}: not a folder; fix: pass the folder holding the .npy files")
         per_clip: dict[str, dict[str, Path]] = {}
+        # Each extraction writes its own timestamps/fps beside its features (one folder per feature
+        # type in video_features): a clip's are taken from the folder of its first chosen feature.
+        companions: dict[tuple[str, Path], dict[str, Path]] = {}
         unmatched = []
         for path in sorted(src.rglob("*.npy")):
             hit = _match(path.stem, names)
@@ -44,11 +47,14 @@ class NpyImporter(Importer):
                 unmatched.append(str(path))
                 continue
             name, feature = hit
-            if feature in per_clip.setdefault(name, {}):
+            if feature in COMPANIONS:
+                companions.setdefault((name, path.parent), {})[feature] = path
+            elif feature in per_clip.setdefault(name, {}):
                 raise ConfigError(f"{path}: a second {feature} file for {name} (also {per_clip[name][feature]}); "
                                   f"fix: keep one per video")
-            per_clip[name][feature] = path
-        features = sorted({f for files in per_clip.values() for f in files} - set(COMPANIONS))
+            else:
+                per_clip[name][feature] = path
+        features = sorted({f for files in per_clip.values() for f in files})
         chosen = self.columns or features
         if not self.columns and len(features) > 1:
             raise ConfigError(f"{src}: holds several features ({', '.join(features)}); "
@@ -59,12 +65,11 @@ class NpyImporter(Importer):
         found = {}
         for name, files in per_clip.items():
             parts = [files.get(c) for c in chosen]
-            if all(p is None for p in parts):  # only companions, or only features not chosen
+            present = [p for p in parts if p is not None]
+            if not present:  # only features not chosen
                 unmatched += [str(p) for p in files.values()]
                 continue
-            present = [p for p in parts if p is not None]
-            found[name] = FeatureFile(name, present[0], None, parts,
-                                      {c: files[c] for c in COMPANIONS if c in files})
+            found[name] = FeatureFile(name, present[0], None, parts, companions.get((name, present[0].parent), {}))
         return found, unmatched
 
     def read(self, f: FeatureFile) -> Features:
