@@ -41,25 +41,50 @@ def _param(values: list[str]) -> dict:
     return out
 
 
+def _with_ci(m: dict, key: str) -> str:
+    ci = (m.get("ci") or {}).get(key)
+    return f"{m[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def _state_table(result: dict, states: list[str]) -> Table:
-    t = Table(title=f"test metrics — {Path(result['run']).name}")
-    for col in ("state", "accuracy", "majority", "Δ points", "macro-F1", "weighted-F1", "F1 per level",
-                "2-level acc"):
+    unit = next((m.get("ci_by") for m in result["test"].values() if m.get("ci_by")), None)
+    caption = (f"[low, high]: 95 % bootstrap intervals, resampling test {unit}s; balanced accuracy, QWK and MCC "
+               f"of always answering the majority level: 0.25 (or 1/levels present), 0, 0") if unit else None
+    t = Table(title=f"test metrics — {Path(result['run']).name}", caption=caption)
+    for col in ("state", "accuracy", "majority", "Δ points", "macro-F1", "balanced acc", "QWK", "MCC",
+                "F1 per level"):
         t.add_column(col, justify="right" if col != "state" else "left")
     for s in states:
         m = result["test"].get(s)
         if not m:
             continue
-        t.add_row(s, f"{m['accuracy']:.3f}", f"{m['majority_accuracy']:.3f}",
-                  f"{100 * (m['accuracy'] - m['majority_accuracy']):+.1f}", f"{m['macro_f1']:.3f}",
-                  f"{m['weighted_f1']:.3f}", "/".join(f"{v:.2f}" for v in m["per_level_f1"]),
-                  f"{m['binary_accuracy']:.3f}")
+        t.add_row(s, _with_ci(m, "accuracy"), f"{m['majority_accuracy']:.3f}",
+                  f"{100 * (m['accuracy'] - m['majority_accuracy']):+.1f}", _with_ci(m, "macro_f1"),
+                  _with_ci(m, "balanced_accuracy"), _with_ci(m, "qwk"), _with_ci(m, "mcc"),
+                  "/".join(f"{v:.2f}" for v in m["per_level_f1"]))
     return t
 
 
 def _print_state_table(result: dict, states: list[str]) -> None:
-    # Wide enough for the eight columns even when stderr is not a terminal (logs, CI).
-    Console(stderr=True, width=max(err.width, 110)).print(_state_table(result, states))
+    # Wide enough for the columns even when stderr is not a terminal (logs, CI).
+    Console(stderr=True, width=max(err.width, 170)).print(_state_table(result, states))
+
+
+def _print_aggregate(out: dict, states: list[str]) -> None:
+    agg = out["aggregate"]["test"]
+    t = Table(title=f"test metrics over {len(out['runs'])} seeds (mean ± sd)")
+    for col in ("state", "accuracy", "majority", "macro-F1", "balanced acc", "QWK", "MCC"):
+        t.add_column(col, justify="right" if col != "state" else "left")
+    for s in states:
+        if s not in agg:
+            continue
+        a = agg[s]
+        cell = {k: f"{a[k]['mean']:.3f} ± {a[k]['sd']:.3f}" for k in a}
+        t.add_row(s, cell["accuracy"], f"{out['results'][0]['test'][s]['majority_accuracy']:.3f}", cell["macro_f1"],
+                  cell["balanced_accuracy"], cell["qwk"], cell["mcc"])
+    Console(stderr=True, width=max(err.width, 130)).print(t)
+    for run in out["runs"]:
+        err.print(f"run folder: {run}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -86,6 +111,8 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs [15].")] = None,
     select: Annotated[str | None, typer.Option(help="Validation score: macro_f1, accuracy or loss.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, subset and batch order [0].")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Run once per seed (comma-separated, e.g. 0,1,2); figures are "
+                                                   "then given as mean ± sd over the runs.")] = None,
     device: DeviceOpt = None,
     stream: Annotated[bool | None, typer.Option(
         "--stream/--no-stream", help="Read embeddings from the cache batch by batch [only when the "
@@ -114,9 +141,26 @@ def train(
         if param:
             raw["head_params"] = {**raw.get("head_params", {}), **_param(param)}
         cfg = parse_config(raw, str(config) if config else "options")
-        result = train_run(m, cfg, progress=not quiet)
+        if seeds is not None:
+            from sequence.experiment import train_seeds
+
+            if seed is not None:
+                raise ConfigError("--seed and --seeds: give one; fix: --seeds 0,1,2 runs each of those seeds")
+            try:
+                seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"--seeds {seeds!r}: not comma-separated integers; fix: e.g. --seeds 0,1,2") from None
+            if len(set(seed_list)) != len(seed_list) or not seed_list:
+                raise ConfigError(f"--seeds {seeds!r}: give distinct seeds; fix: e.g. --seeds 0,1,2")
+            out = train_seeds(m, cfg, seed_list, progress=not quiet)
+        else:
+            result = train_run(m, cfg, progress=not quiet)
     except ConfigError as e:
         fail(str(e))
+    if seeds is not None:
+        _print_aggregate(out, m.states)
+        print(json.dumps({"runs": out["runs"], "aggregate": out["aggregate"]}) if as_json else "\n".join(out["runs"]))
+        return
     _print_state_table(result, m.states)
     err.print(f"run folder: {result['run']}", highlight=False, soft_wrap=True)
     print(json.dumps(result) if as_json else result["run"])
@@ -127,6 +171,9 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="A finished run folder.")],
     manifest: ManifestOpt = Path("data_manifest.yaml"),
     device: DeviceOpt = None,
+    by_subject: Annotated[bool, typer.Option("--by-subject", help="Also write each test subject's accuracy and "
+                                                                  "macro-F1 (by_subject.csv, by_subject.png).")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-evaluate a run from its folder and the cache (e.g. after fixing labels)."""
@@ -136,10 +183,13 @@ def evaluate(
         from sequence.experiment import evaluate_run
 
         m = load_manifest(manifest)
-        result = evaluate_run(run, m, device or "auto")
+        result = evaluate_run(run, m, device or "auto", by_subject)
     except ConfigError as e:
         fail(str(e))
     _print_state_table(result, m.states)
+    if by_subject:
+        err.print(f"per subject ({result['subjects']}): {result['by_subject_csv']}, {result['by_subject_png']}",
+                  highlight=False, soft_wrap=True)
     print(json.dumps(result) if as_json else result["run"])
 
 
@@ -226,7 +276,7 @@ def _predict_live(video, run, weights, device, window, hop, smooth, min_face_fra
         print(json.dumps({"summary": summary}))
 def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str,
                 states: list[str]) -> None:
-    from sequence.runs import to_csv, to_markdown
+    from sequence.runs import cell, to_csv, to_markdown
 
     if as_json:
         print(json.dumps(rows))
@@ -236,14 +286,18 @@ def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, t
         print(to_csv(rows), end="")
     else:
         # The terminal view folds each state's three columns into one; CSV/Markdown/JSON keep them all.
-        t = Table(title=title + "; per state: accuracy (majority) macro-F1")
-        keep = ["run", "backbone", "train clips", "frames", "deltas", "batch", "epochs", "head", "loss"]
+        t = Table(title=title + "; per state: accuracy (majority) macro-F1 QWK; mean ± sd over seeds")
+        keep = ["run", "seeds", "backbone", "train clips", "frames", "deltas", "batch", "epochs", "head", "loss"]
         for col in [*keep, *states]:
             t.add_column(col, overflow="fold")
+
+        def fmt(v) -> str:
+            return cell(v, 2)
+
         for r in rows:
             cells = [str(r[c]) for c in keep]
-            cells += [f"{r[s[0] + ' acc']:.2f} ({r[s[0] + ' maj']:.2f}) {r[s[0] + ' F1']:.2f}"
-                      if r[s[0] + " acc"] != "" else "-" for s in states]
+            cells += [f"{fmt(r[s[0] + ' acc'])} ({fmt(r[s[0] + ' maj'])}) {fmt(r[s[0] + ' F1'])} "
+                      f"{fmt(r[s[0] + ' QWK'])}" if r[s[0] + " acc"] != "" else "-" for s in states]
             t.add_row(*cells)
         Console(width=max(Console().width, 160)).print(t)
 
@@ -270,6 +324,38 @@ def runs(
         log.warning("%s: unfinished run (killed or still running); not listed", p)
     _print_rows(comparison_rows(found, m.states), markdown, as_csv, as_json,
                 f"{len(found)} runs under {m.runs_path} (test split; epochs = best/trained/max)", m.states)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Run A: a run folder or a run name from `sequence runs`.")],
+    run_b: Annotated[str, typer.Argument(help="Run B, compared against A.")],
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Per state, whether B differs from A by more than seeds and resampling explain. Each run stands
+    for its row in `sequence runs`: with the runs that differ from it only by seed."""
+    setup_logging(quiet=True)
+    try:
+        from embed.manifest import load_manifest
+        from sequence.compare import compare_runs
+
+        m = load_manifest(manifest)
+        out = compare_runs(Path(run_a), Path(run_b), m.states, m.levels, m.runs_path)
+    except ConfigError as e:
+        fail(str(e))
+    t = Table(title=f"B vs A on {out['clips']} test clips (A: {len(out['a'])} run(s), B: {len(out['b'])} run(s))",
+              caption=out["method"])
+    for col in ("state", "figure", "A", "B", "B - A [95 %]", "verdict"):
+        t.add_column(col, justify="left" if col in ("state", "figure", "verdict") else "right")
+    for state, figs in out["states"].items():
+        for k, (name, f) in enumerate(figs.items()):
+            t.add_row(state if k == 0 else "", name, f"{f['a']:.3f}", f"{f['b']:.3f}",
+                      f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
+                      "beyond chance" if f["exceeds"] else "within chance")
+    Console(stderr=True, width=max(err.width, 120)).print(t)
+    if as_json:
+        print(json.dumps(out))
 
 
 @app.command()

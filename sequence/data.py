@@ -137,11 +137,14 @@ class LoadReport:
     missing_on_disk: list[str] = field(default_factory=list)  # labelled, no video at all
     clips_per_second: float = 0.0
     streamed: bool = False  # embeddings read from the cache batch by batch (larger than memory)
+    subjects: dict[str, list[str]] = field(default_factory=dict)  # per split, when the layout names them
+    leaking_subjects: dict[str, list[str]] = field(default_factory=dict)  # subject -> the splits it is in
+    subject_of: dict[str, str | None] = field(default_factory=dict)  # clip -> subject (not saved)
 
     def as_dict(self) -> dict:
         return {"unlabelled": self.unlabelled, "missing_embeddings": self.missing_embeddings,
                 "missing_on_disk": self.missing_on_disk, "clips_per_second": round(self.clips_per_second, 1),
-                "streamed": self.streamed}
+                "streamed": self.streamed, "subjects": self.subjects, "leaking_subjects": self.leaking_subjects}
 
 
 def to_tensors(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], policy: FramePolicy,
@@ -223,7 +226,12 @@ def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], polic
     or streamed from the cache (stream=True, or None and the splits would not fit in memory)."""
     attrs = store.clip_attrs()
     complete = {k for k, a in attrs.items() if a.get("complete") is True}
-    report = LoadReport(unlabelled=list(index.unlabelled), missing_on_disk=list(index.missing_on_disk))
+    report = LoadReport(unlabelled=list(index.unlabelled), missing_on_disk=list(index.missing_on_disk),
+                        subjects=index.subjects(), leaking_subjects=index.leaking_subjects(),
+                        subject_of={c.clip_id: c.subject for c in index.clips + index.absent})
+    for subject, in_splits in report.leaking_subjects.items():
+        log.warning("subject %s is in %s: a model can learn the person rather than the state (leakage), and the "
+                    "test figures are optimistic; fix: keep each subject in one split", subject, " and ".join(in_splits))
     wanted: dict[str, list[Clip]] = {}
     for split in splits:
         clips = [c for c in index.split(split) if c.labels is not None]

@@ -22,9 +22,10 @@ from sequence.config import TrainConfig, parse_config
 from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
 from sequence.fusion import FusedStore, open_input, reopen_input
 from sequence.heads import build_head, head_class, resolve_params
-from sequence.metrics import evaluate, majority_levels
+from sequence.metrics import INTERVAL_METRICS, by_subject, evaluate, majority_levels
 from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_csv, write_json, write_yaml
 from sequence.train import fit, predict_probs
+from sequence.uncertainty import intervals, unit
 
 log = logging.getLogger(__name__)
 SPLITS = ("Train", "Validation", "Test")
@@ -106,7 +107,7 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     hist = [vars(h) for h in history]
     write_json(run_dir / "history.json", hist)
     plots.curves_png(run_dir / "curves.png", hist, best_epoch)
-    metrics = _evaluate(model, data, train, manifest, cfg.batch, device, run_dir)
+    metrics = _evaluate(model, data, train, manifest, cfg.batch, device, run_dir, report.subject_of)
     metrics.update({"best_epoch": best_epoch, "epochs_trained": len(history), "train_clips": len(train)})
     _confusion_plots(run_dir, metrics, cfg)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run finished
@@ -114,9 +115,30 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     return {"run": str(final), "validation": metrics["validation"], "test": metrics["test"]}
 
 
+def train_seeds(manifest: Manifest, cfg: TrainConfig, seeds: list[int], progress: bool = True) -> dict:
+    """The same configuration once per seed (data loaded once): {"runs", "aggregate"}."""
+    memo: DataMemo = {}
+    results = [train_run(manifest, cfg.model_copy(update={"seed": s}), progress, memo) for s in seeds]
+    return {"runs": [r["run"] for r in results], "results": results,
+            "aggregate": aggregate([r["test"] for r in results])}
+
+
+def aggregate(tests: list[dict]) -> dict:
+    """{"test": {state: {metric: {"mean", "sd"}}}} over runs (sample sd; 0 for one run)."""
+    out: dict[str, dict] = {}
+    for state in tests[0]:
+        out[state] = {}
+        for metric in INTERVAL_METRICS:
+            values = [t[state][metric] for t in tests]
+            out[state][metric] = {"mean": round(float(np.mean(values)), 4),
+                                  "sd": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4)}
+    return {"test": out, "runs": len(tests)}
+
+
 def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest: Manifest, batch: int,
-              device: torch.device, run_dir: Path) -> dict:
-    """Validation and test metrics; every clip's probabilities go to predictions.csv beside them."""
+              device: torch.device, run_dir: Path, subject_of: dict[str, str | None]) -> dict:
+    """Validation and test metrics, each test figure with its bootstrap interval (sequence.uncertainty);
+    every clip's probabilities go to predictions.csv beside them."""
     majority = majority_levels(train.y.numpy(), manifest.states, manifest.levels)
     out, rows = {}, []
     for split, key in (("Validation", "validation"), ("Test", "test")):
@@ -125,17 +147,24 @@ def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest:
             out[key] = {}
             continue
         probs = predict_probs(model, d, batch, device)
-        out[key] = evaluate(d.y.numpy(), probs, manifest.states, manifest.levels, majority)
-        rows += _prediction_rows(split, d, probs, manifest.states)
+        y = d.y.numpy()
+        out[key] = evaluate(y, probs, manifest.states, manifest.levels, majority)
+        if key == "test":
+            groups = [subject_of.get(c) for c in d.clip_ids]
+            for i, s in enumerate(manifest.states):
+                out[key][s]["ci"] = intervals(y[:, i], probs[s].argmax(1), manifest.levels, groups)
+                out[key][s]["ci_by"] = unit(groups, len(d))
+        rows += _prediction_rows(split, d, probs, manifest.states, subject_of)
     write_csv(run_dir / "predictions.csv", rows)
     return out
 
 
-def _prediction_rows(split: str, d: SequenceSet, probs: dict[str, np.ndarray], states: list[str]) -> list[dict]:
+def _prediction_rows(split: str, d: SequenceSet, probs: dict[str, np.ndarray], states: list[str],
+                     subject_of: dict[str, str | None]) -> list[dict]:
     y = d.y.numpy()
     rows = []
     for i, clip in enumerate(d.clip_ids):
-        row: dict = {"split": split, "clip": clip}
+        row: dict = {"split": split, "clip": clip, "subject": subject_of.get(clip) or ""}
         for k, s in enumerate(states):
             row[f"{s}_true"] = int(y[i, k])
             row[f"{s}_pred"] = int(probs[s][i].argmax())
@@ -151,27 +180,47 @@ def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:
                             f"macro-F1 {m['macro_f1']:.2f}  [{cfg.head}]")
 
 
-def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto") -> dict:
-    """Re-evaluate a finished run from its folder and the cache; rewrites metrics.json."""
+def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto", by_subject: bool = False) -> dict:
+    """Re-evaluate a finished run from its folder and the cache; rewrites metrics.json (and, with
+    by_subject, writes per-subject figures)."""
     run = load_run(run_dir)
     cfg = TrainConfig.model_validate({k: v for k, v in run["config"].items() if k in TrainConfig.model_fields})
     store = reopen_input(manifest.cache_path, run["config"]["dataset"], run["store"])
     dev = resolve_device(device)
-    data, _ = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
+    data, report = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     metrics = {**run["metrics"], **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev,
-                                              Path(run_dir))}
+                                              Path(run_dir), report.subject_of)}
     write_json(Path(run_dir) / "metrics.json", metrics)
-    return {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}
+    out = {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}
+    if by_subject:
+        out.update(write_by_subject(Path(run_dir), manifest.states, manifest.levels))
+    return out
 
 
-GRID_KEYS = {"base", "experiments", "grid"}
+def write_by_subject(run_dir: Path, states: list[str], levels: int) -> dict:
+    """by_subject.csv and by_subject.png in the run folder, from its test predictions."""
+    import csv
+
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "Test"]
+    if not rows or not all(r.get("subject") for r in rows):
+        raise ConfigError(f"{run_dir}: the test clips' subjects are not known; fix: the DAiSEE layout knows them "
+                          f"from the folders; a csv layout needs a `subject` column in its label file")
+    table = by_subject(rows, states, levels)
+    write_csv(run_dir / "by_subject.csv", table)
+    plots.by_subject_png(run_dir / "by_subject.png", table, states, f"{run_dir.name}: test accuracy per subject")
+    return {"by_subject_csv": str(run_dir / "by_subject.csv"), "by_subject_png": str(run_dir / "by_subject.png"),
+            "subjects": len(table)}
+
+
+GRID_KEYS = {"base", "experiments", "grid", "seeds"}
 
 
 def expand_grid(path: Path) -> list[TrainConfig]:
-    """A grid file: `base` (settings for all), `experiments` (a list of settings, each one run), and
-    `grid` (lists of values whose every combination is applied to each experiment). All are checked
-    before anything runs."""
+    """A grid file: `base` (settings for all), `experiments` (a list of settings, each one run),
+    `grid` (lists of values whose every combination is applied to each experiment) and `seeds` (each
+    of those run once per seed). All are checked before anything runs."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -180,6 +229,11 @@ def expand_grid(path: Path) -> list[TrainConfig]:
         extra = sorted(set(raw) - GRID_KEYS) if isinstance(raw, dict) else ["(not a mapping)"]
         raise ConfigError(f"{path}: unknown key '{extra[0]}'; fix: a grid has only {', '.join(sorted(GRID_KEYS))}")
     base, experiments, grid = raw.get("base") or {}, raw.get("experiments") or [{}], raw.get("grid") or {}
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds)):
+        raise ConfigError(f"{path}: seeds {seeds!r} is not a list of integers; fix: e.g. seeds: [0, 1, 2]")
+    if seeds is not None:
+        grid = {**grid, "seed": seeds}
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     out = []
     for i, exp in enumerate(experiments, start=1):

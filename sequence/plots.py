@@ -63,3 +63,22 @@ def timeline_png(path: Path, centers: np.ndarray, probs: dict[str, np.ndarray], 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def by_subject_png(path: Path, rows: list[dict], states: list[str], title: str) -> None:
+    """Accuracy per test subject and state, as grouped bars (subjects along x)."""
+    subjects = [r["subject"] for r in rows]
+    x = np.arange(len(subjects))
+    width = 0.8 / max(len(states), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(subjects) * len(states) / 2 + 2), 3.6))
+    for k, s in enumerate(states):
+        ax.bar(x + (k - (len(states) - 1) / 2) * width, [r[f"{s}_accuracy"] for r in rows], width, label=s)
+    ax.set_xticks(x, [f"{r['subject']}\n({r['clips']})" for r in rows], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    ax.set_xlabel("subject (test clips)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=len(states))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

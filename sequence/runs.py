@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from embed.errors import ConfigError
@@ -105,23 +106,57 @@ def list_runs(runs_path: Path, dataset: str = "*") -> tuple[list[dict], list[Pat
     return runs, partial
 
 
-def comparison_rows(runs: list[dict], states: list[str]) -> list[dict]:
-    """One row per run, the columns of the table a researcher keeps by hand."""
-    rows = []
+SEED_FREE = ("seed",)  # config keys that may differ between runs of one seed group
+
+
+def seed_groups(runs: list[dict]) -> list[list[dict]]:
+    """Runs that differ only by seed (same settings, same store), in order of their first run."""
+    groups: dict[str, list[dict]] = {}
     for r in runs:
+        key = json.dumps([{k: v for k, v in r["config"].items() if k not in SEED_FREE}, r["store"].get("key")],
+                         sort_keys=True, default=str)
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+ROW_METRICS = {"acc": "accuracy", "F1": "macro_f1", "bal": "balanced_accuracy", "QWK": "qwk", "MCC": "mcc",
+               "maj": "majority_accuracy"}
+
+
+def _mean_sd(values: list[float]) -> float | dict:
+    """One run: the figure; several: {"mean", "sd"} (sample sd), shown as 'mean ± sd' in tables."""
+    if len(values) == 1:
+        return round(values[0], 3)
+    return {"mean": round(float(np.mean(values)), 3), "sd": round(float(np.std(values, ddof=1)), 3)}
+
+
+def cell(value: Any, digits: int = 3) -> str:
+    """A table cell: a mean ± sd pair, a number, or text."""
+    if isinstance(value, dict):
+        return f"{value['mean']:.{digits}f} ± {value['sd']:.{digits}f}"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def comparison_rows(runs: list[dict], states: list[str]) -> list[dict]:
+    """One row per run, or per group of runs that differ only by seed (figures as mean ± sd): the
+    columns of the table a researcher keeps by hand."""
+    rows = []
+    for group in seed_groups(runs):
+        r = group[0]
         c, m, s = r["config"], r["metrics"], r["store"]
-        row = {"run": r["path"].name, "dataset": c["dataset"], "backbone": c["backbone"],
-               "weights": s["config"].get("weights", ""), "train clips": m["train_clips"],
+        name = r["path"].name + (f" (+{len(group) - 1} runs)" if len(group) > 1 else "")
+        row = {"run": name, "seeds": ",".join(str(g["config"].get("seed")) for g in group), "dataset": c["dataset"],
+               "backbone": c["backbone"], "weights": s["config"].get("weights", ""), "train clips": m["train_clips"],
                "frames": c["frames"] or "all", "deltas": "yes" if c.get("deltas") else "no",
                "dim": s["config"].get("dim"), "batch": c["batch"],
                "epochs": f"{m['best_epoch']}/{m['epochs_trained']}/{c['epochs']}",
                "head": describe(c["head"], c["head_params"]), "loss": c["loss"]}
         for state in states:
-            t = m["test"].get(state)
             short = state[0]
-            row[f"{short} acc"] = round(t["accuracy"], 3) if t else ""
-            row[f"{short} F1"] = round(t["macro_f1"], 3) if t else ""
-            row[f"{short} maj"] = round(t["majority_accuracy"], 3) if t else ""
+            for label, key in ROW_METRICS.items():
+                values = [g["metrics"]["test"][state][key] for g in group
+                          if key in g["metrics"]["test"].get(state, {})]
+                row[f"{short} {label}"] = _mean_sd(values) if values else ""
         rows.append(row)
     return rows
 
@@ -131,7 +166,7 @@ def to_markdown(rows: list[dict]) -> str:
         return ""
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -140,7 +175,7 @@ def to_csv(rows: list[dict]) -> str:
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: cell(v) if isinstance(v, dict) else v for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 

@@ -67,20 +67,28 @@ def write_openface_csv(path: Path, header: list[str], values: np.ndarray) -> Pat
 STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
 
 
-def featureless_dataset(root: Path, per_split: dict[str, int], seed: int = 0) -> dict[str, dict]:
+def featureless_dataset(root: Path, per_split: dict[str, int], seed: int = 0, subjects: int = 0,
+                        leak: str | None = None) -> dict[str, dict]:
     """A csv-layout dataset whose videos are absent: labels.csv and a manifest. Returns {clip: {split,
-    labels, stem}}; clip ids are `s<subject>--<stem>` (the csv layout's path-derived ids)."""
+    labels, stem, subject}}; clip ids are `s<k%3>--<stem>` (the csv layout's path-derived ids). With
+    `subjects`, a subject column names that many people per split (none shared between splits),
+    except that the `leak` split's last clip is given a Train subject."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     clips, rows, k = {}, [], 0
     for split, n in per_split.items():
-        for _ in range(n):
+        for i in range(n):
             stem = f"clip{k:03d}"
             labels = {s: int(rng.integers(0, 4)) for s in STATES}
-            clips[f"s{k % 3}--{stem}"] = {"split": split, "labels": labels, "stem": stem}
-            rows.append(f"s{k % 3}/{stem}.mp4,{split}," + ",".join(str(labels[s]) for s in STATES))
+            subject = f"{split[:2].lower()}{i % subjects}" if subjects else None
+            if split == leak and i == n - 1:
+                subject = "tr0"
+            clips[f"s{k % 3}--{stem}"] = {"split": split, "labels": labels, "stem": stem, "subject": subject}
+            rows.append(f"s{k % 3}/{stem}.mp4,{split}," + ",".join(str(labels[s]) for s in STATES)
+                        + (f",{subject}" if subjects else ""))
             k += 1
-    (root / "labels.csv").write_text("path,split," + ",".join(STATES) + "\n" + "\n".join(rows) + "\n")
+    header = "path,split," + ",".join(STATES) + (",subject" if subjects else "")
+    (root / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     (root / "data_manifest.yaml").write_text(
         f"cache_dir: {root}/cache\nruns_dir: {root}/runs\ndatasets:\n  feats:\n    layout: csv\n"
         f"    root: {root}\n    csv: labels.csv\n")

@@ -23,6 +23,7 @@ class Clip:
     path: Path | None  # None: labelled, but where its video would be is unknown (absent clips only)
     split: str  # "" when the labels do not say (DAiSEE's AllLabels.csv for a clip not on disk)
     labels: dict[str, int] | None  # None: on disk without a label row
+    subject: str | None = None  # who is filmed, when the layout knows (bootstrap intervals resample subjects)
 
 
 @dataclass
@@ -38,6 +39,23 @@ class DatasetIndex:
     @property
     def missing_on_disk(self) -> list[str]:
         return sorted(c.clip_id for c in self.absent)
+
+    def subjects(self) -> dict[str, list[str]]:
+        """Each split's subjects (clips on disk and absent ones), sorted; empty when unknown."""
+        out: dict[str, set[str]] = {}
+        for c in self.clips + self.absent:
+            if c.subject and c.split:
+                out.setdefault(c.split, set()).add(c.subject)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def leaking_subjects(self) -> dict[str, list[str]]:
+        """Subjects filmed in more than one split: {subject: splits}. Clips of one person in Train and
+        Test let a model recognise the person instead of the state (subject leakage)."""
+        splits: dict[str, set[str]] = {}
+        for split, subjects in self.subjects().items():
+            for s in subjects:
+                splits.setdefault(s, set()).add(split)
+        return {s: sorted(v) for s, v in sorted(splits.items()) if len(v) > 1}
 
     def split(self, split: str, with_absent: bool = False) -> list[Clip]:
         """The split's clips on disk (and, with_absent, its labelled clips that are not)."""

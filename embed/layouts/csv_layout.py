@@ -1,4 +1,5 @@
-"""Generic layout: one CSV (relative to root) with columns path, split and one per state."""
+"""Generic layout: one CSV (relative to root) with columns path, split and one per state, and
+optionally subject (who is filmed: bootstrap intervals then resample subjects, and leakage is checked)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def read_csv_layout(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
     csv_path = root / spec.csv
     if not csv_path.is_file():
         raise ConfigError(f"{manifest.path}: datasets.{name}.csv = {csv_path} does not exist; fix: correct the path")
-    rows = read_label_csv(csv_path, "path", manifest.states, manifest.levels, extra_columns=("split",))
+    rows = read_label_csv(csv_path, "path", manifest.states, manifest.levels, extra_columns=("split",),
+                          optional_columns=("subject",))
     index = DatasetIndex(name=name, root=root)
     for rel, row in rows.items():
         if row["split"] not in SPLITS:
@@ -32,6 +34,7 @@ def read_csv_layout(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
         # The id is the path relative to root without its suffix: stems alone collide in arbitrary trees.
         clip_id = check_clip_id(str(Path(rel).with_suffix("")).replace("/", "--"), f"{csv_path}:{row['line']}")
         video = root / rel
-        (index.clips if video.is_file() else index.absent).append(Clip(clip_id, video, row["split"], row["labels"]))
+        clip = Clip(clip_id, video, row["split"], row["labels"], row["subject"])
+        (index.clips if video.is_file() else index.absent).append(clip)
     index.clips.sort(key=lambda c: c.clip_id)
     return index

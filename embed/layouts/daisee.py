@@ -19,6 +19,11 @@ def _strip_ext(clip_id: str) -> str:
     return p.stem if p.suffix.lower() in VIDEO_SUFFIXES else clip_id
 
 
+def _subject(clip_id: str) -> str | None:
+    """A clip not on disk has no subject folder; DAiSEE's ten-digit ids begin with the subject's six."""
+    return clip_id[:6] if len(clip_id) == 10 and clip_id.isdigit() else None
+
+
 def _labels(manifest: Manifest, labels_dir: Path, split: str) -> dict[str, dict[str, int]]:
     path = labels_dir / f"{split}Labels.csv"
     if not path.is_file():
@@ -62,13 +67,13 @@ def read_daisee(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
             seen[clip_id] = on_disk[clip_id] = video
         for clip_id, video in on_disk.items():
             lab = labels.get(clip_id)
-            index.clips.append(Clip(clip_id, video, split, lab))
+            index.clips.append(Clip(clip_id, video, split, lab, video.parent.parent.name))  # <subject>/<clip>/
             if lab is None:
                 index.unlabelled.append(clip_id)
         if labels is not all_labels:
-            index.absent += [Clip(c, None, split, labels[c]) for c in sorted(set(labels) - set(on_disk))]
+            index.absent += [Clip(c, None, split, labels[c], _subject(c)) for c in sorted(set(labels) - set(on_disk))]
     if all_labels and not any((labels_dir / f"{s}Labels.csv").is_file() for s in SPLITS):
-        index.absent = [Clip(c, None, "", all_labels[c]) for c in sorted(set(all_labels) - set(seen))]
+        index.absent = [Clip(c, None, "", all_labels[c], _subject(c)) for c in sorted(set(all_labels) - set(seen))]
     index.clips.sort(key=lambda c: c.clip_id)
     if index.missing_on_disk:
         log.warning("%s: %d labelled clips are missing on disk", name, len(index.missing_on_disk))

@@ -9,7 +9,8 @@ from embed.errors import ConfigError
 
 
 def read_label_csv(
-    path: Path, id_column: str, states: list[str], levels: int, extra_columns: tuple[str, ...] = ()
+    path: Path, id_column: str, states: list[str], levels: int, extra_columns: tuple[str, ...] = (),
+    optional_columns: tuple[str, ...] = (),
 ) -> dict[str, dict]:
     """Rows keyed by the id column: {"labels": {state: level}, "line": n, <extra>: value}.
 
@@ -32,7 +33,7 @@ def read_label_csv(
                 f"{path}: line 1: no column '{col}' (header is {','.join(header)}); "
                 f"fix: the header must contain {','.join(needed)}"
             )
-    col = {name: header.index(name) for name in needed}
+    col = {name: header.index(name) for name in [*needed, *(c for c in optional_columns if c in header)]}
     out: dict[str, dict] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -62,5 +63,6 @@ def read_label_csv(
                 f"{path}: line {lineno}: duplicate {id_column} {key!r} (first on line {out[key]['line']}); "
                 f"fix: keep one row per clip"
             )
-        out[key] = {"labels": labels, "line": lineno, **{c: row[col[c]].strip() for c in extra_columns}}
+        out[key] = {"labels": labels, "line": lineno, **{c: row[col[c]].strip() for c in extra_columns},
+                    **{c: (row[col[c]].strip() or None) if c in col else None for c in optional_columns}}
     return out

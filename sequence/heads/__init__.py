@@ -127,3 +127,18 @@ def mlp(sizes: list[int], dropout: float) -> tuple[nn.Sequential, int]:
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers), sizes[-1]
+
+
+class AttentionPool(nn.Module):
+    """Masked attention pooling: a learned score per frame, a softmax over the clip's valid frames,
+    their weighted mean. Lets a head weigh the frames that show the state (a yawn, a frown) above
+    the rest, where a plain mean dilutes them; padded steps get exactly zero weight."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = valid_mask(lengths, x.shape[1])
+        weights = torch.softmax(self.score(x).squeeze(-1).masked_fill(~mask, float("-inf")), dim=1)
+        return (weights.unsqueeze(-1) * x.masked_fill(~mask.unsqueeze(-1), 0)).sum(1)

@@ -1,0 +1,71 @@
+"""`sequence compare A B`: is B's difference from A more than seeds and the choice of test clips explain?
+
+Each side is a finished run together with the runs that differ from it only by seed (its row in
+`sequence runs`). Both are read from their predictions.csv on the test clips they share; the paired
+bootstrap is sequence.uncertainty.paired_difference.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from embed.errors import ConfigError
+from sequence.runs import list_runs, load_run, seed_groups
+from sequence.uncertainty import DRAWS, paired_difference, unit
+
+
+def resolve_run(ref: str, runs_path: Path) -> Path:
+    """A run folder, or a run's name under runs_dir (as `sequence runs` prints it)."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    hits = sorted(Path(runs_path).glob(f"*/{ref}"))
+    if len(hits) != 1:
+        raise ConfigError(f"{ref}: {'no' if not hits else 'more than one'} run of that name under {runs_path}; "
+                          f"fix: pass a run folder (`python -m sequence runs` lists them)")
+    return hits[0]
+
+
+def seed_group_of(run_dir: Path) -> list[dict]:
+    run = load_run(run_dir)
+    found, _ = list_runs(run_dir.parent.parent, run_dir.parent.name)
+    for group in seed_groups(found):
+        if any(r["path"] == run["path"] for r in group):
+            return group
+    return [run]
+
+
+def _test_rows(run: dict) -> dict[str, dict]:
+    path = run["path"] / "predictions.csv"
+    if not path.is_file():
+        raise ConfigError(f"{run['path']}: no predictions.csv (a run older than per-clip predictions); fix: "
+                          f"`python -m sequence evaluate {run['path']}` writes it")
+    with open(path, newline="") as f:
+        return {r["clip"]: r for r in csv.DictReader(f) if r["split"] == "Test"}
+
+
+def compare_runs(a: Path, b: Path, states: list[str], levels: int, runs_path: Path) -> dict:
+    side_a, side_b = seed_group_of(resolve_run(str(a), runs_path)), seed_group_of(resolve_run(str(b), runs_path))
+    rows_a, rows_b = [_test_rows(r) for r in side_a], [_test_rows(r) for r in side_b]
+    clips = sorted(set.intersection(*(set(r) for r in rows_a + rows_b)))
+    if not clips:
+        raise ConfigError(f"{a} and {b} share no test clip; fix: compare runs on one dataset's test split")
+    first = rows_a[0]
+    subjects = [first[c].get("subject") or None for c in clips]
+    groups = subjects if all(subjects) else None
+    out = {"a": [str(r["path"]) for r in side_a], "b": [str(r["path"]) for r in side_b], "clips": len(clips),
+           "unit": unit(groups, len(clips)),
+           "method": (f"paired bootstrap over the {len(clips)} test clips both sides scored: {DRAWS} draws, each "
+                      f"resampling the test {unit(groups, len(clips))}s with replacement once for both sides and "
+                      f"picking one seed run per side; the difference is B - A of the seed-averaged figures, "
+                      f"'beyond chance' when its 95 % interval leaves out 0"),
+           "states": {}}
+    for s in states:
+        truth = np.array([int(first[c][f"{s}_true"]) for c in clips])
+        preds_a = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_a]
+        preds_b = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_b]
+        out["states"][s] = paired_difference(truth, preds_a, preds_b, levels, groups)
+    return out

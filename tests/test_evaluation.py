@@ -1,0 +1,178 @@
+"""Honest evaluation (issue 13): balanced accuracy, QWK and MCC; bootstrap intervals that resample
+subjects; seeds aggregated; runs compared; subjects checked for leakage and reported one by one.
+The training runs here are on imported per-frame features (no video to decode), through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sequence.metrics import state_metrics
+from sequence.uncertainty import confusions, figures, intervals, paired_difference
+from tests.conftest import last_json, run_cli
+from tests.feature_files import STATES, featureless_dataset
+
+FAST = ["--head", "fc", "--epochs", "6", "--batch", "8", "--lr", "3e-3", "--quiet", "--device", "cpu", "--json"]
+
+
+def test_new_metrics_against_hand_computed_values():
+    # Confusion (rows true 0-3, columns predicted): [[1,1,0,0],[0,2,0,0],[0,0,0,1],[0,0,0,1]].
+    y_true, y_pred = np.array([0, 0, 1, 1, 2, 3]), np.array([0, 1, 1, 1, 3, 3])
+    m = state_metrics(y_true, y_pred, 4, 1)
+    # Recall per level 1/2, 2/2, 0/1, 1/1 -> mean 0.625.
+    assert m["balanced_accuracy"] == pytest.approx(0.625)
+    # MCC: t = (2,2,1,1), p = (1,3,0,2), 4 correct of 6: (4*6 - t.p) / sqrt((36 - t.t)(36 - p.p)) = 14 / sqrt(26*22).
+    assert m["mcc"] == pytest.approx(14 / np.sqrt(26 * 22))
+    # QWK, weights (i-j)^2/9: observed cost 2/9 (two clips one level off); chance cost sum t_i p_j (i-j)^2 / (6*9)
+    # = 90/54; kappa = 1 - (2/9)/(90/54) = 13/15.
+    assert m["qwk"] == pytest.approx(13 / 15)
+    # Always answering one level: balanced accuracy 1/levels present, QWK 0, MCC 0.
+    const = state_metrics(y_true, np.full(6, 1), 4, 1)
+    assert (const["balanced_accuracy"], const["qwk"], const["mcc"]) == (pytest.approx(0.25), 0.0, 0.0)
+    # The batched confusion-matrix versions the bootstrap uses give scikit-learn's figures exactly.
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        t, p = rng.integers(0, 4, n), rng.integers(0, 4, n)
+        f, ref = figures(confusions(t, p, np.ones((1, n)), 4)), state_metrics(t, p, 4, 0)
+        for k, v in f.items():
+            assert v[0] == pytest.approx(ref[k], abs=1e-12), k
+
+
+def _predictions(subjects: int, per_subject: int, rng: np.random.Generator, by_subject: bool):
+    """Test clips of `subjects` people: right 60 % of the time, either per clip or per person."""
+    y = rng.integers(0, 4, subjects * per_subject)
+    right = rng.random(subjects * per_subject) < 0.6
+    if by_subject:  # each person's clips are all right or all wrong (a model that reads some people only)
+        right = np.repeat(rng.random(subjects) < 0.6, per_subject)
+    pred = np.where(right, y, (y + 1) % 4)
+    groups = [f"p{i // per_subject}" for i in range(len(y))]
+    return y, pred, groups
+
+
+def test_intervals_hold_the_estimate_narrow_with_more_clips_and_resample_subjects():
+    rng = np.random.default_rng(1)
+    y, pred, groups = _predictions(10, 8, rng, by_subject=False)
+    ci = intervals(y, pred, 4)
+    point = state_metrics(y, pred, 4, 0)
+    for k, (low, high) in ci.items():
+        assert low <= point[k] <= high, k
+    assert intervals(y, pred, 4) == ci  # seeded: a rerun prints the same interval
+    more = intervals(np.tile(y, 4), np.tile(pred, 4), 4)
+    for k in ci:
+        assert more[k][1] - more[k][0] < 0.7 * (ci[k][1] - ci[k][0]), k
+    # When a person's clips succeed or fail together, clips are not independent: resampling people
+    # gives the honest, wider interval; resampling clips would claim a precision the data lacks.
+    y, pred, groups = _predictions(10, 8, rng, by_subject=True)
+    clip, subject = intervals(y, pred, 4), intervals(y, pred, 4, groups)
+    assert subject["accuracy"][1] - subject["accuracy"][0] > 1.5 * (clip["accuracy"][1] - clip["accuracy"][0])
+    point = state_metrics(y, pred, 4, 0)["accuracy"]
+    assert subject["accuracy"][0] <= point <= subject["accuracy"][1]
+
+
+def test_paired_difference_tells_a_real_gap_from_noise():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 300)
+    noisy = [np.where(rng.random(300) < 0.5, y, rng.integers(0, 4, 300)) for _ in range(3)]
+    better = [np.where(rng.random(300) < 0.8, y, rng.integers(0, 4, 300)) for _ in range(3)]
+    same = [np.where(rng.random(300) < 0.5, y, rng.integers(0, 4, 300)) for _ in range(3)]
+    gap = paired_difference(y, noisy, better, 4)
+    assert gap["accuracy"]["exceeds"] and gap["accuracy"]["ci"][0] > 0
+    assert gap["accuracy"]["difference"] == pytest.approx(np.mean([np.mean(p == y) for p in better])
+                                                          - np.mean([np.mean(p == y) for p in noisy]), abs=1e-4)
+    assert not paired_difference(y, noisy, same, 4)["accuracy"]["exceeds"]
+
+
+def _features(root: Path, clips: dict, frames: int = 10, dim: int = 8) -> Path:
+    """<stem>.npy per clip: Boredom and Engagement readable from the features, the rest noise."""
+    rng = np.random.default_rng(5)
+    out = root / "npy"
+    out.mkdir(parents=True, exist_ok=True)
+    for info in clips.values():
+        v = rng.normal(0, 1, (frames, dim))
+        v[:, 0] += 1.5 * info["labels"]["Boredom"]
+        v[:, 1] += 1.5 * info["labels"]["Engagement"]
+        np.save(out / f"{info['stem']}.npy", v.astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("evaluation")
+    clips = featureless_dataset(root, {"Train": 36, "Validation": 12, "Test": 16}, seed=4, subjects=4)
+    manifest = root / "data_manifest.yaml"
+    run_cli("import", "npy", str(_features(root, clips)), "--manifest", str(manifest), "--fps", "10", "--quiet")
+    return {"root": root, "manifest": manifest, "clips": clips}
+
+
+def test_seeds_are_aggregated_grouped_and_compared(features):
+    manifest = str(features["manifest"])
+    proc = run_cli("train", "--manifest", manifest, "--backbone", "npy", "--seeds", "0,1,2", *FAST,
+                   module="sequence")
+    out = last_json(proc.stdout)
+    assert len(out["runs"]) == 3 and len(set(out["runs"])) == 3
+    metrics = [json.loads((Path(r) / "metrics.json").read_text())["test"] for r in out["runs"]]
+    for s in STATES:
+        for k in ("accuracy", "macro_f1", "balanced_accuracy", "qwk", "mcc"):
+            values = [m[s][k] for m in metrics]
+            assert out["aggregate"]["test"][s][k]["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+            assert out["aggregate"]["test"][s][k]["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-4)
+        # Every test figure has its interval, from the test subjects (the csv layout's subject column).
+        m = metrics[0][s]
+        assert m["ci_by"] == "subject" and set(m["ci"]) == {"accuracy", "macro_f1", "balanced_accuracy", "qwk", "mcc"}
+        assert all(lo <= m[k] <= hi for k, (lo, hi) in m["ci"].items())
+    assert "over 3 seeds (mean ± sd)" in proc.stderr
+    learnt = np.mean([m["Boredom"]["accuracy"] for m in metrics]) - metrics[0]["Boredom"]["majority_accuracy"]
+    assert learnt >= 0.2  # the features carry Boredom
+
+    rows = json.loads(run_cli("runs", "--manifest", manifest, "--json", module="sequence").stdout)
+    assert len(rows) == 1 and rows[0]["seeds"] == "0,1,2" and rows[0]["run"].endswith("(+2 runs)")
+    assert rows[0]["B acc"]["mean"] == pytest.approx(np.mean([m["Boredom"]["accuracy"] for m in metrics]), abs=1e-3)
+    text = run_cli("runs", "--manifest", manifest, "--csv", module="sequence").stdout
+    assert " ± " in list(csv.DictReader(io.StringIO(text)))[0]["B acc"]
+
+    # A run that barely trains (one epoch at lr 1e-6) against the seed group (any of its runs stands for it).
+    weak = last_json(run_cli("train", "--manifest", manifest, "--backbone", "npy", "--head", "fc", "--epochs", "1",
+                             "--lr", "1e-6", "--quiet", "--device", "cpu", "--json", module="sequence").stdout)
+    cmp = run_cli("compare", weak["run"], out["runs"][1], "--manifest", manifest, "--json", module="sequence")
+    result = last_json(cmp.stdout)
+    assert result["a"] == [weak["run"]] and sorted(result["b"]) == sorted(out["runs"])
+    assert result["unit"] == "subject" and "paired bootstrap" in result["method"] and result["clips"] == 16
+    boredom = result["states"]["Boredom"]["accuracy"]
+    assert boredom["b"] == pytest.approx(np.mean([m["Boredom"]["accuracy"] for m in metrics]), abs=1e-3)
+    assert boredom["exceeds"] and boredom["ci"][0] > 0
+    assert "beyond chance" in cmp.stderr and "paired bootstrap" in cmp.stderr
+
+
+def test_by_subject_figures_and_a_leaking_subject_is_named(features, tmp_path):
+    manifest = str(features["manifest"])
+    run = last_json(run_cli("train", "--manifest", manifest, "--backbone", "npy", *FAST, module="sequence").stdout)["run"]
+    data = json.loads((Path(run) / "data.json").read_text())
+    assert data["subjects"] == {"Test": ["te0", "te1", "te2", "te3"], "Train": ["tr0", "tr1", "tr2", "tr3"],
+                                "Validation": ["va0", "va1", "va2", "va3"]}
+    assert data["leaking_subjects"] == {}
+    out = last_json(run_cli("evaluate", run, "--manifest", manifest, "--by-subject", "--json",
+                            module="sequence").stdout)
+    rows = list(csv.DictReader(io.StringIO(Path(out["by_subject_csv"]).read_text())))
+    assert [r["subject"] for r in rows] == ["te0", "te1", "te2", "te3"] and sum(int(r["clips"]) for r in rows) == 16
+    preds = [r for r in csv.DictReader(io.StringIO((Path(run) / "predictions.csv").read_text())) if r["split"] == "Test"]
+    mine = [p for p in preds if p["subject"] == "te1"]
+    acc = np.mean([p["Boredom_true"] == p["Boredom_pred"] for p in mine])
+    assert float(rows[1]["Boredom_accuracy"]) == pytest.approx(acc, abs=1e-4)
+    assert Path(out["by_subject_png"]).read_bytes()[:4] == b"\x89PNG"
+
+    # A tree where a Train subject also appears in Test: a warning naming the subject, and data.json says so.
+    root = tmp_path / "leaky"
+    clips = featureless_dataset(root, {"Train": 12, "Validation": 4, "Test": 4}, seed=4, subjects=2, leak="Test")
+    run_cli("import", "npy", str(_features(root, clips)), "--manifest", str(root / "data_manifest.yaml"), "--fps",
+            "10", "--quiet")
+    proc = run_cli("train", "--manifest", str(root / "data_manifest.yaml"), "--backbone", "npy", "--head", "fc",
+                   "--epochs", "1", "--device", "cpu", "--json", module="sequence")
+    assert "subject tr0 is in Test and Train" in proc.stderr and "leakage" in proc.stderr
+    leaked = json.loads((Path(last_json(proc.stdout)["run"]) / "data.json").read_text())["leaking_subjects"]
+    assert leaked == {"tr0": ["Test", "Train"]}
