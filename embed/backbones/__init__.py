@@ -24,29 +24,18 @@ from torch import nn
 
 from embed.errors import ConfigError
 from embed.identity import file_identity, is_random, random_identity, random_seed, release_identity
-from embed.plugins import import_submodules
+from embed.plugins import Registry
 
 log = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, type[Backbone]] = {}
+_BACKBONES: Registry[type[Backbone]] = Registry("embed.backbones", "backbone")
 OFFLINE_ENV = "AFFECTSEQ_OFFLINE"  # "1": never try to download weights; fail at once instead
-
-
-def register_backbone(cls: type[Backbone]) -> type[Backbone]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def backbone_names() -> list[str]:
-    import_submodules("embed.backbones")
-    return sorted(_REGISTRY)
+register_backbone = _BACKBONES.register
+backbone_names = _BACKBONES.names
 
 
 def get_backbone(name: str) -> Backbone:
-    import_submodules("embed.backbones")
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backbone '{name}'; fix: use one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return _BACKBONES.get(name)()
 
 
 def offline() -> bool:

@@ -15,29 +15,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from embed.errors import ClipError, ConfigError
-from embed.plugins import import_submodules
+from embed.errors import ClipError
+from embed.plugins import Registry
 
-_REGISTRY: dict[str, type[Importer]] = {}
+_IMPORTERS: Registry[type[Importer]] = Registry("embed.importers", "import format")
 # Bump when an importer changes what it writes for the same files and options (a new store key).
 IMPORT_VERSION = 1
-
-
-def register_importer(cls: type[Importer]) -> type[Importer]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def importer_names() -> list[str]:
-    import_submodules("embed.importers")
-    return sorted(_REGISTRY)
-
-
-def get_importer(name: str) -> type[Importer]:
-    import_submodules("embed.importers")
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown import format '{name}'; fix: use one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+register_importer = _IMPORTERS.register
+importer_names = _IMPORTERS.names
+get_importer = _IMPORTERS.get
 
 
 @dataclass

@@ -15,26 +15,12 @@ import torch
 from torch import nn
 
 from embed.errors import ConfigError
-from embed.plugins import import_submodules
+from embed.plugins import Registry
 
-_REGISTRY: dict[str, type[Head]] = {}
-
-
-def register_head(cls: type[Head]) -> type[Head]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def head_names() -> list[str]:
-    import_submodules("sequence.heads")
-    return sorted(_REGISTRY)
-
-
-def head_class(name: str) -> type[Head]:
-    import_submodules("sequence.heads")
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown head '{name}'; fix: use one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+_HEADS: Registry[type[Head]] = Registry("sequence.heads", "head")
+register_head = _HEADS.register
+head_names = _HEADS.names
+head_class = _HEADS.get
 
 
 def head_defaults(name: str) -> dict[str, Any]:
