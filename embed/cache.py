@@ -12,7 +12,8 @@ after that each chunk of frames is appended and the clip's `frames_written` attr
 state at that frame) is updated after its arrays. A run killed inside a long video continues from
 `frames_written` when the source is unchanged.
 
-This module imports neither decoding nor face detection: stage two reads through it.
+This module imports neither decoding nor face detection: stage two reads through it. Finding a store
+is embed.stores, the writer lock embed.locking.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import zarr
@@ -37,7 +36,8 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from embed.errors import ConfigError
-from embed.identity import WeightsIdentity, file_sha256
+from embed.identity import file_sha256
+from embed.lookahead import read_ahead
 
 # Bump whenever the code changes what is written for the same config (new keys, never old stores).
 # 2: crops taken from each face's window of the frame (float rounding differs by <0.02/255).
@@ -46,7 +46,6 @@ PREPROCESSING_VERSION = 3
 CACHE_FORMAT = "affectseq-cache/1"
 # Frames per zarr chunk along T. A long video's arrays grow chunk by chunk from here on.
 TIME_CHUNK = 1024
-T, R = TypeVar("T"), TypeVar("R")
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 
 
@@ -412,23 +411,6 @@ class ClipWriter:
                                  "source": self.source, "error": None, "complete": True})
 
 
-def read_ahead(fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
-    """fn over items in order, computing the next result on a thread while the caller handles
-    this one: reads overlap the caller's work, and at most two results are alive at a time."""
-    if not items:
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
-        pending = pool.submit(fn, items[0])
-        try:
-            for k in range(len(items)):
-                result = pending.result()
-                if k + 1 < len(items):
-                    pending = pool.submit(fn, items[k + 1])
-                yield result
-        finally:
-            pending.cancel()
-
-
 async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, ...], concurrency: int,
                              known_complete: bool = False) -> dict[str, dict]:
     store = LocalStore(path, read_only=True)
@@ -452,92 +434,3 @@ async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, .
     return dict(zip(clip_ids, results, strict=True))
 
 
-@contextlib.contextmanager
-def writer_lock(store_paths: list[Path]):
-    """Exclusive right to write these stores, held for a whole `embed run`.
-
-    One `<store>.lock` file beside each store, locked with flock: the kernel drops the lock when
-    its process dies, SIGKILL included, so there are no stale locks to clean up. A second run on
-    the same store refuses at once rather than interleaving writes (dask workers write under
-    their coordinator's lock)."""
-    import fcntl
-
-    handles = []
-    try:
-        for path in store_paths:
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                f = open(Path(str(path) + ".lock"), "a+")  # noqa: SIM115 (held until the run ends)
-            except OSError as e:
-                raise ConfigError(f"{path}.lock: cannot take the writer lock ({e.strerror or e}); fix: make the "
-                                  f"cache directory writable, or point cache_dir elsewhere") from None
-            handles.append(f)
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise ConfigError(f"{path}: being written by another `embed run` ({holder}); fix: wait for it to "
-                                  f"finish (clips it completes are kept), or use --workers to parallelise") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()}")
-            f.flush()
-        yield
-    finally:
-        for f in handles:
-            f.close()
-
-
-def list_stores(cache_dir: Path, dataset: str = "*") -> list[CacheStore]:
-    out = []
-    for path in sorted(Path(cache_dir).glob(f"{dataset}/*.zarr")):
-        try:
-            out.append(CacheStore(path))
-        except (FileNotFoundError, ValueError, KeyError):
-            continue
-    return out
-
-
-def _weights_match(identity: str, weights: str | None) -> bool:
-    try:
-        return WeightsIdentity.parse(identity).matches(weights)
-    except ValueError:  # a store whose config names no weights identity (imported features): only `None` fits
-        return weights is None
-
-
-def per_store(value: str | None, n: int, what: str) -> list[str | None]:
-    """`a,b,c` for n stores (backbones), one value for all of them, or nothing (each one's default)."""
-    if value is None:
-        return [None] * n
-    parts = [p.strip() or None for p in value.split(",")]
-    if len(parts) == 1:
-        return parts * n
-    if len(parts) != n:
-        raise ConfigError(f"--{what} {value!r}: {len(parts)} values for {n} backbones; "
-                          f"fix: give one value, or one per backbone in the same order")
-    return parts
-
-
-def find_store(cache_dir: Path, dataset: str, backbone: str, weights: str | None = None,
-               key: str | None = None) -> CacheStore:
-    """The one store of a dataset matching a backbone (and weights, and key prefix, when given).
-
-    Stage two finds its input this way rather than by recomputing the extraction config, which
-    would mean importing face detection: the configs in the stores themselves are the truth.
-    """
-    stores = [s for s in list_stores(cache_dir, dataset)
-              if s.config.get("backbone") == backbone and _weights_match(s.config.get("weights", ""), weights)
-              and (key is None or s.key.startswith(key))]
-    current = [s for s in stores if s.config.get("preprocessing_version") == PREPROCESSING_VERSION]
-    stores = current or stores  # stores written by older code are superseded, not ambiguous
-    wanted = f"backbone '{backbone}'" + (f", weights '{weights}'" if weights else "") + (f", key {key}" if key else "")
-    if not stores:
-        raise ConfigError(f"{Path(cache_dir) / dataset}: no embedding store for {wanted}; "
-                          f"fix: run `python -m embed run --dataset {dataset} --backbone {backbone}"
-                          f"{' --weights ' + weights if weights else ''}` first (`python -m embed ls` lists stores)")
-    if len(stores) > 1:
-        choices = ", ".join(f"{s.key} ({s.config.get('weights')})" for s in stores)
-        raise ConfigError(f"{Path(cache_dir) / dataset}: {len(stores)} stores match {wanted}: {choices}; "
-                          f"fix: pass --weights or --key to pick one")
-    return stores[0]

@@ -77,10 +77,12 @@ def run(
     continues clips a killed run left part-written)."""
     setup_logging(quiet)
     try:
-        from embed.cache import CacheStore, per_store, writer_lock
+        from embed.cache import CacheStore
         from embed.layouts import read_dataset
+        from embed.locking import writer_lock
         from embed.manifest import load_manifest
         from embed.pipeline import EmbedSpec, embed_dataset
+        from embed.stores import per_store
 
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
@@ -142,10 +144,11 @@ def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: s
     """(dataset index, extraction config, store path) that these options name. A backbone's store is
     named by its extraction config (it may not exist yet); any other name is an imported store's."""
     from embed.backbones import backbone_names, get_backbone
-    from embed.cache import find_store, store_path
+    from embed.cache import store_path
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
     from embed.pipeline import extraction_config
+    from embed.stores import find_store
 
     m = load_manifest(manifest)
     name, _ = m.dataset(dataset)
@@ -231,7 +234,8 @@ def verify(
 ) -> None:
     """Check every complete clip of a store (arrays, shapes, dtypes, finite values, source content hash)."""
     setup_logging(quiet=True)
-    from embed.cache import CacheStore, writer_lock
+    from embed.cache import CacheStore
+    from embed.locking import writer_lock
 
     try:
         index, _, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
@@ -267,8 +271,8 @@ def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = Fa
     """List the stores under the manifest's cache_dir with their configs."""
     setup_logging(quiet=True)
     try:
-        from embed.cache import list_stores
         from embed.manifest import load_manifest
+        from embed.stores import list_stores
 
         m = load_manifest(manifest)
     except ConfigError as e:
@@ -369,10 +373,10 @@ def export(
     """Write a store's complete clips to HDF5 or NumPy files, readable without zarr or affectseq."""
     setup_logging(quiet)
     try:
-        from embed.cache import find_store
         from embed.exporting import export_store
         from embed.layouts import read_dataset
         from embed.manifest import SPLITS, load_manifest
+        from embed.stores import find_store
 
         if split is not None and split not in SPLITS:
             raise ConfigError(f"--split {split!r}: fix: use one of {', '.join(SPLITS)}")

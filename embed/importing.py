@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from embed.cache import CacheStore, ClipData, source_fingerprint, source_unchanged, writer_lock
+from embed.cache import CacheStore, ClipData, source_fingerprint, source_unchanged
 from embed.errors import ClipError, ConfigError
 from embed.importers import IMPORT_VERSION, FeatureFile, Features, Importer, get_importer
 from embed.layouts import Clip, read_dataset
+from embed.locking import writer_lock
 from embed.manifest import Manifest
 
 log = logging.getLogger(__name__)

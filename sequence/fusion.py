@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embed.cache import CacheStore, find_store, per_store, read_ahead, span_seconds
+from embed.cache import CacheStore, span_seconds
 from embed.errors import ConfigError
+from embed.lookahead import read_ahead
+from embed.stores import find_store, per_store
 
 log = logging.getLogger(__name__)
 ALIGN_BLOCK = 256  # clips whose timestamps are read at a time when aligning

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embed.cache import ClipData, per_store, span_seconds
+from embed.cache import ClipData, span_seconds
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
 from embed.identity import WeightsIdentity
+from embed.stores import per_store
 from sequence import plots
 from sequence.data import FramePolicy, to_tensors
 from sequence.runs import load_model, load_run, write_csv, write_json

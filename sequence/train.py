@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from embed.cache import read_ahead
+from embed.lookahead import read_ahead
 from sequence.config import TrainConfig
 from sequence.data import SequenceSet
 from sequence.heads import Head

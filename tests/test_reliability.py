@@ -68,7 +68,7 @@ def _complete_clips_match(store: Path, reference: Path) -> int:
 def test_a_second_writer_refuses_while_the_first_holds_the_store(tiny_embedded, tmp_path):
     """The first writer is this test process holding the store's writer lock (the very lock an
     `embed run` takes), so the overlap is certain rather than a race against a fast tiny run."""
-    from embed.cache import writer_lock
+    from embed.locking import writer_lock
 
     manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)

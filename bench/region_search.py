@@ -1,0 +1,105 @@
+"""Would searching only a region around the face track keep MTCNN's boxes? (issue 14's question)
+
+For each detection frame (every 4th) of the real footage and DAiSEE-shaped bench clips, MTCNN is run
+on the whole frame (as the tracker does: downscaled to detect_width) and on a square region of
+`factor` face sizes around the previous detection's box, cut from the same downscaled frame (the very
+same pixels). Prints, per factor, the mean IoU between the two boxes, their mean offset and spread,
+and MTCNN's time on regions against whole frames. The product searches whole frames: see the README
+("Stage one: why not search a region around the face") for the figures this measured.
+    .venv/bin/python bench/region_search.py [--factors 2,3,4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embed.faces import DetectorConfig, FaceTracker
+from embed.manifest import SampleSpec
+from embed.sample import generate_sample
+from embed.video import decode_video
+
+FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def region(box: np.ndarray, factor: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """A square of `factor` times the box's longer side around its centre, moved inside the frame."""
+    side = int(round(factor * max(box[2] - box[0], box[3] - box[1])))
+    w, h = min(side, width), min(side, height)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0 = int(np.clip(round(cx - w / 2), 0, width - w))
+    y0 = int(np.clip(round(cy - h / 2), 0, height - h))
+    return x0, y0, x0 + w, y0 + h
+
+
+def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dict:
+    small, scale = tracker.downscale(frames)
+    t0 = time.perf_counter()
+    boxes, probs = tracker.mtcnn.detect(small)
+    full_s = time.perf_counter() - t0
+    best = [None if b is None else np.asarray(b[np.argmax(p)]) for b, p in zip(boxes, probs, strict=True)]
+    out = {}
+    h, w = small.shape[1:3]
+    for f in factors:
+        ious, offsets, seconds = [], [], 0.0
+        for i in range(1, len(small)):
+            if best[i - 1] is None or best[i] is None:
+                continue
+            x0, y0, x1, y1 = region(best[i - 1], f, w, h)
+            crop = np.ascontiguousarray(small[i:i + 1, y0:y1, x0:x1])
+            t0 = time.perf_counter()
+            rb, rp = tracker.mtcnn.detect(crop)
+            seconds += time.perf_counter() - t0
+            if rb[0] is None:
+                continue
+            b = np.asarray(rb[0][np.argmax(rp[0])]) + [x0, y0, x0, y0]
+            ious.append(iou(b, best[i]))
+            offsets.append((b - best[i]) / scale)
+        out[str(f)] = {"iou_region_vs_full": round(float(np.mean(ious)), 4),
+                       "mean_offset_px": np.round(np.mean(offsets, 0), 2).tolist(),
+                       "sd_offset_px": np.round(np.std(offsets, 0), 2).tolist(),
+                       "mtcnn_s_region_per_frame": round(seconds / max(len(ious), 1), 4)}
+    out["mtcnn_s_full_per_frame_batched"] = round(full_s / len(small), 4)
+    out["face_px"] = round(float(np.mean([b[2] - b[0] for b in best if b is not None]) / scale), 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--factors", default="2,3,4")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    factors = [float(x) for x in args.factors.split(",")]
+    tracker = FaceTracker(DetectorConfig())
+    tmp = Path(tempfile.mkdtemp(prefix="affectseq-region-"))
+    generate_sample(tmp / "data", SampleSpec(train=2, validation=1, test=1, subjects={"Train": 1, "Validation": 1,
+                                                                                     "Test": 1}, fps=30, seconds=10))
+    videos = [FOOTAGE / "single_face.mp4", FOOTAGE / "WolfgangLanger_Pexels.mp4",
+              *sorted((tmp / "data").glob("DataSet/Train/*/*/*"))[:2]]
+    results = {}
+    for v in videos:
+        if not v.is_file():
+            print(f"{v}: missing (run `make footage`)")
+            continue
+        results[v.name] = probe(tracker, decode_video(v).frames[::4], factors)
+        print(v.name, json.dumps(results[v.name]))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
