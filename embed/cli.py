@@ -91,11 +91,14 @@ def run(
                          _detector(detect_every, detect_width, min_face_size).as_dict(), max_fps, batch_size,
                          chunk_frames, allow_truncated)
         index = read_dataset(m, name)
-        embedder = spec.build()
-        stores = [CacheStore.create(m.cache_path, name, embedder.config_of(b)) for b in embedder.backbones]
-        faces = CacheStore.create(m.cache_path, name, embedder.faces_config)
+        # On a cluster only the workers build the networks; here the stores are named from the spec.
+        embedder = None if workers or scheduler else spec.build()
+        configs, faces_config = spec.configs() if embedder is None else \
+            ([embedder.config_of(b) for b in embedder.backbones], embedder.faces_config)
+        stores = [CacheStore.create(m.cache_path, name, c) for c in configs]
+        faces = CacheStore.create(m.cache_path, name, faces_config)
         with writer_lock([s.path for s in [*stores, faces]]):
-            if workers or scheduler:
+            if embedder is None:
                 from embed.distributed import embed_dataset_distributed
 
                 report = embed_dataset_distributed(index, spec, stores, faces, workers=workers, scheduler=scheduler,
@@ -104,7 +107,7 @@ def run(
                 report = embed_dataset(index, stores, embedder, limit=limit, progress=not quiet, faces=faces)
     except ConfigError as e:
         fail(str(e))
-    _print_report(report, [b.weights_identity for b in embedder.backbones], as_json)
+    _print_report(report, [c["weights"] for c in configs], as_json)
     raise typer.Exit(report.exit_code)
 
 

@@ -5,10 +5,11 @@ commits the clip to each store itself (the store path is shared: a common filesy
 zarr opens). Retrying a task is safe because a clip only reads as complete once its last attribute
 is written, and a rewrite un-completes it first (embed.cache).
 
-`--workers N` starts a LocalCluster on this machine: one worker per GPU when there are GPUs (each
-sees one device), else N single-threaded processes with torch threads split evenly between them,
-since oversubscribed cores collapse MTCNN's throughput (111 -> 38 frames/s for two 2-thread
-processes on 2 cores, measured). `--scheduler tcp://HOST:PORT` uses a cluster started elsewhere
+`--workers N` starts a cluster of worker processes on this machine: one worker per GPU when there
+are GPUs (each sees one device, also after its nanny restarts it), else N single-threaded processes
+with torch threads split evenly between them, since oversubscribed cores collapse MTCNN's throughput
+(111 -> 38 frames/s for two 2-thread processes on 2 cores, measured). `--scheduler tcp://HOST:PORT`
+uses a cluster started elsewhere
 (`dask scheduler` + `dask worker`, or dask-jobqueue on SLURM).
 """
 
@@ -62,26 +63,26 @@ def embed_task(spec: EmbedSpec, clip: Clip, store_paths: list[str], faces_path: 
     raise AssertionError("unreachable: decode_ahead yields one item per stream")
 
 
-def _use_gpu(index: int) -> None:
-    # Runs in a fresh worker before it touches CUDA, so the variable decides its device.
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+def start_local_cluster(workers: int, gpus: int | None = None):
+    """A cluster of worker processes on loopback sized for this machine (see the module docstring).
+    Returns the cluster, its client and the torch threads each worker should use.
 
+    With GPUs each worker's nanny starts its process with CUDA_VISIBLE_DEVICES set to one device, so
+    a worker the nanny restarts (killed, out of memory) comes back on the same GPU; setting the
+    variable from the client after start-up would be lost then. dask-cuda's LocalCUDACluster does
+    this too, with more (UCX, RMM pools) that one model per GPU does not need; a spec of nannies is
+    what it builds on, and needs no extra package."""
+    from dask.distributed import Client, Nanny, Scheduler, SpecCluster
 
-def start_local_cluster(workers: int):
-    """A LocalCluster on loopback sized for this machine (see the module docstring).
-    Returns the cluster, its client and the torch threads each worker should use."""
-    from dask.distributed import Client, LocalCluster
-
-    gpus = torch.cuda.device_count()
+    gpus = torch.cuda.device_count() if gpus is None else gpus
     n = min(workers, gpus) if gpus else workers
     threads = max(1, (os.cpu_count() or 1) // n)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
-    client = Client(cluster)
-    if gpus:
-        for i, address in enumerate(sorted(client.scheduler_info()["workers"])):
-            client.run(_use_gpu, i, workers=[address])
-    return cluster, client, threads
+    spec = {i: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.ERROR,
+                                          "env": {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {}}}
+            for i in range(n)}
+    cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
+        "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}, silence_logs=logging.ERROR)
+    return cluster, Client(cluster), threads
 
 
 def embed_dataset_distributed(index: DatasetIndex, spec: EmbedSpec, stores: list[CacheStore], faces: CacheStore | None,

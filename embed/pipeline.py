@@ -132,6 +132,14 @@ class EmbedSpec:
     chunk_frames: int = CHUNK_FRAMES
     allow_truncated: bool = False
 
+    def configs(self) -> tuple[list[dict], dict]:
+        """Each backbone's extraction config and the face-track config, without building a network
+        (a dask coordinator names the stores; only the workers load the models)."""
+        detector = DetectorConfig.from_dict(self.detector) if self.detector else DetectorConfig()
+        specs = [get_backbone(b) for b in self.backbones]
+        return ([extraction_config(sp, sp.identity(w), detector, self.max_fps)
+                 for sp, w in zip(specs, self.weights, strict=True)], faces_config(detector, self.max_fps))
+
     def build(self, device: str | None = None) -> Embedder:
         dev = resolve_device(device or self.device)
         loaded = [get_backbone(b).build(w, dev) for b, w in zip(self.backbones, self.weights, strict=True)]

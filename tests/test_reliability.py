@@ -1,6 +1,7 @@
 """Bad input, killed runs, concurrent writers and `embed verify`, all for real: subprocesses,
 signals, real files and stores."""
 
+import contextlib
 import os
 import random
 import shutil
@@ -316,7 +317,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     right: a half-written clip of the dead worker was never marked complete and is redone."""
     import threading
 
-    from dask.distributed import LocalCluster
+    from dask.distributed import Client, LocalCluster
 
     from embed.cache import CacheStore
     from embed.distributed import embed_dataset_distributed
@@ -332,6 +333,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=None)
+    watcher = Client(cluster)
     try:
         result = {}
         t = threading.Thread(target=lambda: result.update(report=embed_dataset_distributed(
@@ -339,17 +341,21 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
         t.start()
         victim = None
         end = time.time() + 120
+        # Two observable events, through dask's public client API and the store: both workers hold
+        # tasks, and at least one clip has been committed (so the victim dies mid-run, not before it).
         while time.time() < end and victim is None:
-            busy = {ws.address for ws in cluster.scheduler.workers.values() if ws.processing}
+            busy = {address for address, keys in watcher.processing().items() if keys}
             if len(busy) == 2 and len(store.complete_ids()) >= 1:
-                victim = next(w for w in cluster.workers.values() if w.worker_address in busy)
+                pids = watcher.run(os.getpid)
+                victim = pids[sorted(busy)[0]]
             time.sleep(0.05)
         assert victim is not None, "no worker was ever busy: nothing to kill"
-        os.kill(victim.process.pid, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         t.join(300)
         report = result["report"]
         assert report.failures == [] and report.embedded == 7
     finally:
+        watcher.close()
         cluster.close()
     assert len(store.complete_ids()) == 7
     ref = zarr.open_group(str(tiny_embedded["store"]), mode="r")["clips"]
@@ -412,3 +418,33 @@ def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
 
     assert all(not r["run"].endswith(".partial") for r in json.loads(out.stdout.splitlines()[-1]))
     assert "unfinished run" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_gpu_worker_restarted_by_its_nanny_comes_back_on_its_own_device():
+    """Each local GPU worker's device is set in its nanny's environment, so a worker killed and
+    restarted sees the same one. On this CPU machine two GPUs are declared: the variable is what counts."""
+    from embed.distributed import start_local_cluster
+
+    cluster, client, _ = start_local_cluster(2, gpus=2)
+
+    def device_and_pid():
+        return os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
+
+    try:
+        before = client.run(device_and_pid)
+        assert sorted(d for d, _ in before.values()) == ["0", "1"]
+        dead = sorted(before.values())[0][1]
+        os.kill(dead, signal.SIGKILL)
+        after, end = {}, time.time() + 120
+        while time.time() < end:  # the nanny's restart is observable: a new process answers
+            with contextlib.suppress(Exception):
+                after = client.run(device_and_pid, wait=True)
+            if len(after) == 2 and dead not in {p for _, p in after.values()}:
+                break
+            time.sleep(0.2)
+        assert len(after) == 2 and dead not in {p for _, p in after.values()}, after
+        assert sorted(d for d, _ in after.values()) == ["0", "1"]
+    finally:
+        client.close()
+        cluster.close()
