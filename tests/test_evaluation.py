@@ -176,3 +176,31 @@ def test_by_subject_figures_and_a_leaking_subject_is_named(features, tmp_path):
     assert "subject tr0 is in Test and Train" in proc.stderr and "leakage" in proc.stderr
     leaked = json.loads((Path(last_json(proc.stdout)["run"]) / "data.json").read_text())["leaking_subjects"]
     assert leaked == {"tr0": ["Test", "Train"]}
+
+
+def test_select_and_train_clips_decide_the_kept_epoch_and_the_subset(features):
+    """--select picks the epoch kept by its own score; --train-clips a seeded subset of Train."""
+    from embed.manifest import load_manifest
+    from sequence.config import parse_config
+    from sequence.experiment import train_run
+
+    m = load_manifest(features["manifest"])
+    base = {"backbone": "npy", "head": "fc", "epochs": 8, "batch": 8, "lr": 3e-3, "patience": 8, "device": "cpu",
+            "train_clips": 20}
+    runs = {select: Path(train_run(m, parse_config({**base, "select": select}, "test"), progress=False)["run"])
+            for select in ("loss", "accuracy")}
+    for select, run in runs.items():
+        history = json.loads((run / "history.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        score = [-h["val_loss"] if select == "loss" else h["val_accuracy"] for h in history]
+        assert metrics["best_epoch"] == history[int(np.argmax(score))]["epoch"]  # the first best, as kept
+        assert metrics["train_clips"] == 20 and json.loads((run / "data.json").read_text())["train_clips_used"] == 20
+    # The subset is drawn by the seed alone: the same 20 clips for seed 0 each time, others for seed 1.
+    from sequence.data import FramePolicy, to_tensors, train_subset
+
+    rng = np.random.default_rng(0)
+    arrays = [(rng.normal(size=(5, 4)).astype(np.float16), np.ones(5, np.float32), np.arange(5, dtype=np.float32))
+              for _ in range(36)]
+    full = to_tensors(arrays, FramePolicy(), np.zeros((36, 4), np.int64), [f"c{i}" for i in range(36)])
+    a, b, c = (train_subset(full, 20, seed).clip_ids for seed in (0, 0, 1))
+    assert a == b != c and len(set(a)) == 20 and set(a) <= set(full.clip_ids)
