@@ -443,6 +443,11 @@ def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], sto
     stops, complete clips are kept). `chunks` must be fully consumed or abandoned (decode_ahead)."""
     outcome, fingerprint = ClipOutcome(clip.clip_id), None
     need = [(b, s) for b, s in zip(embedder.backbones, stores, strict=True) if not s.is_complete(clip.clip_id, clip.path)]
+    if not need:
+        # Complete in every backbone store already: a task retried after its worker died between
+        # committing the clip and its face track. The face-track store only saves later backbones
+        # a detection pass, so a missing track is not worth decoding the video again.
+        return outcome
     writers: list[ClipWriter] = []
     try:
         fingerprint = source_fingerprint(clip.path)

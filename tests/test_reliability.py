@@ -448,3 +448,24 @@ def test_a_gpu_worker_restarted_by_its_nanny_comes_back_on_its_own_device():
     finally:
         client.close()
         cluster.close()
+
+
+def test_a_clip_complete_in_its_stores_but_not_in_the_face_track_store_is_left_alone(tiny_embedded, tmp_path):
+    """What a dask task retried after its worker died between the two commits finds: the clip is
+    complete in the backbone store, its face track is not. Nothing is redone, nothing fails."""
+    from embed.cache import CacheStore
+    from embed.layouts import read_dataset
+    from embed.manifest import load_manifest
+    from embed.pipeline import EmbedSpec, decode_ahead, embed_clip
+
+    manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path, with_cache=True))
+    clip = read_dataset(manifest, "tiny").clips[0]
+    embedder = EmbedSpec(("inception",), ("random",), "cpu").build()
+    store = CacheStore(manifest.cache_path / "tiny" / tiny_embedded["store"].name, mode="a")
+    assert store.config == embedder.config and store.is_complete(clip.clip_id, clip.path)
+    faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
+    before = store.attrs_of(clip.clip_id)
+    for _, chunks in decode_ahead([embedder.stream(clip.path)]):
+        outcome = embed_clip(embedder, clip, chunks, [store], faces)
+    assert outcome.error is None and outcome.frames == 0
+    assert store.attrs_of(clip.clip_id) == before
