@@ -59,7 +59,8 @@ def compare_runs(a: Path, b: Path, states: list[str], levels: int, runs_path: Pa
     out = {"a": [str(r["path"]) for r in side_a], "b": [str(r["path"]) for r in side_b], "clips": len(clips),
            "unit": unit(groups, len(clips)),
            "method": (f"paired bootstrap over the {len(clips)} test clips both sides scored: {DRAWS} draws, each "
-                      f"resampling the test {unit(groups, len(clips))}s with replacement once for both sides and "
+                      f"resampling the test {'subjects and then their clips' if groups else 'clips'} with "
+                      f"replacement once for both sides and "
                       f"picking one seed run per side; the difference is B - A of the seed-averaged figures, "
                       f"'beyond chance' when its 95 % interval leaves out 0"),
            "states": {}}

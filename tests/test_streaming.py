@@ -189,7 +189,7 @@ def _long_clip(tiny_embedded, path: Path, frames: int) -> Path:
 
 def test_a_run_killed_inside_a_long_clip_resumes_from_its_last_chunk_and_equals_an_uninterrupted_run(
         tiny_embedded, tmp_path):
-    total = TIME_CHUNK + 448
+    total = TIME_CHUNK + 192  # three chunks past the first write: the kill lands between them
     video = _long_clip(tiny_embedded, tmp_path / "vids" / "long.avi", total)
     killed = _csv_dataset(tmp_path / "vids", {"long": video}, "killed")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
