@@ -110,7 +110,7 @@ def test_runs_table_lists_runs_with_the_right_columns(tiny_run):
     assert fc["deltas"] == "no" and next(r for r in rows if r["head"].startswith("lstm"))["deltas"] == "yes"
     assert fc["train clips"] == "3" and fc["weights"] == "random:0" and fc["backbone"] == "inception"
     md = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--markdown", module="sequence").stdout
-    assert md.splitlines()[0].startswith("| run | dataset | backbone |") and len(md.splitlines()) == len(rows) + 2
+    assert md.splitlines()[0].startswith("| run | seeds | dataset | backbone |") and len(md.splitlines()) == len(rows) + 2
 
 
 def test_missing_and_unlabelled_clips_are_reported_not_fatal(tiny_embedded, tmp_path):

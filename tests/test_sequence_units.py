@@ -29,7 +29,7 @@ def _batch(n=8, t=12, d=16, seed=0):
 
 
 def test_registry_has_the_heads():
-    assert {"lstm", "gru", "fc", "tcn"} <= set(head_names())
+    assert {"lstm", "gru", "fc", "tcn", "transformer"} <= set(head_names())
     assert head_defaults("lstm")["hidden"] == [256, 256]
 
 
@@ -98,8 +98,8 @@ def test_masked_batch_norm_trains_on_valid_steps_only():
 
 
 def test_unknown_head_or_parameter_is_a_clear_error():
-    with pytest.raises(ConfigError, match="unknown head 'transformer'; fix: use one of"):
-        build_head("transformer", 16, STATES, 4)
+    with pytest.raises(ConfigError, match="unknown head 'perceiver'; fix: use one of fc, gru, lstm, tcn, transformer"):
+        build_head("perceiver", 16, STATES, 4)
     with pytest.raises(ConfigError, match="head 'lstm' has no parameter 'hiden'; fix: use one of hidden"):
         build_head("lstm", 16, STATES, 4, {"hiden": [8]})
 
