@@ -50,7 +50,7 @@ def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dic
     t0 = time.perf_counter()
     boxes, probs = tracker.mtcnn.detect(small)
     full_s = time.perf_counter() - t0
-    best = [None if b is None else np.asarray(b[np.argmax(p)]) for b, p in zip(boxes, probs, strict=True)]
+    best = [None if b is None else np.asarray(b[np.argmax(p)], dtype=np.float64) for b, p in zip(boxes, probs, strict=True)]
     out = {}
     h, w = small.shape[1:3]
     for f in factors:
@@ -65,9 +65,9 @@ def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dic
             seconds += time.perf_counter() - t0
             if rb[0] is None:
                 continue
-            b = np.asarray(rb[0][np.argmax(rp[0])]) + [x0, y0, x0, y0]
+            b = np.asarray(rb[0][np.argmax(rp[0])], dtype=np.float64) + [x0, y0, x0, y0]
             ious.append(iou(b, best[i]))
-            offsets.append((b - best[i]) / scale)
+            offsets.append(np.asarray((b - best[i]) / scale, dtype=np.float64))
         out[str(f)] = {"iou_region_vs_full": round(float(np.mean(ious)), 4),
                        "mean_offset_px": np.round(np.mean(offsets, 0), 2).tolist(),
                        "sd_offset_px": np.round(np.std(offsets, 0), 2).tolist(),
