@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from embed.cache import CacheStore, ClipData, source_fingerprint
+from embed.cache import CacheStore, ClipData, source_fingerprint, source_unchanged
 from embed.errors import ClipError, ConfigError
 from embed.importers import IMPORT_VERSION, FeatureFile, Features, Importer, get_importer
 from embed.layouts import Clip, read_dataset
@@ -61,29 +61,17 @@ def import_config(importer: Importer, name: str, first: Features) -> dict:
             "import_version": IMPORT_VERSION}
 
 
-def _source(f: FeatureFile, hashed: dict[Path, dict]) -> dict:
-    """The clip's source record. One HDF5 file holds every clip: it is hashed once per import."""
-    files = [f.path, *(p for p in f.parts if p is not None and p != f.path), *f.companions.values()]
-    if f.path not in hashed:
-        hashed[f.path] = source_fingerprint(f.path)
-    return {**hashed[f.path], "path": str(f.path), "member": f.member, "files": [str(p) for p in files]}
+def _files(f: FeatureFile) -> list[str]:
+    return [str(p) for p in (f.path, *(p for p in f.parts if p is not None and p != f.path), *f.companions.values())]
 
 
-def _unchanged(f: FeatureFile, recorded: dict | None, hashed: dict[Path, dict]) -> bool:
-    if not recorded or recorded.get("member") != f.member or recorded.get("path") != str(f.path):
-        return False
-    files = [f.path, *(p for p in f.parts if p is not None and p != f.path), *f.companions.values()]
-    if recorded.get("files") != [str(p) for p in files]:
-        return False
-    # As embed.cache.source_unchanged, but hashing a file at most once per import (one HDF5 file
-    # holds every clip).
-    if not f.path.is_file() or f.path.stat().st_size != recorded.get("size"):
-        return False
-    if f.path.stat().st_mtime_ns == recorded.get("mtime_ns"):
-        return True
-    if f.path not in hashed:
-        hashed[f.path] = source_fingerprint(f.path)
-    return hashed[f.path]["sha256"] == recorded.get("sha256")
+def _source(f: FeatureFile) -> dict:
+    return {**source_fingerprint(f.path), "path": str(f.path), "member": f.member, "files": _files(f)}
+
+
+def _unchanged(f: FeatureFile, recorded: dict | None) -> bool:
+    return (bool(recorded) and recorded.get("member") == f.member and recorded.get("path") == str(f.path)
+            and recorded.get("files") == _files(f) and source_unchanged(f.path, recorded))
 
 
 def _check(features: Features, config: dict, where: str) -> None:
@@ -148,13 +136,12 @@ def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path
     log.info("importing into %s", store.path)
     columns_ = [TextColumn("[bold]import"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[clip]}"),
                 TimeElapsedColumn()]
-    hashed: dict[Path, dict] = {}
     with writer_lock([store.path]), Progress(*columns_, disable=not progress) as bar:
         task = bar.add_task("import", total=len(per_clip), clip="")
         for clip, f in sorted(per_clip.items()):
             bar.update(task, clip=clip)
             attrs = store.attrs_of(clip)
-            if attrs and attrs.get("complete") is True and _unchanged(f, attrs.get("source"), hashed):
+            if attrs and attrs.get("complete") is True and _unchanged(f, attrs.get("source")):
                 report.skipped += 1
             else:
                 try:
@@ -163,10 +150,10 @@ def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path
                     features = first[1] if clip == first[0] else importer.read(f)
                     _check(features, store.config, f.describe())
                     store.write_clip(clip, ClipData(features.values, features.timestamps, features.face_prob,
-                                                    features.boxes), _source(f, hashed), {"split": split_of[clip]})
+                                                    features.boxes), _source(f), {"split": split_of[clip]})
                     report.imported += 1
                 except ClipError as e:
-                    store.record_failure(clip, str(e), _source(f, hashed))
+                    store.record_failure(clip, str(e), _source(f))
                     report.failures.append({"clip": clip, "error": str(e)})
             bar.advance(task)
     report.complete = len([c for c in store.complete_ids() if c in per_clip])

@@ -291,13 +291,10 @@ def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, t
         for col in [*keep, *states]:
             t.add_column(col, overflow="fold")
 
-        def fmt(v) -> str:
-            return cell(v, 2)
-
         for r in rows:
             cells = [str(r[c]) for c in keep]
-            cells += [f"{fmt(r[s[0] + ' acc'])} ({fmt(r[s[0] + ' maj'])}) {fmt(r[s[0] + ' F1'])} "
-                      f"{fmt(r[s[0] + ' QWK'])}" if r[s[0] + " acc"] != "" else "-" for s in states]
+            cells += [f"{cell(r[s[0] + ' acc'], 2)} ({cell(r[s[0] + ' maj'], 2)}) {cell(r[s[0] + ' F1'], 2)} "
+                      f"{cell(r[s[0] + ' QWK'], 2)}" if r[s[0] + " acc"] != "" else "-" for s in states]
             t.add_row(*cells)
         Console(width=max(Console().width, 160)).print(t)
 

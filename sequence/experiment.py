@@ -23,7 +23,17 @@ from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, tra
 from sequence.fusion import FusedStore, open_input, reopen_input
 from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import INTERVAL_METRICS, by_subject, evaluate, majority_levels
-from sequence.runs import create_run_dir, finish_run, load_model, load_run, save_model, write_csv, write_json, write_yaml
+from sequence.runs import (
+    create_run_dir,
+    finish_run,
+    load_model,
+    load_run,
+    mean_sd,
+    save_model,
+    write_csv,
+    write_json,
+    write_yaml,
+)
 from sequence.train import fit, predict_probs
 from sequence.uncertainty import intervals, unit
 
@@ -129,9 +139,7 @@ def aggregate(tests: list[dict]) -> dict:
     for state in tests[0]:
         out[state] = {}
         for metric in INTERVAL_METRICS:
-            values = [t[state][metric] for t in tests]
-            out[state][metric] = {"mean": round(float(np.mean(values)), 4),
-                                  "sd": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4)}
+            out[state][metric] = mean_sd([t[state][metric] for t in tests], 4)
     return {"test": out, "runs": len(tests)}
 
 

@@ -123,11 +123,15 @@ ROW_METRICS = {"acc": "accuracy", "F1": "macro_f1", "bal": "balanced_accuracy", 
                "maj": "majority_accuracy"}
 
 
+def mean_sd(values: list[float], digits: int = 3) -> dict:
+    """{"mean", "sd"} over runs (sample sd; 0 for one run)."""
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": round(float(np.mean(values)), digits), "sd": round(sd, digits)}
+
+
 def _mean_sd(values: list[float]) -> float | dict:
-    """One run: the figure; several: {"mean", "sd"} (sample sd), shown as 'mean ± sd' in tables."""
-    if len(values) == 1:
-        return round(values[0], 3)
-    return {"mean": round(float(np.mean(values)), 3), "sd": round(float(np.std(values, ddof=1)), 3)}
+    """One run: the figure; several: {"mean", "sd"}, shown as 'mean ± sd' in tables."""
+    return round(values[0], 3) if len(values) == 1 else mean_sd(values)
 
 
 def cell(value: Any, digits: int = 3) -> str:

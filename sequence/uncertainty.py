@@ -57,6 +57,11 @@ def figures(c: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def unit(groups: list | None, n: int) -> str:
+    """What the bootstrap resamples: subjects when every clip has one, else clips."""
+    return "subject" if groups is not None and len(groups) == n and all(g is not None for g in groups) else "clip"
+
+
 def resample_weights(n: int, groups: list | None, draws: int, rng: np.random.Generator) -> np.ndarray:
     """(draws, n) clip weights. When every clip has a group (subject): a two-stage draw, subjects
     with replacement and then, for each time a subject is drawn, its clips with replacement; else
@@ -64,7 +69,7 @@ def resample_weights(n: int, groups: list | None, draws: int, rng: np.random.Gen
     person): drawing clips alone makes the interval too narrow. Drawing whole subjects alone
     collapses with few of them (three test subjects allow ten distinct resamples, and intervals a
     few points wide); the second stage keeps the variation within each subject."""
-    if groups is not None and len(groups) == n and all(g is not None for g in groups):
+    if unit(groups, n) == "subject":
         _, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
         g = int(inverse.max()) + 1
         times = rng.multinomial(g, np.full(g, 1.0 / g), size=draws)  # (draws, subjects)
@@ -75,10 +80,6 @@ def resample_weights(n: int, groups: list | None, draws: int, rng: np.random.Gen
             weights[:, members] = rng.multinomial(times[:, k] * len(members), np.full(len(members), 1.0 / len(members)))
         return weights
     return rng.multinomial(n, np.full(n, 1.0 / n), size=draws)
-
-
-def unit(groups: list | None, n: int) -> str:
-    return "subject" if groups is not None and len(groups) == n and all(g is not None for g in groups) else "clip"
 
 
 def intervals(y_true: np.ndarray, y_pred: np.ndarray, levels: int, groups: list | None = None,
