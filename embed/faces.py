@@ -1,7 +1,8 @@
 """Face tracking with facenet-pytorch's MTCNN, and square face crops from full-resolution frames.
 
-MTCNN runs batched on frames downscaled to `detect_width`, only every `detect_every`-th frame (and
-the last, and every frame between two detections that disagree on whether there is a face); boxes
+MTCNN (its three networks run by embed/face_search.py) runs batched on frames downscaled to
+`detect_width`, only every `detect_every`-th frame (and the last, and every frame between two
+detections that disagree on whether there is a face); boxes
 in between are interpolated from the neighbouring detections, which is what makes detection a small
 share of stage one's time. The tracker takes a video in chunks (StreamTracker) and gives the same
 boxes as on the whole video. Frames whose nearest detection found no face get
@@ -19,6 +20,8 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
+from embed.face_search import Window, search
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -31,10 +34,21 @@ class DetectorConfig:
     min_prob: float = 0.9  # weaker detections count as "no face"
     smooth: int = 3  # moving-average window over consecutive detections (1 = off)
     margin: float = 0.2  # crop side = (1 + margin) * max(box w, box h)
+    # Region search (StreamTracker): between whole-frame searches MTCNN refines only candidates
+    # centred within a square of `search_region` face sizes around the track, from the pyramid levels
+    # for faces within a factor `search_sizes` of its size (embed/face_search.py). Off (0) by default:
+    # it keeps the boxes (0.0000 IoU lost) but on DAiSEE-shaped close-ups, where nearly every MTCNN
+    # candidate lies on the face, it saved no time on the 2-core CPU (`bench/embed_bench.py`, README).
+    search_region: float = 0.0
+    search_sizes: float = 2.5
+    full_search_every: int = 60  # frames (2 s at 30 fps): with region search, the whole frame this often
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
+        if self.search_region <= 0:  # whole-frame search, as before region search existed: same store keys
+            for k in ("search_region", "search_sizes", "full_search_every"):
+                del d[k]
         return d
 
     @classmethod
@@ -124,6 +138,13 @@ class StreamTracker:
     once the detections that its interpolation and the smoothing around them read are known. So the
     tracker holds at most about (smooth // 2 + 1) * detect_every frames beyond one chunk, whatever the
     video's length.
+
+    With region search on (DetectorConfig.search_region > 0), each period of `full_search_every`
+    frames starts at an anchor detection that searches the whole frame; the rest of the period is
+    searched in a window around the face the anchor picked, and on the whole frame where the anchor
+    found no face or the window finds none (the face moved out or left), so whether a frame has a
+    face is always the whole frame's answer. A frame's search depends on its period's anchor alone,
+    never on how the video was chunked.
     """
 
     def __init__(self, tracker: FaceTracker, resume: dict | None = None, batch_frames: int = 64):
@@ -138,6 +159,9 @@ class StreamTracker:
         self.det_prob: list[float] = [float(d[2]) for d in dets]
         self.prev = None if r.get("prev") is None else np.asarray(r["prev"], dtype=np.float32)
         self.last_sched: int | None = r.get("last_sched")
+        # Each recent search period's window: the face box its anchor picked (None: no face there).
+        self.windows: dict[int, np.ndarray | None] = {
+            int(k): None if b is None else np.asarray(b, dtype=np.float32) for k, b in r.get("windows", {}).items()}
         self.frames: list[np.ndarray] = []
         self.stamps: list[float] = []
 
@@ -150,8 +174,9 @@ class StreamTracker:
         # No-face boxes as null, not NaN: the state lives in zarr attributes, which are JSON.
         dets = [[i, None if np.isnan(b[0]) else [float(v) for v in b], p]
                 for i, b, p in zip(self.det_idx, self.det_box, self.det_prob, strict=True)]
-        return {"emitted": self.emitted, "dets": dets, "last_sched": self.last_sched,
-                "prev": None if self.prev is None else [float(v) for v in self.prev]}
+        as_list = lambda b: None if b is None else [float(v) for v in b]  # noqa: E731
+        return {"emitted": self.emitted, "dets": dets, "last_sched": self.last_sched, "prev": as_list(self.prev),
+                "windows": {str(k): as_list(b) for k, b in self.windows.items()}}
 
     def push(self, start: int, frames: np.ndarray, timestamps: np.ndarray) -> TrackedChunk | None:
         """Add the frames [start, start + n) of the video; returns the frames that became final.
@@ -194,26 +219,63 @@ class StreamTracker:
     def _frame(self, i: int) -> np.ndarray:
         return self.frames[i - self.emitted]
 
-    def _detect(self, indices: list[int]) -> list[tuple]:
+    def _period(self, i: int) -> int:
+        """Frame i's search period: periods start at their anchor, the first detection frame at or
+        after each multiple of full_search_every, whose whole frame is searched."""
+        k = i // self.config.full_search_every
+        return k if self._anchor(k) <= i else k - 1
+
+    def _anchor(self, k: int) -> int:
+        d = self.config.detect_every
+        return -(-k * self.config.full_search_every // d) * d
+
+    def _search(self, indices: list[int], around: list) -> dict[int, tuple]:
         if not indices:
-            return []
-        boxes, probs, _ = self.tracker.detect(np.stack([self._frame(i) for i in indices]))
-        return list(zip(boxes, probs, strict=True))
+            return {}
+        boxes, probs, _ = self.tracker.detect(np.stack([self._frame(i) for i in indices]), around=around)
+        return dict(zip(indices, zip(boxes, probs, strict=True), strict=True))
+
+    def _searched(self, indices: list[int]) -> dict[int, tuple]:
+        """Raw detections of these frames: each period's anchor on the whole frame, which places the
+        period's window around the face that continues the track; the period's other frames in its
+        window, or on the whole frame where the anchor found no face or the window finds none (so
+        whether a frame has a face is decided on the whole frame). A frame's search depends only on
+        its period's anchor, never on how the video was chunked, and the frames of a chunk take three
+        MTCNN calls at most."""
+        if self.config.search_region <= 0:
+            return self._search(indices, [None] * len(indices))
+        anchors = [i for i in indices if self._anchor(self._period(i)) == i]
+        raws = self._search(anchors, [None] * len(anchors))
+        for i in anchors:
+            k = self._period(i)
+            box = _pick(*raws[i], self.windows.get(k - 1), self.config.min_prob)[0]
+            self.windows[k] = None if box is None else np.asarray(box, dtype=np.float32)
+        rest = [i for i in indices if i not in raws]
+        raws |= self._search(rest, [self.windows.get(self._period(i)) for i in rest])
+        misses = [i for i in rest if self.windows.get(self._period(i)) is not None
+                  and _pick(*raws[i], None, self.config.min_prob)[0] is None]
+        return raws | self._search(misses, [None] * len(misses))
 
     def _resolve(self, sched: list[int]) -> None:
         """Detect the scheduled frames, refine the face/no-face boundaries before each, and pick in order."""
         min_prob = self.config.min_prob
-        for s, raw in zip(sched, self._detect(sched), strict=True):
+        raws = self._searched(sched)
+        for s in sched:
+            raw = raws[s]
             if self.last_sched is not None:
                 before = self.det_prob[-1] > 0  # the last pick is the last scheduled detection's
                 if before != (_pick(*raw, None, min_prob)[0] is not None) and s - self.last_sched > 1:
                     # A face appears or vanishes in between: detect every frame there, so the
                     # boundary is exact, as with detection on every frame, at the cost of a few frames.
                     gap = list(range(self.last_sched + 1, s))
-                    for g, graw in zip(gap, self._detect(gap), strict=True):
-                        self._add(g, graw)
+                    graws = self._searched(gap)
+                    for g in gap:
+                        self._add(g, graws[g])
             self._add(s, raw)
             self.last_sched = s
+        if self.last_sched is not None:  # later frames read their own period's window, anchors the one before
+            for k in [k for k in self.windows if k < self._period(self.last_sched)]:
+                del self.windows[k]
 
     def _add(self, i: int, raw: tuple) -> None:
         box, prob = _pick(*raw, self.prev, self.config.min_prob)
@@ -283,8 +345,9 @@ class FaceTracker:
         from facenet_pytorch import MTCNN  # its P/R/O-net weights ship inside the wheel
 
         c = self.config
-        return MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
-                     post_process=False, device=self.device)
+        mtcnn = MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
+                      post_process=False, device=self.device)
+        return mtcnn.to(memory_format=torch.channels_last)  # see face_search._refine
 
     def downscale(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
         """Frames resized to detect_width, and the scale factor. Pillow's antialiased bilinear resize
@@ -295,11 +358,18 @@ class FaceTracker:
         if scale == 1.0:
             return frames, 1.0
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames])
+
+        def resize(f: np.ndarray) -> np.ndarray:
+            return np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR))
+
+        # Pillow releases the GIL while resizing: torch's threads' worth of them run at once.
+        small = np.stack(list(_thread_pool(max(1, torch.get_num_threads())).map(resize, frames)))
         return small, size[0] / w
 
-    def detect(self, frames: np.ndarray, batch: int = 64) -> tuple[list, list, float]:
-        """Raw MTCNN output (all faces) on the given frames, boxes in source pixels."""
+    def detect(self, frames: np.ndarray, batch: int = 64, around: list | None = None) -> tuple[list, list, float]:
+        """Raw MTCNN output (all faces) on the given frames, boxes in source pixels; where `around`
+        gives a frame a face box (source pixels), only the region around it is searched
+        (embed/face_search.py)."""
         all_boxes, all_probs, scale = [], [], 1.0
         for i in range(0, len(frames), batch):
             small, scale = self.downscale(frames[i:i + batch])  # per batch: bounded memory
@@ -309,7 +379,10 @@ class FaceTracker:
                 all_boxes += [None] * len(small)
                 all_probs += [None] * len(small)
                 continue
-            boxes, probs = self.mtcnn.detect(small)
+            c = self.config
+            windows = [None if b is None else Window.around(b * scale, c.search_region, c.search_sizes)
+                       for b in (around or [None] * len(frames))[i:i + batch]]
+            boxes, probs = search(self.mtcnn, small, windows)
             all_boxes += [None if b is None else np.asarray(b, np.float32) / scale for b in boxes]
             all_probs += [None if p is None else np.asarray(p, np.float32) for p in probs]
         return all_boxes, all_probs, scale
@@ -370,9 +443,9 @@ def _roi_align(window: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Ten
     k = torch.get_num_threads() if window.device.type == "cpu" else 1
     if k < 2 or len(rois) < 2 * k:
         return run(rois)
-    return torch.cat(list(_crop_pool(k).map(run, torch.tensor_split(rois, k))))
+    return torch.cat(list(_thread_pool(k).map(run, torch.tensor_split(rois, k))))
 
 
 @cache
-def _crop_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="crop")
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="faces")

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
+from torchvision.ops import box_iou
 
 from embed.cache import TIME_CHUNK
+from embed.face_search import search
 from embed.faces import DetectorConfig, FaceTracker, StreamTracker
 from embed.sample import write_video
 from embed.video import VideoStream, decode_video
@@ -243,5 +246,91 @@ def test_the_tracker_resumed_from_its_json_state_equals_one_uninterrupted_pass(r
         parts.append(resumed.push(a, video.frames[a:a + 16], video.timestamps[a:a + 16]))
     parts = [p for p in [*parts, resumed.finish()] if p is not None]
     assert [p.start for p in parts] == np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
+    np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), whole.boxes, atol=1e-3, equal_nan=True)
+    np.testing.assert_array_equal(np.concatenate([p.track.probs for p in parts]) > 0, whole.probs > 0)
+
+
+class _SearchLog(FaceTracker):
+    """The tracker, noting which frames each MTCNN call searched and whether in a region (a spy: it
+    changes nothing)."""
+
+    def __init__(self, config: DetectorConfig):
+        super().__init__(config)
+        self.calls: list[tuple[int, bool]] = []  # (frames, region) per call
+
+    def detect(self, frames, batch=64, around=None):
+        for b in around or [None] * len(frames):
+            self.calls.append((len(frames), b is not None))
+        return super().detect(frames, batch, around)
+
+
+def _two_shots(real: Path) -> tuple[np.ndarray, int]:
+    """A cut between two real shots on a 960x360 canvas: single_face.mp4 on its left, then the Pexels
+    clip on its right, so that the face jumps a long way across the frame."""
+    first = decode_video(real / "single_face.mp4").frames
+    second = decode_video(real / "WolfgangLanger_Pexels.mp4").frames[:96]
+    canvas = np.zeros((len(first) + len(second), 360, 960, 3), np.uint8)
+    canvas[:len(first), :, :640] = first
+    canvas[len(first):, :, 320:] = second
+    return canvas, len(first)
+
+
+def test_the_whole_frame_search_is_facenet_pytorchs_mtcnn_on_real_footage(real):
+    from facenet_pytorch import MTCNN
+
+    tracker = FaceTracker(DetectorConfig())
+    shipped = MTCNN(keep_all=True, min_face_size=40, thresholds=[0.6, 0.7, 0.7], post_process=False)
+    for name in ("WolfgangLanger_Pexels.mp4", "face_noface.mov"):
+        small, _ = tracker.downscale(decode_video(real / name).frames[::6])
+        ours, ours_p = search(tracker.mtcnn, small)
+        theirs, theirs_p = shipped.detect(small)
+        assert sum(b is not None for b in theirs) > 5
+        for a, pa, b, pb in zip(ours, ours_p, theirs, theirs_p, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:  # channels-last kernels round differently: 1e-4 px, never another face
+                np.testing.assert_allclose(a, np.asarray(b, np.float32), atol=1e-3)
+                np.testing.assert_allclose(pa, np.asarray(pb, np.float32), atol=1e-5)
+
+
+def test_region_search_finds_the_whole_frames_face_and_recovers_when_the_face_jumps_at_a_cut(real):
+    frames, cut = _two_shots(real)
+    whole = FaceTracker(DetectorConfig()).track(frames)
+    every = FaceTracker(DetectorConfig(detect_every=1, smooth=1)).track(frames)
+    region = _SearchLog(DetectorConfig(search_region=2.5))
+    found = region.track(frames)
+    np.testing.assert_array_equal(found.probs > 0, whole.probs > 0)
+    assert (found.probs > 0).all()  # a face in every frame, both sides of the cut
+    # The same face as the whole-frame search: candidates outside the region cannot change it.
+    np.testing.assert_allclose(found.boxes, whole.boxes, atol=0.01)
+    centre = lambda b: (b[:, :2] + b[:, 2:]) / 2  # noqa: E731
+    jump = np.linalg.norm(centre(every.boxes[cut:cut + 1]) - centre(every.boxes[cut - 1:cut]))
+    side = (whole.boxes[cut - 1, 2:] - whole.boxes[cut - 1, :2]).max()
+    assert jump > 2.5 * side / 2 * np.sqrt(2)  # out of the region (a square of 2.5 face sizes), whatever the direction
+    after = slice(cut + 5, None)  # past the detection that straddles the cut
+    iou = np.diag(box_iou(torch.as_tensor(found.boxes[after]), torch.as_tensor(every.boxes[after])).numpy())
+    assert iou.mean() > 0.9
+    regions = sum(r for _, r in region.calls)
+    anchors = len(range(0, len(frames), 60))  # one whole-frame search every full_search_every frames
+    assert regions >= len(frames[::5]) - anchors  # every other detection was searched in its region first,
+    assert len(region.calls) - regions > anchors  # the cut sent some to the whole frame,
+    # at most the rest of the cut's search period (a region miss, then the whole frame)
+    assert len(region.calls) <= len(frames[::5]) + 1 + 60 // 5
+
+
+def test_region_search_in_chunks_and_resumed_equals_the_whole_video(real):
+    frames, _ = _two_shots(real)
+    tracker = FaceTracker(DetectorConfig(search_region=2.5))
+    whole = tracker.track(frames)
+    stream, parts, state = StreamTracker(tracker, batch_frames=16), [], None
+    for a in range(0, len(frames), 16):
+        if (c := stream.push(a, frames[a:a + 16], np.zeros(len(frames[a:a + 16]), np.float32))) is not None:
+            parts.append(c)
+            state = json.loads(json.dumps(c.state, allow_nan=False))
+            if c.start + len(c) > 100:  # past the cut (frame 72)
+                break
+    resumed = StreamTracker(tracker, resume=state, batch_frames=16)
+    for a in range(0, len(frames), 16):
+        parts.append(resumed.push(a, frames[a:a + 16], np.zeros(len(frames[a:a + 16]), np.float32)))
+    parts = [p for p in [*parts, resumed.finish()] if p is not None]
     np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), whole.boxes, atol=1e-3, equal_nan=True)
     np.testing.assert_array_equal(np.concatenate([p.track.probs for p in parts]) > 0, whole.probs > 0)
