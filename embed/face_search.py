@@ -83,6 +83,8 @@ def _refine(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, n
     y, ey, x, ex = pad(boxes, w, h)
     y, ey, x, ex, frame = y.tolist(), ey.tolist(), x.tolist(), ex.tolist(), image_inds.tolist()
     keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
+    if not keep:
+        return keep, None
     # Plain-int slices: indexing with 0-d tensors took the slow advanced-indexing path.
     crops = [imresample(imgs[frame[k]:frame[k] + 1, :, y[k] - 1:ey[k], x[k] - 1:ex[k]], (size, size)) for k in keep]
     batch = ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
@@ -94,6 +96,8 @@ def _stage(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, ne
     box regressions (a candidate wholly outside its frame is dropped; facenet-pytorch would
     misalign the rest there)."""
     keep, out = _refine(imgs, boxes, image_inds, net, size)
+    if not keep:
+        return boxes[:0, :5], image_inds[:0], boxes[:0, :4]
     boxes, image_inds, score = boxes[keep], image_inds[keep], out[-1][:, 1]
     ok = score > threshold
     return torch.cat((boxes[ok, :4], score[ok, None]), dim=1), image_inds[ok], out[0][ok]
@@ -108,8 +112,8 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
     with torch.no_grad():
         # Contiguous: area resampling of the pyramid levels ran 2x faster than on the channels-last view
         # of the frames (bit-equal), and the candidates' crops as fast.
-        imgs = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).type(next(mtcnn.pnet.parameters()).dtype)
-        imgs = imgs.contiguous()
+        imgs = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).to(
+            next(mtcnn.pnet.parameters()).dtype, memory_format=torch.contiguous_format)
         n, h, w = len(imgs), *imgs.shape[2:4]
         windows = windows or [None] * n
         boxes, image_inds = [], []
