@@ -1,11 +1,11 @@
-"""Would searching only a region around the face track keep MTCNN's boxes? (issue 14's question)
+"""Does running MTCNN on a crop around the face keep its boxes? (issue 14's first idea: it does not)
 
 For each detection frame (every 4th) of the real footage and DAiSEE-shaped bench clips, MTCNN is run
 on the whole frame (as the tracker does: downscaled to detect_width) and on a square region of
 `factor` face sizes around the previous detection's box, cut from the same downscaled frame (the very
 same pixels). Prints, per factor, the mean IoU between the two boxes, their mean offset and spread,
-and MTCNN's time on regions against whole frames. The product searches whole frames: see the README
-("Stage one: why not search a region around the face") for the figures this measured.
+and MTCNN's time on regions against whole frames. The tracker's region search uses windows on the
+whole frame instead (embed/face_search.py), which keep the boxes: README, "Region search (issue 14)".
     .venv/bin/python bench/region_search.py [--factors 2,3,4] [--json]
 """
 
