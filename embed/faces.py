@@ -43,6 +43,11 @@ class DetectorConfig:
     search_sizes: float = 2.5
     full_search_every: int = 60  # frames (2 s at 30 fps): with region search, the whole frame this often
 
+    def __post_init__(self) -> None:
+        if self.search_region > 0 and (self.full_search_every < 1 or self.search_sizes < 1):
+            raise ValueError(f"region search needs full_search_every >= 1 frame and search_sizes >= 1 "
+                             f"(got {self.full_search_every} and {self.search_sizes})")
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
