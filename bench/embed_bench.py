@@ -22,6 +22,7 @@ Clips are DAiSEE-shaped, from the sample generator: 640x480, 30 fps, 10 s.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -68,21 +69,14 @@ def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ShippedMTCNN(FaceTracker):
-    """The tracker before issue 14: facenet-pytorch's own MTCNN.detect on every search."""
+    """The tracker before issue 14: facenet-pytorch's own MTCNN.detect, contiguous weights, for every search."""
 
-    def detect(self, frames: np.ndarray, batch: int = 64, around: list | None = None) -> tuple[list, list, float]:
-        small, scale = self.downscale(frames)
-        boxes, probs = self.shipped.detect(small)
-        return ([None if b is None else np.asarray(b, np.float32) / scale for b in boxes],
-                [None if b is None else np.asarray(p, np.float32) for b, p in zip(boxes, probs, strict=True)], scale)
+    def find_faces(self, small: np.ndarray, windows: list) -> tuple[list, list]:
+        return self.shipped.detect(small)
 
     @cached_property
     def shipped(self):
-        from facenet_pytorch import MTCNN
-
-        c = self.config
-        return MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
-                     post_process=False, device=self.device)
+        return copy.deepcopy(self.mtcnn).to(memory_format=torch.contiguous_format)
 
 
 def track_in_chunks(tracker: FaceTracker, frames: np.ndarray) -> tuple[np.ndarray, float]:

@@ -240,6 +240,9 @@ class StreamTracker:
         boxes, probs, _ = self.tracker.detect(np.stack([self._frame(i) for i in indices]), around=around)
         return dict(zip(indices, zip(boxes, probs, strict=True), strict=True))
 
+    def _has_face(self, raw: tuple) -> bool:
+        return _pick(*raw, None, self.config.min_prob)[0] is not None
+
     def _searched(self, indices: list[int]) -> dict[int, tuple]:
         """Raw detections of these frames: each period's anchor on the whole frame, which places the
         period's window around the face that continues the track; the period's other frames in its
@@ -255,21 +258,19 @@ class StreamTracker:
             k = self._period(i)
             box = _pick(*raws[i], self.windows.get(k - 1), self.config.min_prob)[0]
             self.windows[k] = None if box is None else np.asarray(box, dtype=np.float32)
-        rest = [i for i in indices if i not in raws]
-        raws |= self._search(rest, [self.windows.get(self._period(i)) for i in rest])
-        misses = [i for i in rest if self.windows.get(self._period(i)) is not None
-                  and _pick(*raws[i], None, self.config.min_prob)[0] is None]
+        window = {i: self.windows.get(self._period(i)) for i in indices if i not in raws}
+        raws |= self._search(list(window), list(window.values()))
+        misses = [i for i, w in window.items() if w is not None and not self._has_face(raws[i])]
         return raws | self._search(misses, [None] * len(misses))
 
     def _resolve(self, sched: list[int]) -> None:
         """Detect the scheduled frames, refine the face/no-face boundaries before each, and pick in order."""
-        min_prob = self.config.min_prob
         raws = self._searched(sched)
         for s in sched:
             raw = raws[s]
             if self.last_sched is not None:
                 before = self.det_prob[-1] > 0  # the last pick is the last scheduled detection's
-                if before != (_pick(*raw, None, min_prob)[0] is not None) and s - self.last_sched > 1:
+                if before != self._has_face(raw) and s - self.last_sched > 1:
                     # A face appears or vanishes in between: detect every frame there, so the
                     # boundary is exact, as with detection on every frame, at the cost of a few frames.
                     gap = list(range(self.last_sched + 1, s))
@@ -376,21 +377,21 @@ class FaceTracker:
         gives a frame a face box (source pixels), only the region around it is searched
         (embed/face_search.py)."""
         all_boxes, all_probs, scale = [], [], 1.0
+        c = self.config
         for i in range(0, len(frames), batch):
             small, scale = self.downscale(frames[i:i + batch])  # per batch: bounded memory
-            if min(small.shape[1:3]) < self.config.min_face_size:
-                # Smaller than the smallest face MTCNN looks for: its image pyramid would be empty
-                # (facenet-pytorch then fails inside torch.cat). No face can be found here.
-                all_boxes += [None] * len(small)
-                all_probs += [None] * len(small)
-                continue
-            c = self.config
             windows = [None if b is None else Window.around(b * scale, c.search_region, c.search_sizes)
                        for b in (around or [None] * len(frames))[i:i + batch]]
-            boxes, probs = search(self.mtcnn, small, windows)
+            boxes, probs = self.find_faces(small, windows)
             all_boxes += [None if b is None else np.asarray(b, np.float32) / scale for b in boxes]
             all_probs += [None if p is None else np.asarray(p, np.float32) for p in probs]
         return all_boxes, all_probs, scale
+
+    def find_faces(self, small: np.ndarray, windows: list[Window | None]) -> tuple[list, list]:
+        """MTCNN on frames already downscaled, boxes in their pixels. A frame smaller than the
+        smallest face MTCNN looks for has an empty pyramid, hence no face (where facenet-pytorch's own
+        detect fails inside torch.cat)."""
+        return search(self.mtcnn, small, windows)
 
     def track(self, frames: np.ndarray) -> FaceTrack:
         """The track of a whole clip held in memory (the streamed tracker fed one chunk)."""

@@ -82,3 +82,13 @@ def test_region_search_is_in_the_store_key_only_when_on():
     assert DetectorConfig.from_dict(on) == DetectorConfig(search_region=2.5)
     with pytest.raises(ValueError, match="full_search_every"):
         DetectorConfig(search_region=2.5, full_search_every=0)
+
+
+def test_frames_smaller_than_the_smallest_face_have_no_face_rather_than_an_error():
+    """MTCNN's pyramid is empty there (facenet-pytorch's own detect fails inside torch.cat)."""
+    from embed.faces import FaceTracker
+
+    tracker = FaceTracker()
+    frames = np.full((4, 30, 30, 3), 128, np.uint8)
+    assert tracker.detect(frames)[:2] == ([None] * 4, [None] * 4)
+    assert (tracker.track(frames).probs == 0).all()
