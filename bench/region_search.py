@@ -4,8 +4,11 @@ For each detection frame (every 4th) of the real footage and DAiSEE-shaped bench
 on the whole frame (as the tracker does: downscaled to detect_width) and on a square region of
 `factor` face sizes around the previous detection's box, cut from the same downscaled frame (the very
 same pixels). Prints, per factor, the mean IoU between the two boxes, their mean offset and spread,
-and MTCNN's time on regions against whole frames. The tracker's region search uses windows on the
-whole frame instead (embed/face_search.py), which keep the boxes: README, "Region search (issue 14)".
+and MTCNN's time on regions against whole frames. Then the tracker's region search, windows on the
+whole frame (embed/face_search.py): per pyramid-level window (faces within 2x or 2.5x of the tracked
+one) the mean and lowest IoU of its boxes against the whole-frame search, and how many candidates the
+R- and O-nets refined in the windows (`candidates`) against the whole same frames
+(`candidates_full_frame`). README, "Region search (issue 14)".
     .venv/bin/python bench/region_search.py [--factors 2,3,4] [--json]
 """
 
@@ -20,12 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embed import face_search
+from embed.face_search import Window, search
 from embed.faces import DetectorConfig, FaceTracker
 from embed.manifest import SampleSpec
 from embed.sample import generate_sample
 from embed.video import decode_video
 
 FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
+WINDOW_SIZES = (2.0, 2.5)  # region search's pyramid levels: faces within this factor of the tracked one
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,6 +49,23 @@ def region(box: np.ndarray, factor: float, width: int, height: int) -> tuple[int
     x0 = int(np.clip(round(cx - w / 2), 0, width - w))
     y0 = int(np.clip(round(cy - h / 2), 0, height - h))
     return x0, y0, x0 + w, y0 + h
+
+
+def count_candidates(run):
+    """run()'s result and how many candidates MTCNN's R- and O-nets refined during it."""
+    n, refine = 0, face_search._refine
+
+    def counting(*args, **kwargs):
+        nonlocal n
+        keep, out = refine(*args, **kwargs)
+        n += len(keep)
+        return keep, out
+
+    face_search._refine = counting
+    try:
+        return run(), n
+    finally:
+        face_search._refine = refine
 
 
 def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dict:
@@ -72,6 +95,21 @@ def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dic
                        "mean_offset_px": np.round(np.mean(offsets, 0), 2).tolist(),
                        "sd_offset_px": np.round(np.std(offsets, 0), 2).tolist(),
                        "mtcnn_s_region_per_frame": round(seconds / max(len(ious), 1), 4)}
+    # Region search as the tracker does it: windows of 2.5 face sizes on the whole frame, around the
+    # previous detection's face, against the whole-frame search of the same code.
+    fb, fp = search(tracker.mtcnn, small)
+    ref = [None if b is None else np.asarray(b[np.argmax(p)], dtype=np.float64) for b, p in zip(fb, fp, strict=True)]
+    frames = [i for i in range(1, len(small)) if ref[i - 1] is not None and ref[i] is not None]
+    whole_candidates = count_candidates(lambda: search(tracker.mtcnn, small[frames]))[1]
+    for sizes in WINDOW_SIZES:
+        windows = [Window.around(ref[i - 1], 2.5, sizes) for i in frames]
+        (wb, wp), candidates = count_candidates(lambda: search(tracker.mtcnn, small[frames], windows))  # noqa: B023
+        found = [iou(np.asarray(b[np.argmax(p)], np.float64), ref[i]) if b is not None else 0.0
+                 for i, b, p in zip(frames, wb, wp, strict=True)]
+        out[f"window_sizes_{sizes}"] = {"iou_window_vs_full": round(float(np.mean(found)), 4),
+                                        "min_iou": round(float(np.min(found)), 4), "candidates": candidates}
+    out["candidates_full_frame"] = whole_candidates
+    out["frames"] = len(frames)
     out["mtcnn_s_full_per_frame_batched"] = round(full_s / len(small), 4)
     out["face_px"] = round(float(np.mean([b[2] - b[0] for b in best if b is not None]) / scale), 1)
     return out

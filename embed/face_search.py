@@ -5,8 +5,8 @@ every P-net candidate, each cut from the frame and resampled one by one, and has
 candidates. `search` runs the same three stages with facenet-pytorch's own networks and helpers
 (box generation, NMS, calibration, padding, resampling) in the same order, with two differences:
 
-- the networks run channels-last (2.2x faster R- and O-nets on the 2-core CPU; boxes within 1e-4
-  px and probabilities within 1e-6 of MTCNN.detect on the real footage: tested), and
+- the networks run channels-last (faster R- and O-nets on the CPU, see _refine; the same faces as
+  MTCNN.detect, boxes within 1e-3 px on the real footage: tested), and
 - a frame may be given a `Window`: pyramid levels whose 12-pixel P-net window is far from the
   tracked face's size are skipped for it, and its candidates centred outside a square around the
   face are dropped before the R-net.
@@ -16,10 +16,9 @@ per image, so the same face in the same pixels comes out of a crop with other bo
 against the whole frame; `bench/region_search.py`). In a window every level that is computed is the
 whole frame's own level and every candidate is cut from the whole frame, so a kept candidate is
 scored and calibrated exactly as in a whole-frame search; a dropped one can still change the result
-through NMS after the R-net's regression has grown or moved it. Measured (`bench/embed_bench.py`,
-`region_search`): at 2.5 face sizes and levels within 2.5x of the face the tracker's boxes kept their
-IoU with every-frame MTCNN to four decimals; levels within 2x moved single boxes (mean IoU 0.986
-against the whole-frame search on DAiSEE-shaped clips), so 2.5 is the default.
+through NMS after the R-net's regression has grown or moved it. Measured (`bench/region_search.py`):
+with levels within 2.5x of the face every box equalled the whole-frame search's on the real footage
+and the bench clips; within 2x single boxes moved (lowest IoU 0.905), so 2.5 is the default.
 """
 
 from __future__ import annotations
