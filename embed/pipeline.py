@@ -24,7 +24,7 @@ import numpy as np
 # At import, not inside the run: a Ctrl-C that lands in an import is not a clean KeyboardInterrupt (3.11).
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from embed.backbones import Backbone, LoadedBackbone, get_backbone
+from embed.backbones import Backbone, LoadedBackbone, get_backbone, require_expressions
 from embed.cache import PREPROCESSING_VERSION, CacheStore, ClipData, ClipWriter, source_fingerprint, source_unchanged
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
@@ -106,17 +106,28 @@ class Embedder:
 
     def embed_chunk(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>") -> np.ndarray:
         """(n, dim) float16 embeddings of a tracked chunk's frames; zeros where there is no face."""
+        return self.embed_faces(chunk, backbone, source)[0]
+
+    def embed_faces(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>",
+                    expressions: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """embed_chunk's embeddings and, with `expressions`, the backbone's (n, E) float32 expression
+        probabilities from the same pass (NaN where there is no face)."""
         has_face = np.flatnonzero(chunk.track.probs > 0)
         emb = np.zeros((len(chunk), backbone.spec.dim), dtype=np.float16)
+        probs = np.full((len(chunk), len(backbone.spec.expressions)), np.nan, np.float32) if expressions else None
         size = backbone.spec.input_size
         for i in range(0, len(has_face), CROP_CHUNK):
             idx = has_face[i:i + CROP_CHUNK]
             crops = crop_faces(chunk.frames[idx], chunk.track.boxes[idx], size, self.tracker.config.margin,
                                backbone.device)
-            emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
+            if probs is None:
+                emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
+            else:
+                e, p = backbone.embed_with_expressions(crops, self.batch_size)
+                emb[idx], probs[idx] = e.numpy().astype(np.float16), p.numpy()
         if not np.isfinite(emb).all():
             raise ClipError(f"{source}: the backbone produced non-finite values (float16 overflow?)")
-        return emb
+        return emb, probs
 
 
 @dataclass(frozen=True)
@@ -153,14 +164,16 @@ class EmbeddedChunk:
 
     data: ClipData
     arrived: np.ndarray  # (n,) time.monotonic() when each frame was decoded
-    stream: VideoStream  # its counters so far: fps, decoded, dropped
+    stream: VideoStream  # its counters so far: fps, decoded, dropped, rotation
+    expressions: np.ndarray | None = None  # (n, E) the first backbone's expression probabilities, if asked
 
 
 def stream_video(source: str | Path, backbone: str = "inception", weights: str | None | list[str | None] = None,
                  device: str | None = "cpu", detector: DetectorConfig | None = None, max_fps: float | None = None,
                  config: dict | list[dict] | None = None, chunk_frames: int | None = None,
                  input_format: str | None = None, input_options: dict[str, str] | None = None, live: bool = False,
-                 rate_cap: float | None = None, ready: Callable[[], None] | None = None) -> Iterator[EmbeddedChunk]:
+                 rate_cap: float | None = None, ready: Callable[[], None] | None = None,
+                 expressions: bool = False) -> Iterator[EmbeddedChunk]:
     """Embed one video as it decodes, nothing cached: each chunk of frames whose face boxes are final,
     in order. Memory is set by the chunk size, not the video's length. The one stage-one entry stage
     two uses (predict, live). The source is a file, a URL, a capture device (input_format) or '-'.
@@ -173,7 +186,8 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
     chunks are small (latency), and frames that arrive while the pipeline is behind are skipped,
     never queued without bound (the stream's `dropped` counts them). `rate_cap` keeps at most that
     many frames per second (a 60-fps camera for a model whose cache was embedded at 30). `ready` is
-    called once the models are set up, just before the source is opened.
+    called once the models are set up, just before the source is opened. With `expressions`, each
+    chunk also carries the first backbone's expression probabilities (a backbone that has a classifier).
     """
     configs = config if isinstance(config, list) else [config] if config is not None else []
     if configs:
@@ -186,6 +200,8 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
     names = [c["backbone"] for c in configs] or [backbone]
     ws = weights if isinstance(weights, list) else [weights] * len(names)
     loaded = [get_backbone(n).build(w, resolve_device(device)) for n, w in zip(names, ws, strict=True)]
+    if expressions:
+        require_expressions(loaded[0].spec)
     chunk_frames = chunk_frames or (LIVE_CHUNK_FRAMES if live else CHUNK_FRAMES)
     # A file cut short still yields what it has: predicting on it is better than refusing.
     embedder = Embedder(loaded, detector, max_fps, chunk_frames=chunk_frames, allow_truncated=True)
@@ -211,9 +227,10 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
         for tracked in _tracked(_noting_arrivals(chunks, arrivals), tracker, finish_on_error=live):
             arrived = np.asarray(arrivals[:len(tracked)])
             del arrivals[:len(tracked)]
-            parts = [embedder.embed_chunk(tracked, b, source) for b in loaded]
-            yield EmbeddedChunk(ClipData(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1),
-                                         tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived, stream)
+            parts = [embedder.embed_faces(tracked, b, source, expressions and i == 0) for i, b in enumerate(loaded)]
+            emb = parts[0][0] if len(parts) == 1 else np.concatenate([e for e, _ in parts], axis=1)
+            yield EmbeddedChunk(ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived,
+                                stream, parts[0][1])
 
 
 def _noting_arrivals(chunks: Iterable[FrameChunk], arrivals: list[float]) -> Iterator[FrameChunk]:
@@ -247,25 +264,26 @@ def _tracked(chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack,
 
 
 class _End:
-    """The decode of one video ended: with what it declared (truncation), or with an error."""
+    """The decode of one video ended: with what it declared (truncation) and how its frames were
+    turned upright (rotation), or with an error."""
 
-    def __init__(self, truncation: Truncation | None = None, error: Exception | None = None):
-        self.truncation, self.error = truncation, error
+    def __init__(self, truncation: Truncation | None = None, error: Exception | None = None, rotation: int = 0):
+        self.truncation, self.error, self.rotation = truncation, error, rotation
 
 
 class ClipChunks:
-    """One video's decoded chunks as the decode thread delivers them; `truncation` once exhausted.
-    On a live source chunks may have been dropped in between: the rest are numbered on."""
+    """One video's decoded chunks as the decode thread delivers them; `truncation` and `rotation`
+    once exhausted. On a live source chunks may have been dropped in between: the rest are numbered on."""
 
     def __init__(self, ahead: _DecodeAhead, index: int):
-        self.ahead, self.index, self.truncation = ahead, index, None
+        self.ahead, self.index, self.truncation, self.rotation = ahead, index, None, 0
 
     def __iter__(self) -> Iterator[FrameChunk]:
         next_start = 0
         while True:
             item = self.ahead.get(self.index)
             if isinstance(item, _End):
-                self.truncation = item.truncation
+                self.truncation, self.rotation = item.truncation, item.rotation
                 if item.error is not None:
                     raise item.error
                 return
@@ -305,7 +323,7 @@ class _DecodeAhead:
                 for chunk in stream:
                     if not self._put((i, chunk), stream):
                         return
-                end = _End(stream.truncation)
+                end = _End(stream.truncation, rotation=stream.rotation)
             except Exception as e:  # noqa: BLE001 (handed to the consumer, raised there as that clip's error)
                 end = _End(error=e)
             if not self._put((i, end), stream):
@@ -481,6 +499,7 @@ def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], sto
                 on_frames(len(tracked))
         truncation = getattr(chunks, "truncation", None)
         marks = {"truncated": truncation.as_attrs()} if truncation else {}
+        marks["rotation"] = getattr(chunks, "rotation", 0)  # degrees turned upright (embed.video)
         outcome.truncated = truncation is not None
         # The face track is right even without a face in it: a later backbone reads it from there.
         for (backbone, _), w in zip(targets, writers, strict=True):

@@ -75,8 +75,10 @@ class VideoStream:
     The source is a file, any URL PyAV opens (rtsp://, http(s)://, udp://...), a capture device
     (with input_format, e.g. v4l2 for /dev/video0) or '-' for a container stream on standard input.
     Timestamps come from each frame's pts, so variable frame rate is kept as it is; frames without a
-    pts get one extrapolated from the previous frame and the nominal rate. With max_fps only the first
-    frame of each 1/max_fps interval is kept. After the last chunk of a file, `truncation` says
+    pts get one extrapolated from the previous frame and the nominal rate. Frames come upright, as a
+    player shows them: a display rotation in the container (phones store portrait video as sideways
+    pixels plus a rotation) is applied, and `rotation` says by how much (degrees counterclockwise).
+    With max_fps only the first frame of each 1/max_fps interval is kept. After the last chunk of a file, `truncation` says
     whether the decode fell short of the container's declared length (and iteration raised a
     ClipError about it unless allow_truncated).
     """
@@ -96,6 +98,7 @@ class VideoStream:
         self.kept = 0  # frames handed out
         self.dropped = 0  # frames a live consumer skipped because it was behind (embed.pipeline.decode_ahead)
         self.truncation: Truncation | None = None
+        self.rotation = 0  # degrees counterclockwise the frames were turned to be upright
 
     def _check_file(self) -> None:
         if not self.path.is_file():
@@ -152,7 +155,7 @@ class VideoStream:
                 self.decoded += 1
                 # A stream whose size changes mid-way is scaled to its first frame's size.
                 size = size or {"width": frame.width, "height": frame.height}
-                pending.append(frame.to_ndarray(format="rgb24", **size))
+                pending.append(self._upright(frame.to_ndarray(format="rgb24", **size), frame.rotation))
                 heapq.heappush(stamps, t)
                 # The frames are in display order; their stamps may be permuted. Holding REORDER_DEPTH
                 # stamps back and handing out the smallest gives each frame its sorted stamp (a global
@@ -178,6 +181,13 @@ class VideoStream:
             yield self._chunk(out_frames, out_t, out_arrived)
         if not self.kept:
             raise ClipError(f"{self.path}: no decodable frames; fix: re-encode or replace the file")
+
+    def _upright(self, pixels: np.ndarray, rotation: float | None) -> np.ndarray:
+        """The frame as players show it: FFmpeg reports the display matrix's turn counterclockwise
+        (-90 for a phone held upright); the nearest quarter turn is applied."""
+        quarters = round((rotation or 0) / 90) % 4
+        self.rotation = quarters * 90
+        return np.ascontiguousarray(np.rot90(pixels, quarters)) if quarters else pixels
 
     def _emit(self, frame: np.ndarray, t: float, state: dict, out_frames: list, out_t: list, out_arrived: list) -> None:
         if state["t0"] is None:

