@@ -15,8 +15,14 @@ footage with facenet-pytorch's own MTCNN.detect (as before issue 14) and with em
 With --sweep, the detect-every trade-off behind DetectorConfig's default. With --json the last
 line on stdout is {"naive_fps", "ceiling_fps", "pipeline_fps", "vs_naive", "vs_ceiling", "iou_vs_full",
 "device", "backbone", ...}.
+`beside` compares the backbone with --beside (inception) in the same run, alternating rounds, best
+of each: `embed run` frames/s on the bench clips and on the footage, and each step alone in seconds
+per 300 frames (decode, detect, crop, cnn, write) with its share of their sum: with a light network
+such as fer2013 detection and decoding become the cost. fer2013 runs with its real weights (`make
+weights`), the others with random ones (speed does not depend on the values).
 Clips are DAiSEE-shaped, from the sample generator: 640x480, 30 fps, 10 s.
-    .venv/bin/python bench/embed_bench.py [--clips 6] [--rounds 2] [--backbone inception] [--device cpu] [--sweep] [--json]
+    .venv/bin/python bench/embed_bench.py [--clips 6] [--rounds 2] [--backbone inception] [--beside inception]
+                                          [--device cpu] [--sweep] [--json]
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import numpy as np
 import torch
 
 from embed.backbones import get_backbone
-from embed.cache import CacheStore, source_fingerprint
+from embed.cache import CacheStore, ClipData, source_fingerprint
 from embed.faces import DetectorConfig, FaceTracker, StreamTracker, crop_faces
+from embed.layouts import Clip, DatasetIndex
 from embed.manifest import SampleSpec
-from embed.pipeline import Embedder
+from embed.pipeline import Embedder, embed_dataset
 from embed.sample import generate_sample
 from embed.video import decode_video
 
@@ -124,10 +131,78 @@ def tracker_agreement(videos: list[Path], footage: list[Path], device: torch.dev
     }
 
 
+def bench_weights(name: str) -> str:
+    """The weights a backbone is timed with: fer2013's real release, random for the others."""
+    return "fer2013" if name == "fer2013" else "random"
+
+
+def end_to_end_fps(embedder: Embedder, index: DatasetIndex, root: Path) -> float:
+    """`embed run` on a dataset, store and face-track writes included: frames/s."""
+    t0 = time.perf_counter()
+    done = embed_dataset(index, CacheStore.create(root, index.name, embedder.config), embedder, progress=False,
+                         faces=CacheStore.create(root, index.name, embedder.faces_config))
+    return done.frames / (time.perf_counter() - t0)
+
+
+def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
+    """Each step of one clip alone, in seconds per 300 frames: decode, detect, crop, cnn, write."""
+    backbone, device = embedder.backbone, embedder.backbone.device
+    size = backbone.spec.input_size
+    t0 = time.perf_counter()
+    video = decode_video(path)
+    times = {"decode": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    track = embedder.tracker.track(video.frames)
+    times["detect"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    crops = [crop_faces(video.frames[i:i + 32], track.boxes[i:i + 32], size, 0.2, device)
+             for i in range(0, len(video.frames), 32)]
+    times["crop"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    emb = np.concatenate([backbone.embed(c, 32).numpy() for c in crops]).astype(np.float16)
+    times["cnn"] = time.perf_counter() - t0
+    store = CacheStore.create(root, "steps", embedder.config)
+    t0 = time.perf_counter()
+    writer = store.clip_writer(path.stem, source_fingerprint(path))
+    for i in range(0, len(emb), 64):
+        writer.append(ClipData(emb[i:i + 64], video.timestamps[i:i + 64], track.probs[i:i + 64], track.boxes[i:i + 64]))
+    writer.finish()
+    times["write"] = time.perf_counter() - t0
+    return {k: v / len(video.frames) * 300 for k, v in times.items()}
+
+
+def beside(names: list[str], videos: list[Path], footage: list[Path], device: torch.device, rounds: int,
+           tmp: Path) -> dict:
+    """Each backbone end to end on the bench clips and the footage, and step by step, in alternating
+    rounds (best of each): the backbones compared on the same machine minutes."""
+    embedders = {n: Embedder(get_backbone(n).build(bench_weights(n), device)) for n in names}
+    bench_index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
+    footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", None) for f in footage])
+    best: dict[str, dict] = {n: {"pipeline_fps": 0.0, "pipeline_fps_footage": 0.0, "steps": {}} for n in names}
+    for r in range(rounds):
+        for n, embedder in embedders.items():
+            embedder.warm_up()
+            b = best[n]
+            b["pipeline_fps"] = max(b["pipeline_fps"], end_to_end_fps(embedder, bench_index, tmp / f"b-{n}-{r}"))
+            b["pipeline_fps_footage"] = max(b["pipeline_fps_footage"],
+                                            end_to_end_fps(embedder, footage_index, tmp / f"f-{n}-{r}"))
+            steps = step_seconds(embedder, videos[0], tmp / f"s-{n}-{r}")
+            b["steps"] = {k: min(v, b["steps"].get(k, v)) for k, v in steps.items()}
+    out = {}
+    for n, b in best.items():
+        total = sum(b["steps"].values())
+        out[n] = {"weights": embedders[n].backbone.weights_identity,
+                  "pipeline_fps": round(b["pipeline_fps"], 1), "pipeline_fps_footage": round(b["pipeline_fps_footage"], 1),
+                  "step_seconds_per_300_frames": {k: round(v, 3) for k, v in b["steps"].items()},
+                  "step_share": {k: round(v / total, 3) for k, v in b["steps"].items()}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=6)
     ap.add_argument("--backbone", default="inception")
+    ap.add_argument("--beside", default="inception", help="Compared with --backbone in the same run ('' for none).")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--naive-frames", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=2, help="Alternating pipeline/ceiling rounds; each keeps its best.")
@@ -145,15 +220,12 @@ def main() -> None:
     videos = sorted((tmp / "data").glob("DataSet/Train/*/*/*"))[: args.clips]
 
     device = torch.device(args.device)
-    backbone = get_backbone(args.backbone).build("random", device)
+    backbone = get_backbone(args.backbone).build(bench_weights(args.backbone), device)
     embedder = Embedder(backbone)
     # Pipeline end to end (decode prefetched in a thread, as in `embed run`), including the store
     # writes, and the ceiling: the CNN alone on pre-cropped faces at its best batch size. This
     # machine's speed drifts by 10-30 % within minutes (shared cores), so after a warm-up the two are
     # measured in alternating rounds and each keeps its best round: c/b compares like with like.
-    from embed.layouts import Clip, DatasetIndex
-    from embed.pipeline import embed_dataset
-
     index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
     video = decode_video(videos[0])
     track = FaceTracker(embedder.tracker.config, device).track(video.frames)
@@ -231,6 +303,9 @@ def main() -> None:
             footage_fps[name] = max(footage_fps[name], round(done.frames / (time.perf_counter() - t0), 1))
     embedder.tracker = ours
 
+    names = list(dict.fromkeys([args.backbone, *([args.beside] if args.beside else [])]))
+    side_by_side = beside(names, videos, footage, device, args.rounds, tmp)
+
     pipeline_fps = n_frames / pipe_s
     out = {
         "naive_fps": round(naive_fps, 1), "ceiling_fps": round(ceiling, 1), "pipeline_fps": round(pipeline_fps, 1),
@@ -241,7 +316,7 @@ def main() -> None:
         "seconds_per_300_frame_clip": round(pipe_s / n_frames * 300, 2), "decode_fps": round(decode_fps, 1),
         "store_bytes_per_clip": int(bytes_per_clip), "step_seconds_per_300_frames": steps, "source_bytes_per_clip": int(
             np.mean([source_fingerprint(v)["size"] for v in videos])), **agreement,
-        "pipeline_fps_footage": footage_fps, "detect_every_sweep": sweep,
+        "pipeline_fps_footage": footage_fps, "detect_every_sweep": sweep, "beside": side_by_side,
     }
     print(f"machine: {out['device']}")
     print(f"(a) naive, full-res MTCNN + CNN per frame: {out['naive_fps']:8.1f} frames/s")
@@ -250,12 +325,16 @@ def main() -> None:
     print(f"c/a = {out['vs_naive']}   c/b = {out['vs_ceiling']}")
     for k, v in out.items():
         if k not in ("device", "detect_every_sweep", "naive_fps", "ceiling_fps", "pipeline_fps", "vs_naive",
-                     "vs_ceiling"):
+                     "vs_ceiling", "beside"):
             print(f"{k:>28}: {v}")
     if sweep:
         print("detect_every  s/clip  IoU vs every frame")
     for row in sweep:
         print(f"{row['detect_every']:>12}  {row['detect_s_per_clip']:6.2f}  {row['iou_vs_every_frame']:.4f}")
+    print("backbone     weights                           bench f/s  footage f/s  decode  detect  crop  cnn  write (share)")
+    for n, b in side_by_side.items():
+        share = "  ".join(f"{b['step_share'][k]:.2f}" for k in ("decode", "detect", "crop", "cnn", "write"))
+        print(f"{n:<12} {b['weights']:<33} {b['pipeline_fps']:9.1f}  {b['pipeline_fps_footage']:11.1f}  {share}")
     if args.json:
         print(json.dumps(out))
 

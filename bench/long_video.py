@@ -8,8 +8,9 @@ In one run, on this machine:
      clip one chunk, as stage one worked before streaming) on DAiSEE-shaped 10-s clips, alternated
      A B A B so that the shared machine's drift falls on both: the ratio must be >= 0.95.
 
-Videos are the built-in sample's renderer (a real face photo), generated here; weights are random.
-    .venv/bin/python bench/long_video.py [--minutes 10] [--clips 4] [--device cpu] [--json]
+Videos are the built-in sample's renderer (a real face photo), generated here; weights are random,
+but for fer2013, whose real weights are cheap enough to make the hour-long video measurable here.
+    .venv/bin/python bench/long_video.py [--minutes 10] [--backbone inception] [--clips 4] [--device cpu] [--json]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_bench import machine  # noqa: E402
+from embed_bench import bench_weights, machine  # noqa: E402
 
 from embed.backbones import get_backbone  # noqa: E402
 from embed.cache import CacheStore  # noqa: E402
@@ -47,22 +48,37 @@ def measured(cmd: list[str]) -> dict:
     exits) and wall seconds. Not wait4's ru_maxrss: Linux copies the parent's high-water mark into
     a forked child, so every child of a large parent would report the parent's peak."""
     t0 = time.perf_counter()
-    peak_kb = 0
+    peak_kb, trace = 0, []  # trace: (seconds, resident MB) once a second, for the creep
     with open(os.devnull, "w") as null, tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=null, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         status_file = Path(f"/proc/{proc.pid}/status")
         while proc.poll() is None:
             try:
-                hwm = next(ln for ln in status_file.read_text().splitlines() if ln.startswith("VmHWM:"))
-                peak_kb = max(peak_kb, int(hwm.split()[1]))
-            except (OSError, StopIteration, ValueError):
+                status = {ln.split(":")[0]: ln.split()[1] for ln in status_file.read_text().splitlines()
+                          if ln.startswith(("VmHWM:", "VmRSS:"))}
+                peak_kb = max(peak_kb, int(status["VmHWM"]))
+                now = time.perf_counter() - t0
+                if not trace or now - trace[-1][0] >= 1:
+                    trace.append((now, int(status["VmRSS"]) / 1024))
+            except (OSError, KeyError, ValueError, IndexError):
                 pass
             time.sleep(0.05)
         out.seek(0)
         text = out.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode})")
-    return {"peak_mb": round(peak_kb / 1024, 1), "seconds": round(time.perf_counter() - t0, 1), "stdout": text}
+    return {"peak_mb": round(peak_kb / 1024, 1), "seconds": round(time.perf_counter() - t0, 1), "stdout": text,
+            "creep_mb_per_min": creep(trace)}
+
+
+def creep(trace: list[tuple[float, float]]) -> float | None:
+    """The resident size's slope over the second half of a run (MB a minute): set-up and the first
+    chunks are behind it by then, so what is left grows with the video's length."""
+    half = [(t, mb) for t, mb in trace if t >= trace[-1][0] / 2] if trace else []
+    if len(half) < 10:
+        return None
+    t, mb = np.array(half).T
+    return round(float(np.polyfit(t / 60, mb, 1)[0]), 2)
 
 
 def csv_dataset(root: Path, name: str, video: Path) -> dict:
@@ -73,9 +89,9 @@ def csv_dataset(root: Path, name: str, video: Path) -> dict:
     return {"layout": "csv", "root": ".", "csv": f"{name}.csv"}
 
 
-def throughput(videos: list[Path], tmp: Path, device: torch.device, rounds: int = 2) -> dict:
+def throughput(videos: list[Path], tmp: Path, device: torch.device, name: str, rounds: int = 2) -> dict:
     """frames/s of the streamed pipeline and of whole clips, alternated, fresh stores each pass."""
-    backbone = get_backbone("inception").build("random", device)
+    backbone = get_backbone(name).build(bench_weights(name), device)
     index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
     rates: dict[str, list[float]] = {"streamed": [], "whole": []}
     for r in range(rounds):
@@ -97,6 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--clips", type=int, default=4, help="10-s clips for the throughput comparison")
+    ap.add_argument("--backbone", default="inception")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-throughput", action="store_true", help="Measure memory only.")
     ap.add_argument("--json", action="store_true")
@@ -120,7 +137,8 @@ def main() -> None:
                                                      "long": csv_dataset(tmp, "long", tmp / "long.mp4"),
                                                      "short": csv_dataset(tmp, "short", short.rename(tmp / "short.avi"))}}))
     py = [sys.executable, "-m"]
-    common = ["--manifest", str(manifest), "--weights", "random", "--device", args.device]
+    common = ["--manifest", str(manifest), "--backbone", args.backbone, "--weights", bench_weights(args.backbone),
+              "--device", args.device]
     # A run to predict with (its quality is beside the point here).
     measured([*py, "embed", "run", *common, "--dataset", "sample", "--quiet"])
     trained = measured([*py, "sequence", "train", *common, "--dataset", "sample", "--head", "fc", "--epochs", "2",
@@ -133,16 +151,18 @@ def main() -> None:
         p = measured([*py, "sequence", "predict", str(video), "--run", run_dir, "--device", args.device, "--json"])
         frames_done = json.loads(e["stdout"].strip().splitlines()[-1])["frames"]
         mem[name] = {"frames": frames_done, "embed_peak_mb": e["peak_mb"], "embed_s": e["seconds"],
-                     "embed_fps": round(frames_done / e["seconds"], 1),
-                     "predict_peak_mb": p["peak_mb"], "predict_s": p["seconds"]}
+                     "embed_fps": round(frames_done / e["seconds"], 1), "embed_creep_mb_per_min": e["creep_mb_per_min"],
+                     "predict_peak_mb": p["peak_mb"], "predict_s": p["seconds"],
+                     "predict_creep_mb_per_min": p["creep_mb_per_min"]}
     ratios = {k: round(mem["long"][f"{k}_peak_mb"] / mem["short"][f"{k}_peak_mb"], 3) for k in ("embed", "predict")}
-    speed = {} if args.no_throughput else throughput(clips[: args.clips], tmp, device)
-    out = {"device": machine(device), "minutes": args.minutes, "chunk_frames": CHUNK_FRAMES, "memory": mem,
-           "long_vs_short_peak": ratios, **speed}
+    speed = {} if args.no_throughput else throughput(clips[: args.clips], tmp, device, args.backbone)
+    out = {"device": machine(device), "backbone": args.backbone, "minutes": args.minutes,
+           "chunk_frames": CHUNK_FRAMES, "memory": mem, "long_vs_short_peak": ratios, **speed}
     print(f"machine: {out['device']}")
     for name, m in mem.items():
-        print(f"{name:>5} ({m['frames']} frames): embed run peak {m['embed_peak_mb']} MB in {m['embed_s']} s; "
-              f"predict peak {m['predict_peak_mb']} MB in {m['predict_s']} s")
+        print(f"{name:>5} ({m['frames']} frames): embed run peak {m['embed_peak_mb']} MB in {m['embed_s']} s "
+              f"(creep {m['embed_creep_mb_per_min']} MB/min); predict peak {m['predict_peak_mb']} MB in "
+              f"{m['predict_s']} s (creep {m['predict_creep_mb_per_min']} MB/min)")
     print(f"long/short peak: embed {ratios['embed']}, predict {ratios['predict']} (must be <= 1.5)")
     if speed:
         print(f"streamed {speed['streamed_fps']} vs whole-clip {speed['whole_fps']} frames/s: "

@@ -109,7 +109,8 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     write_json(run_dir / "data.json", {**report.as_dict(), "clips": {s: len(d) for s, d in data.items()},
                                        "train_clips_used": len(train), **fused})
     (run_dir / "command.txt").write_text((command or command_line()) + "\n")
-    log.info("run %s: %s on %d train clips (%d params)", run_dir.name, cfg.head, len(train), resolved["parameters"])
+    log.info("run %s: %s on %d train clips (%d params); input %s, weights %s", run_dir.name, cfg.head, len(train),
+             resolved["parameters"], store.config["backbone"], store.config.get("weights") or "-")
 
     best_state, history, best_epoch = fit(model, train, data["Validation"], cfg, manifest.levels, device, progress)
     model.load_state_dict(best_state)

@@ -87,8 +87,8 @@ def tiny_manifest(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_embedded(tiny_manifest) -> dict:
     """The tiny sample embedded once by the real CLI (random inception weights, CPU)."""
-    proc = run_cli("run", "--manifest", str(tiny_manifest), "--weights", "random", "--device", "cpu", "--quiet")
-    info = last_json(run_cli("info", "--manifest", str(tiny_manifest), "--weights", "random", "--json").stdout)
+    proc = run_cli("run", "--manifest", str(tiny_manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
+    info = last_json(run_cli("info", "--manifest", str(tiny_manifest), "--backbone", "fer2013", "--json").stdout)
     return {"run": proc, "info": info, "store": Path(info["store"]), "manifest": tiny_manifest}
 
 

@@ -16,13 +16,14 @@ from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 
 def test_store_matches_the_contract_with_plain_zarr(tiny_embedded):
     store, info = tiny_embedded["store"], tiny_embedded["info"]
-    assert re.fullmatch(r"inception-[0-9a-f]{12}\.zarr", store.name) and store.parent.name == "tiny"
+    assert re.fullmatch(r"fer2013-[0-9a-f]{12}\.zarr", store.name) and store.parent.name == "tiny"
     assert store.parent.parent == tiny_embedded["manifest"].parent / "cache"
-    assert info["key"] in store.name and info["dim"] == 512 and info["backbone"] == "inception"
+    assert info["key"] in store.name and info["dim"] == 128 and info["backbone"] == "fer2013"
     assert (info["complete"], info["failed"], info["pending"], info["frames"]) == (7, 0, 0, 70)
     root = zarr.open_group(str(store), mode="r")
     config = root.attrs["config"]
-    assert config["weights"] == "random:0" and config["backbone"] == "inception" and config["input_size"] == 160
+    assert config["weights"] == "fer2013:sha256:59534287fdfb125e" and config["backbone"] == "fer2013"
+    assert config["input_size"] == 64
     assert {"detector", "frames", "preprocessing_version"} <= set(config)
     assert "torch" in root.attrs["versions"]
     clips = root["clips"]
@@ -31,12 +32,12 @@ def test_store_matches_the_contract_with_plain_zarr(tiny_embedded):
         assert g.attrs["complete"] is True and g.attrs["frames"] == 10
         assert set(g.attrs["source"]) == {"size", "mtime_ns", "sha256"}
         emb, ts, prob, boxes = (g[n][...] for n in ("embeddings", "timestamps", "face_prob", "boxes"))
-        assert emb.shape == (10, 512) and emb.dtype == np.float16 and np.isfinite(emb).all()
+        assert emb.shape == (10, 128) and emb.dtype == np.float16 and np.isfinite(emb).all()
         assert ts.dtype == np.float32 and np.all(np.diff(ts) > 0)
         assert prob.shape == (10,) and prob.dtype == np.float32 and (prob > 0.9).all(), clip_id
         assert boxes.shape == (10, 4) and boxes.dtype == np.float32
-        # Inception embeddings are L2-normalised: a real embedding, not zeros.
-        np.testing.assert_allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1.0, atol=0.01)
+        # A real embedding of a face, not the zeros a faceless frame gets.
+        assert (np.linalg.norm(emb.astype(np.float32), axis=1) > 1).all()
 
 
 def test_rerun_embeds_nothing(tiny_embedded):
@@ -44,7 +45,7 @@ def test_rerun_embeds_nothing(tiny_embedded):
     chunks = sorted(store.glob("clips/*/embeddings/c/*/*"))
     before = {p: p.stat().st_mtime_ns for p in chunks}
     assert len(before) == 7
-    proc = run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet")
+    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
     assert "0 embedded now, 7 already complete, 0 failed" in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in chunks} == before
 
@@ -56,9 +57,9 @@ def test_corrupt_video_fails_alone_with_exit_1(tiny_embedded, tmp_path):
     victim = sorted(root.glob("DataSet/Train/*/*/*"))[0]
     victim.write_bytes(victim.read_bytes()[:40] + b"\x00garbage" * 50)
     manifest = write_manifest(tmp_path / "m.yaml", {"copy": {"layout": "daisee", "root": str(root)}})
-    proc = run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet", check=1)
+    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet", check=1)
     assert f"failed {victim.stem}: {victim}" in proc.stderr
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     assert (info["complete"], info["failed"], info["pending"]) == (6, 1, 0)
     assert info["failures"][0]["clip"] == victim.stem and str(victim) in info["failures"][0]["error"]
     # The same config gives the same key, whatever the dataset's name: stores differ by folder.
@@ -67,25 +68,26 @@ def test_corrupt_video_fails_alone_with_exit_1(tiny_embedded, tmp_path):
 
 def test_changed_extraction_config_gets_a_new_store(tiny_embedded):
     manifest = tiny_embedded["manifest"]
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--detect-every", "2",
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--detect-every", "2",
                              "--json").stdout)
     assert info["store"] != str(tiny_embedded["store"]) and info["complete"] == 0 and info["pending"] == 7
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random:1", "--json").stdout)
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--weights", "random:1",
+                             "--json").stdout)
     assert info["key"] != tiny_embedded["info"]["key"]
 
 
 def test_ls_lists_the_store(tiny_embedded):
     rows = json.loads(run_cli("ls", "--manifest", str(tiny_embedded["manifest"]), "--json").stdout)
     row = next(r for r in rows if r["store"] == str(tiny_embedded["store"]))
-    assert row["complete"] == 7 and row["config"]["backbone"] == "inception" and row["bytes"] > 0
+    assert row["complete"] == 7 and row["config"]["backbone"] == "fer2013" and row["bytes"] > 0
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path, tiny_manifest):
     (tmp_path / "m.yaml").write_text("datasets: {d: {layout: daisee, root: nowhere}}\n")
-    proc = run_cli("run", "--manifest", str(tmp_path / "m.yaml"), "--weights", "random", check=2)
+    proc = run_cli("run", "--manifest", str(tmp_path / "m.yaml"), "--backbone", "fer2013", check=2)
     assert "datasets.d.root" in proc.stderr and "fix:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("run", "--manifest", str(tiny_manifest), "--backbone", "vgg", check=2)
-    assert "unknown backbone 'vgg'; fix: use one of fec, inception, resnet18" in proc.stderr
+    assert "unknown backbone 'vgg'; fix: use one of fec, fer2013, inception, resnet18" in proc.stderr
 
 
 def test_reader_api_matches_plain_zarr(tiny_embedded):
@@ -93,7 +95,7 @@ def test_reader_api_matches_plain_zarr(tiny_embedded):
 
     store = CacheStore(tiny_embedded["store"])
     ids = store.complete_ids()
-    assert len(ids) == 7 and store.dim == 512 and store.dataset == "tiny"
+    assert len(ids) == 7 and store.dim == 128 and store.dataset == "tiny"
     many = store.read_clips(ids, concurrency=4)
     raw = zarr.open_group(str(tiny_embedded["store"]), mode="r")["clips"]
     for clip_id in ids:
@@ -130,15 +132,15 @@ def test_max_fps_keeps_one_frame_per_interval_through_the_pipeline(tiny_embedded
     """--max-fps 5 on the 10-fps sample: every other frame, at its own timestamp, in a store of its own."""
 
     manifest = copy_tiny(tiny_embedded, tmp_path)
-    run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet", "--max-fps", "5")
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--max-fps", "5",
+    run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet", "--max-fps", "5")
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--max-fps", "5",
                              "--json").stdout)
     assert info["complete"] == 7 and info["key"] != tiny_embedded["info"]["key"]
     g = zarr.open_group(info["store"], mode="r")
     assert g.attrs["config"]["frames"]["max_fps"] == 5
     for _, clip in g["clips"].groups():
         np.testing.assert_allclose(clip["timestamps"][...], np.arange(0, 1, 0.2), atol=1e-4)
-        assert clip["embeddings"].shape == (5, 512) and clip.attrs["frames"] == 5
+        assert clip["embeddings"].shape == (5, 128) and clip.attrs["frames"] == 5
 
 
 def test_ls_lists_stores_that_no_detector_made(tmp_path):

@@ -295,15 +295,15 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=True)
     run_cli("run", "--manifest", str(manifest), "--backbone", "resnet18", "--weights", "random", "--device", "cpu",
             "--quiet")
-    cfg = parse_config({"backbone": "inception,resnet18", "weights": "random,random", "head": "fc", "epochs": 2,
+    cfg = parse_config({"backbone": "fer2013,resnet18", "weights": "fer2013,random", "head": "fc", "epochs": 2,
                         "batch": 2, "device": "cpu"}, "test")
     result = train_run(load_manifest(manifest), cfg, progress=False)
     run = Path(result["run"])
-    assert torch.load(run / "model.pt", weights_only=True)["input_dim"] == 512 + 512
+    assert torch.load(run / "model.pt", weights_only=True)["input_dim"] == 128 + 512
     rows = [r for r in csv.DictReader(io.StringIO((run / "predictions.csv").read_text())) if r["split"] == "Test"]
     clip = rows[0]["clip"]
     video = next((tmp_path / "data").glob(f"DataSet/Test/*/{clip}/{clip}.*"))
-    predicted = predict_video(video, run, weights="random,random", device="cpu")
+    predicted = predict_video(video, run, weights="fer2013,random", device="cpu")
     assert predicted["windows"] == 1
     for s in STATES:
         np.testing.assert_allclose(predicted["states"][s]["probs"], [float(rows[0][f"{s}_p{k}"]) for k in range(4)],

@@ -29,7 +29,7 @@ def live_setup(tiny_embedded, tmp_path_factory) -> dict:
     (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
     tmp = tmp_path_factory.mktemp("live")
     manifest = copy_tiny(tiny_embedded, tmp / "copy", with_cache=True)  # its runs stay out of the shared one's
-    run = last_json(run_cli("train", "--manifest", str(manifest), "--weights", "random", "--head",
+    run = last_json(run_cli("train", "--manifest", str(manifest), "--backbone", "fer2013", "--head",
                             "fc", "--epochs", "2", "--quiet", "--device", "cpu", "--json", module="sequence").stdout)["run"]
     clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
     video = tmp / "lesson.mp4"

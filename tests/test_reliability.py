@@ -22,11 +22,11 @@ from embed.video import decode_video
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
-RUN = ["--weights", "random", "--device", "cpu", "--quiet"]
+RUN = ["--backbone", "fer2013", "--device", "cpu", "--quiet"]
 
 
 def _store(manifest):
-    return Path(last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)["store"])
+    return Path(last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)["store"])
 
 
 def _popen(manifest, *extra, env: dict | None = None):
@@ -147,7 +147,7 @@ def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_pat
     manifest = copy_tiny(tiny_embedded, tmp_path)
     store = _store(manifest)
     shutil.copytree(tiny_embedded["store"], store)
-    clean = last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    clean = last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     assert clean["checked"] == 7 and clean["broken"] == []
     clips = zarr.open_group(str(store), mode="a")["clips"]
     ids = sorted(clips.group_keys())
@@ -157,15 +157,15 @@ def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_pat
     victim = next(v for v in videos if v.stem == ids[1])
     other = next(v for v in videos if v.stem == ids[2])
     victim.write_bytes(other.read_bytes())  # replaced after it was embedded
-    proc = run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json", check=1)
+    proc = run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json", check=1)
     broken = {b["clip"]: b["problem"] for b in last_json(proc.stdout)["broken"]}
     assert broken == {ids[0]: "non-finite embedding values", ids[1]: f"source {victim} changed since it was embedded"}
-    repaired = last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--repair",
+    repaired = last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--repair",
                                  "--json").stdout)
     assert repaired["repaired"] == 2
     proc = run_cli("run", "--manifest", str(manifest), *RUN)
     assert "2 embedded now, 5 already complete" in proc.stderr
-    assert last_json(run_cli("verify", "--manifest", str(manifest), "--weights", "random", "--json").stdout)[
+    assert last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)[
         "broken"] == []
 
 
@@ -238,7 +238,7 @@ def test_every_kind_of_bad_video_fails_alone_with_a_one_line_error(tiny_embedded
                                      + "".join(f"{r},Train,0,2,0,0\n" for r in rows))
     manifest = write_manifest(tmp_path / "m.yaml", {"bad": {"layout": "csv", "root": "bad", "csv": "labels.csv"}})
     proc = run_cli("run", "--manifest", str(manifest), *RUN, check=1, timeout=600)
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     failed = {f["clip"]: f["error"] for f in info["failures"]}
     expect_failed = {"truncated": "decod", "empty": "empty file", "notavideo": "cannot decode",
                      "noface": "no face found", "tiny": "no face found", "audio": "no video stream"}
@@ -327,7 +327,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
 
     manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path))
     index = read_dataset(manifest, "tiny")
-    spec = EmbedSpec(("inception",), ("random",), "cpu", None, None, 64)
+    spec = EmbedSpec(("fer2013",), (None,), "cpu", None, None, 64)
     embedder = spec.build()
     store = CacheStore.create(manifest.cache_path, "tiny", embedder.config)
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
@@ -400,8 +400,8 @@ def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
     runs = manifest.parent / "runs" / "tiny"
     before = set(runs.glob("*")) if runs.exists() else set()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sequence", "train", "--manifest", str(manifest), "--weights",
-                             "random", "--epochs", "100000", "--patience", "100000", "--quiet", "--device", "cpu"],
+    proc = subprocess.Popen([sys.executable, "-m", "sequence", "train", "--manifest", str(manifest), "--backbone",
+                             "fer2013", "--epochs", "100000", "--patience", "100000", "--quiet", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     # command.txt is the last file written into the run folder before the training loop starts.
     end = time.time() + 300
@@ -460,7 +460,7 @@ def test_a_clip_complete_in_its_stores_but_not_in_the_face_track_store_is_left_a
 
     manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path, with_cache=True))
     clip = read_dataset(manifest, "tiny").clips[0]
-    embedder = EmbedSpec(("inception",), ("random",), "cpu").build()
+    embedder = EmbedSpec(("fer2013",), (None,), "cpu").build()
     store = CacheStore(manifest.cache_path / "tiny" / tiny_embedded["store"].name, mode="a")
     assert store.config == embedder.config and store.is_complete(clip.clip_id, clip.path)
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)

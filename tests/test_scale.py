@@ -28,20 +28,21 @@ def _assert_same(a, b):
 
 
 def _info(manifest, backbone):
-    return last_json(run_cli("info", "--manifest", str(manifest), "--backbone", backbone, "--weights", "random",
-                             "--json").stdout)
+    """The store of `backbone`: fer2013 with its real weights, the others random."""
+    weights = [] if backbone == "fer2013" else ["--weights", "random"]
+    return last_json(run_cli("info", "--manifest", str(manifest), "--backbone", backbone, *weights, "--json").stdout)
 
 
 def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path / "multi", with_cache=False)
-    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "inception,resnet18", "--weights", "random",
-                   "--device", "cpu", "--quiet")
+    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013,resnet18", "--weights",
+                   "fer2013,random", "--device", "cpu", "--quiet")
     assert "detected in 7 clips" in proc.stderr
-    multi = {b: _info(manifest, b) for b in ("inception", "resnet18")}
+    multi = {b: _info(manifest, b) for b in ("fer2013", "resnet18")}
     assert all(i["complete"] == 7 and i["failed"] == 0 for i in multi.values())
-    # inception: the same as the single-backbone run of the shared fixture.
-    assert multi["inception"]["key"] == tiny_embedded["info"]["key"]
-    _assert_same(_clips(multi["inception"]["store"]), _clips(tiny_embedded["store"]))
+    # fer2013: the same as the single-backbone run of the shared fixture.
+    assert multi["fer2013"]["key"] == tiny_embedded["info"]["key"]
+    _assert_same(_clips(multi["fer2013"]["store"]), _clips(tiny_embedded["store"]))
     # resnet18: the same as running it alone.
     alone = copy_tiny(tiny_embedded, tmp_path / "alone", with_cache=False)
     run_cli("run", "--manifest", str(alone), "--backbone", "resnet18", "--weights", "random", "--device", "cpu",
@@ -51,7 +52,7 @@ def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
 
 def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=False)
-    run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet")
+    run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
     faces = sorted((tmp_path / "cache" / "tiny").glob("faces-*.zarr"))
     assert len(faces) == 1
     tracks = _clips(faces[0])
@@ -72,17 +73,17 @@ def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path)
 @pytest.mark.slow
 def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=False)
-    proc = run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--workers", "2",
+    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--workers", "2",
                    "--quiet", timeout=600)
     assert "dask" in proc.stderr and "http://127.0.0.1:" in proc.stderr
     assert "7 embedded now, 0 already complete, 0 failed" in proc.stderr
-    info = _info(manifest, "inception")
+    info = _info(manifest, "fer2013")
     assert info["key"] == tiny_embedded["info"]["key"] and (info["complete"], info["failed"], info["pending"]) == (7, 0, 0)
     distributed = _clips(info["store"])
     # Every clip written once, completely: no group left behind by a collision, no partial arrays.
     assert sorted(distributed) == sorted(_clips(tiny_embedded["store"]))
     _assert_same(distributed, _clips(tiny_embedded["store"]))
     # And a rerun through the cluster finds nothing to do.
-    proc = run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--workers", "2",
+    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--workers", "2",
                    "--quiet", timeout=600)
     assert "0 embedded now, 7 already complete" in proc.stderr

@@ -22,7 +22,7 @@ FAST = ["--epochs", "3", "--batch", "2", "--param", "hidden=8", "--quiet", "--de
 
 
 def _train(manifest, *args, check=0):
-    return run_cli("train", "--manifest", str(manifest), "--weights", "random", *FAST, *args, "--json",
+    return run_cli("train", "--manifest", str(manifest), "--backbone", "fer2013", *FAST, *args, "--json",
                    module="sequence", check=check)
 
 
@@ -106,9 +106,9 @@ def test_runs_table_lists_runs_with_the_right_columns(tiny_run):
                                   "dim", "batch", "epochs", "head", "loss"]
     assert {f"{s[0]} {k}" for s in STATES for k in ("acc", "F1", "maj", "bal", "QWK", "MCC")} <= set(rows[0])
     fc = next(r for r in rows if r["head"].startswith("fc"))
-    assert fc["head"] == "fc hidden 16/8 dropout 0.3 pool mean" and fc["frames"] == "5" and fc["dim"] == "512"
+    assert fc["head"] == "fc hidden 16/8 dropout 0.3 pool mean" and fc["frames"] == "5" and fc["dim"] == "128"
     assert fc["deltas"] == "no" and next(r for r in rows if r["head"].startswith("lstm"))["deltas"] == "yes"
-    assert fc["train clips"] == "3" and fc["weights"] == "random:0" and fc["backbone"] == "inception"
+    assert fc["train clips"] == "3" and fc["weights"] == "fer2013:sha256:59534287fdfb125e" and fc["backbone"] == "fer2013"
     md = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--markdown", module="sequence").stdout
     assert md.splitlines()[0].startswith("| run | seeds | dataset | backbone |") and len(md.splitlines()) == len(rows) + 2
 
@@ -136,7 +136,8 @@ def test_missing_and_unlabelled_clips_are_reported_not_fatal(tiny_embedded, tmp_
 
 def test_bad_options_exit_2_with_one_line(tiny_embedded):
     m = str(tiny_embedded["manifest"])
-    proc = run_cli("train", "--manifest", m, "--head", "lstm", "--param", "hiden=8", module="sequence", check=2)
+    proc = run_cli("train", "--manifest", m, "--backbone", "fer2013", "--head", "lstm", "--param", "hiden=8",
+                   module="sequence", check=2)
     assert "head 'lstm' has no parameter 'hiden'; fix:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("train", "--manifest", m, "--backbone", "resnet18", module="sequence", check=2)
     assert "no embedding store for backbone 'resnet18'" in proc.stderr and "fix: run `python -m embed run" in proc.stderr
@@ -160,7 +161,7 @@ def test_windows_scored_in_groups_equal_all_windows_at_once(tiny_run, monkeypatc
     rng = np.random.default_rng(0)
     t = np.arange(400, dtype=np.float32) / 10
     prob = np.where((t % 13) < 10, 0.99, 0.0).astype(np.float32)  # a face 10 s out of every 13
-    emb = (rng.standard_normal((400, 512)) * (prob[:, None] > 0)).astype(np.float16)
+    emb = (rng.standard_normal((400, 128)) * (prob[:, None] > 0)).astype(np.float16)
     clip = ClipData(emb, t, prob, np.zeros((400, 4), np.float32))
     spans = predict.windows(t, 1.0, 0.5)
     monkeypatch.setattr(predict, "SCORE_WINDOWS", 10_000)
@@ -176,11 +177,11 @@ def test_windows_scored_in_groups_equal_all_windows_at_once(tiny_run, monkeypatc
 
 @pytest.fixture(scope="module")
 def sample_embedded(tmp_path_factory):
-    """The default built-in sample (as `make demo` makes it), embedded with random inception weights."""
+    """The default built-in sample (as `make demo` makes it), embedded with the real fer2013 weights."""
     root = tmp_path_factory.mktemp("sample")
     spec = yaml.safe_load((Path(__file__).parents[1] / "data_manifest.yaml").read_text())["datasets"]["sample"]
     manifest = write_manifest(root / "m.yaml", {"sample": spec})
-    run_cli("run", "--manifest", str(manifest), "--weights", "random", "--device", "cpu", "--quiet", timeout=900)
+    run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet", timeout=900)
     return manifest
 
 
@@ -191,7 +192,7 @@ def test_lstm_and_transformer_beat_the_majority_baseline_on_the_sample(sample_em
     """The default lstm and the default transformer each beat the majority-class baseline by at
     least 20 points on at least two of the sample's states (one grid: the cache is read once)."""
     grid = tmp_path / "heads.yaml"
-    grid.write_text("base: {weights: random}\nexperiments: [{head: lstm}, {head: transformer}]\n")
+    grid.write_text("base: {backbone: fer2013}\nexperiments: [{head: lstm}, {head: transformer}]\n")
     run_cli("experiments", str(grid), "--manifest", str(sample_embedded), "--quiet", module="sequence", timeout=900)
     rows = json.loads(run_cli("runs", "--manifest", str(sample_embedded), "--json", module="sequence").stdout)
     for head in ("lstm", "transformer"):
@@ -208,7 +209,7 @@ def test_a_temporal_head_learns_the_state_that_needs_time(sample_embedded, tmp_p
     clips per split, so one run's macro-F1 swings by ~0.1: compare means over three seeds, on one
     cache, through the real grid runner."""
     grid = tmp_path / "grid.yaml"
-    grid.write_text("base: {weights: random}\nexperiments: [{head: tcn}, {head: fc}]\nseeds: [0, 1, 2]\n")
+    grid.write_text("base: {backbone: fer2013}\nexperiments: [{head: tcn}, {head: fc}]\nseeds: [0, 1, 2]\n")
     run_cli("experiments", str(grid), "--manifest", str(sample_embedded), "--quiet", module="sequence", timeout=900)
     rows = json.loads(run_cli("runs", "--manifest", str(sample_embedded), "--json", module="sequence").stdout)
     # `runs` folds runs that differ only by seed into one row: mean and sd over the three.
@@ -227,7 +228,7 @@ PREDICT_TOL = 0.01
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedded, tmp_path):
-    proc = run_cli("train", "--manifest", str(sample_embedded), "--weights", "random", "--head", "fc",
+    proc = run_cli("train", "--manifest", str(sample_embedded), "--backbone", "fer2013", "--head", "fc",
                    "--epochs", "5", "--quiet", "--json", module="sequence", timeout=900)
     run = last_json(proc.stdout)["run"]
     clips = sorted((sample_embedded.parent / "data" / "sample" / "DataSet" / "Test").glob("*/*/*"))[:10]

@@ -27,7 +27,7 @@ from embed.video import VideoStream, decode_video
 from tests import footage
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 
-RUN = ["--weights", "random", "--device", "cpu", "--quiet"]
+RUN = ["--backbone", "fer2013", "--device", "cpu", "--quiet"]
 STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
 
 
@@ -154,16 +154,16 @@ def test_a_truncated_file_fails_and_is_kept_marked_with_allow_truncated(tiny_emb
     error = out["failures"][0]["error"]
     assert f"{victim}: truncated: decoded {n} of the 10 frames its container declares" in error
     assert "--allow-truncated" in error and "\n" not in error
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     assert info["complete"] == 6 and info["truncated"] == []
 
     out = last_json(run_cli("run", "--manifest", str(manifest), *RUN, "--allow-truncated", "--json").stdout)
     assert out["embedded"] == 1 and out["truncated"] == [clip] and out["failures"] == []
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--weights", "random", "--json").stdout)
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     assert info["complete"] == 7 and info["truncated"] == [clip]
     g = zarr.open_group(info["store"], mode="r")["clips"][clip]
     assert g.attrs["truncated"]["decoded_frames"] == n and g.attrs["truncated"]["declared_frames"] == 10
-    assert g["embeddings"].shape == (n, 512)
+    assert g["embeddings"].shape == (n, 128)
 
 
 def test_a_truncated_container_without_a_frame_count_is_caught_by_its_duration(tmp_path):
@@ -205,7 +205,7 @@ def test_a_run_killed_inside_a_long_clip_resumes_from_its_last_chunk_and_equals_
         # initial TIME_CHUNK frames has been written.
         while written <= TIME_CHUNK and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
-            for meta in clips.glob("inception-*.zarr/clips/long/zarr.json"):
+            for meta in clips.glob("fer2013-*.zarr/clips/long/zarr.json"):
                 try:
                     written = zarr.open_group(str(meta.parent), mode="r").attrs.get("frames_written", 0)
                 except Exception:  # noqa: BLE001 (caught mid-write: read again)
@@ -214,7 +214,7 @@ def test_a_run_killed_inside_a_long_clip_resumes_from_its_last_chunk_and_equals_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert TIME_CHUNK < written < total, f"the run was not caught mid-clip ({written} frames written)"
-    info = last_json(run_cli("info", "--manifest", str(killed), "--weights", "random", "--json").stdout)
+    info = last_json(run_cli("info", "--manifest", str(killed), "--backbone", "fer2013", "--json").stdout)
     assert info["complete"] == 0 and info["partial"]["long"] >= written
 
     resumed = last_json(run_cli("run", "--manifest", str(killed), *RUN, "--json", timeout=600).stdout)
