@@ -116,12 +116,14 @@ def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.nda
     head_img = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize(size, Image.BICUBIC)
     base = Image.fromarray((background * 255).astype(np.uint8)).convert("RGBA")
     n = round(spec.fps * spec.seconds)
+    rotated, last_roll = None, None
     for i in range(n):
         t = i / spec.fps
         roll = BOREDOM_ROLL_DEG[lv["Boredom"]]
         roll += CONFUSION_AMPLITUDE_DEG * math.sin(2 * math.pi * CONFUSION_HZ[lv["Confusion"]] * t
                                                    + params["phase"])
-        rotated = head_img.rotate(roll, resample=Image.BICUBIC, expand=True)
+        if roll != last_roll:  # without confusion the roll is constant: the rotation is most of the cost
+            rotated, last_roll = head_img.rotate(roll, resample=Image.BICUBIC, expand=True), roll
         frame = base.copy()
         cx = params["cx"] + params["sway"] * math.sin(2 * math.pi * 0.23 * t)
         frame.alpha_composite(rotated, (round(cx - rotated.width / 2), round(params["cy"] - rotated.height / 2)))
