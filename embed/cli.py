@@ -23,9 +23,9 @@ log = logging.getLogger("embed")
 ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", "-d", help="Dataset name [default: the manifest's default_dataset].")]
-BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="inception, resnet18 or fec.")]
+BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="fer2013, inception, resnet18 or fec.")]
 WeightsOpt = Annotated[str | None, typer.Option(
-    "--weights", "-w", help="A named release (vggface2, casia-webface, imagenet), a state-dict file, "
+    "--weights", "-w", help="A named release (fer2013, vggface2, casia-webface, imagenet), a state-dict file, "
                             "or random[:seed] [default: the backbone's release].")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
@@ -50,7 +50,7 @@ def _detector(detect_every: int | None, detect_width: int | None, min_face_size:
 def run(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
     dataset: DatasetOpt = None,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", help="inception, resnet18, fec, or several "
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="fer2013, inception, resnet18, fec, or several "
                                           "comma-separated: one decode and detection feeds them all.")] = "inception",
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="As for one backbone, or comma-separated "
                                                 "per backbone [default: each backbone's release].")] = None,
