@@ -55,8 +55,18 @@ FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     return f"{cpu} ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
@@ -91,7 +101,7 @@ def track_in_chunks(tracker: FaceTracker, frames: np.ndarray) -> tuple[np.ndarra
     stream, parts = StreamTracker(tracker, batch_frames=64), []
     t0 = time.perf_counter()
     for a in range(0, len(frames), 64):
-        parts.append(stream.push(a, frames[a:a + 64], np.zeros(len(frames[a:a + 64]), np.float32)))
+        parts.append(stream.push(a, frames[a : a + 64], np.zeros(len(frames[a : a + 64]), np.float32)))
     parts.append(stream.finish())
     seconds = time.perf_counter() - t0
     return np.concatenate([p.track.boxes for p in parts if p is not None]), seconds
@@ -100,9 +110,11 @@ def track_in_chunks(tracker: FaceTracker, frames: np.ndarray) -> tuple[np.ndarra
 def tracker_agreement(videos: list[Path], footage: list[Path], device: torch.device) -> dict:
     """The default tracker and region search against MTCNN's whole-frame search on every frame."""
     every = FaceTracker(DetectorConfig(detect_every=1, smooth=1), device)
-    trackers = {"default": FaceTracker(DetectorConfig(), device),
-                "region": FaceTracker(DetectorConfig(search_region=2.5), device),
-                "shipped": ShippedMTCNN(DetectorConfig(), device)}
+    trackers = {
+        "default": FaceTracker(DetectorConfig(), device),
+        "region": FaceTracker(DetectorConfig(search_region=2.5), device),
+        "shipped": ShippedMTCNN(DetectorConfig(), device),
+    }
     per_frame = {k: [] for k in trackers}
     seconds = {k: {"bench": 0.0, "footage": 0.0} for k in trackers}
     frames_of = {"bench": 0, "footage": 0}
@@ -122,12 +134,18 @@ def tracker_agreement(videos: list[Path], footage: list[Path], device: torch.dev
     mean = {k: round(float(np.concatenate(v).mean()), 4) for k, v in per_frame.items()}
     per300 = {k: {kind: round(s / max(frames_of[kind], 1) * 300, 3) for kind, s in v.items()} for k, v in seconds.items()}
     return {
-        "iou_vs_full": mean["default"], "iou_vs_full_by_clip": by_clip,
-        "region_search": {"iou_vs_full": mean["region"], "detect_s_per_300_frames": per300["region"],
-                          "default_detect_s_per_300_frames": per300["default"]},
-        "detect_fps_footage": {"facenet_pytorch": round(frames_of["footage"] / max(seconds["shipped"]["footage"], 1e-9), 1),
-                               "ours": round(frames_of["footage"] / max(seconds["default"]["footage"], 1e-9), 1),
-                               "facenet_pytorch_iou_vs_full": mean["shipped"]},
+        "iou_vs_full": mean["default"],
+        "iou_vs_full_by_clip": by_clip,
+        "region_search": {
+            "iou_vs_full": mean["region"],
+            "detect_s_per_300_frames": per300["region"],
+            "default_detect_s_per_300_frames": per300["default"],
+        },
+        "detect_fps_footage": {
+            "facenet_pytorch": round(frames_of["footage"] / max(seconds["shipped"]["footage"], 1e-9), 1),
+            "ours": round(frames_of["footage"] / max(seconds["default"]["footage"], 1e-9), 1),
+            "facenet_pytorch_iou_vs_full": mean["shipped"],
+        },
     }
 
 
@@ -139,8 +157,13 @@ def bench_weights(name: str) -> str:
 def end_to_end_fps(embedder: Embedder, index: DatasetIndex, root: Path) -> float:
     """`embed run` on a dataset, store and face-track writes included: frames/s."""
     t0 = time.perf_counter()
-    done = embed_dataset(index, CacheStore.create(root, index.name, embedder.config), embedder, progress=False,
-                         faces=CacheStore.create(root, index.name, embedder.faces_config))
+    done = embed_dataset(
+        index,
+        CacheStore.create(root, index.name, embedder.config),
+        embedder,
+        progress=False,
+        faces=CacheStore.create(root, index.name, embedder.faces_config),
+    )
     return done.frames / (time.perf_counter() - t0)
 
 
@@ -155,8 +178,10 @@ def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     track = embedder.tracker.track(video.frames)
     times["detect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    crops = [crop_faces(video.frames[i:i + 32], track.boxes[i:i + 32], size, 0.2, device)
-             for i in range(0, len(video.frames), 32)]
+    crops = [
+        crop_faces(video.frames[i : i + 32], track.boxes[i : i + 32], size, 0.2, device)
+        for i in range(0, len(video.frames), 32)
+    ]
     times["crop"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     emb = np.concatenate([backbone.embed(c, 32).numpy() for c in crops]).astype(np.float16)
@@ -165,14 +190,15 @@ def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     t0 = time.perf_counter()
     writer = store.clip_writer(path.stem, source_fingerprint(path))
     for i in range(0, len(emb), 64):
-        writer.append(ClipData(emb[i:i + 64], video.timestamps[i:i + 64], track.probs[i:i + 64], track.boxes[i:i + 64]))
+        writer.append(
+            ClipData(emb[i : i + 64], video.timestamps[i : i + 64], track.probs[i : i + 64], track.boxes[i : i + 64])
+        )
     writer.finish()
     times["write"] = time.perf_counter() - t0
     return {k: v / len(video.frames) * 300 for k, v in times.items()}
 
 
-def beside(names: list[str], videos: list[Path], footage: list[Path], device: torch.device, rounds: int,
-           tmp: Path) -> dict:
+def beside(names: list[str], videos: list[Path], footage: list[Path], device: torch.device, rounds: int, tmp: Path) -> dict:
     """Each backbone end to end on the bench clips and the footage, and step by step, in alternating
     rounds (best of each): the backbones compared on the same machine minutes."""
     embedders = {n: Embedder(get_backbone(n).build(bench_weights(n), device)) for n in names}
@@ -184,17 +210,21 @@ def beside(names: list[str], videos: list[Path], footage: list[Path], device: to
             embedder.warm_up()
             b = best[n]
             b["pipeline_fps"] = max(b["pipeline_fps"], end_to_end_fps(embedder, bench_index, tmp / f"b-{n}-{r}"))
-            b["pipeline_fps_footage"] = max(b["pipeline_fps_footage"],
-                                            end_to_end_fps(embedder, footage_index, tmp / f"f-{n}-{r}"))
+            b["pipeline_fps_footage"] = max(
+                b["pipeline_fps_footage"], end_to_end_fps(embedder, footage_index, tmp / f"f-{n}-{r}")
+            )
             steps = step_seconds(embedder, videos[0], tmp / f"s-{n}-{r}")
             b["steps"] = {k: min(v, b["steps"].get(k, v)) for k, v in steps.items()}
     out = {}
     for n, b in best.items():
         total = sum(b["steps"].values())
-        out[n] = {"weights": embedders[n].backbone.weights_identity,
-                  "pipeline_fps": round(b["pipeline_fps"], 1), "pipeline_fps_footage": round(b["pipeline_fps_footage"], 1),
-                  "step_seconds_per_300_frames": {k: round(v, 3) for k, v in b["steps"].items()},
-                  "step_share": {k: round(v / total, 3) for k, v in b["steps"].items()}}
+        out[n] = {
+            "weights": embedders[n].backbone.weights_identity,
+            "pipeline_fps": round(b["pipeline_fps"], 1),
+            "pipeline_fps_footage": round(b["pipeline_fps_footage"], 1),
+            "step_seconds_per_300_frames": {k: round(v, 3) for k, v in b["steps"].items()},
+            "step_share": {k: round(v / total, 3) for k, v in b["steps"].items()},
+        }
     return out
 
 
@@ -209,13 +239,13 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="Also time detect_every 1..10 against every frame.")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    footage = [FOOTAGE / n for n in ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov",
-                                      "noface_face.mov")]
+    footage = [FOOTAGE / n for n in ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov", "noface_face.mov")]
     if not all(f.is_file() for f in footage):
         raise SystemExit(f"real footage missing from {FOOTAGE}; fix: `make footage`")
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-bench-"))
-    spec = SampleSpec(train=args.clips, validation=1, test=1, subjects={"Train": 2, "Validation": 1, "Test": 1},
-                      fps=30, seconds=10)
+    spec = SampleSpec(
+        train=args.clips, validation=1, test=1, subjects={"Train": 2, "Validation": 1, "Test": 1}, fps=30, seconds=10
+    )
     generate_sample(tmp / "data", spec)
     videos = sorted((tmp / "data").glob("DataSet/Train/*/*/*"))[: args.clips]
 
@@ -250,8 +280,9 @@ def main() -> None:
     bytes_per_clip = sum(f.stat().st_size for f in store.path.glob("clips/**/*") if f.is_file()) / len(videos)
 
     # Naive: full-resolution MTCNN on each frame, then the CNN on that one face.
-    naive = FaceTracker(DetectorConfig(detect_every=1, detect_width=video.frames.shape[2], min_face_size=20,
-                                       smooth=1), device)
+    naive = FaceTracker(
+        DetectorConfig(detect_every=1, detect_width=video.frames.shape[2], min_face_size=20, smooth=1), device
+    )
     frames = video.frames[: args.naive_frames]
     naive.detect(frames[:1], batch=1)  # warm-up
     t0 = time.perf_counter()
@@ -268,12 +299,18 @@ def main() -> None:
 
     # Where a clip's time goes, each step alone (seconds per 300 frames): what is left of c/b.
     steps = {}
-    for name, step in (("decode", lambda: decode_video(videos[-1])),
-                       ("detect", lambda: embedder.tracker.track(video.frames)),
-                       ("crop", lambda: [crop_faces(video.frames[i:i + 32], track.boxes[i:i + 32],
-                                                    backbone.spec.input_size, 0.2, device)
-                                         for i in range(0, len(crops), 32)]),
-                       ("cnn", lambda: [backbone.embed(crops[i:i + 32], 32) for i in range(0, len(crops), 32)])):
+    for name, step in (
+        ("decode", lambda: decode_video(videos[-1])),
+        ("detect", lambda: embedder.tracker.track(video.frames)),
+        (
+            "crop",
+            lambda: [
+                crop_faces(video.frames[i : i + 32], track.boxes[i : i + 32], backbone.spec.input_size, 0.2, device)
+                for i in range(0, len(crops), 32)
+            ],
+        ),
+        ("cnn", lambda: [backbone.embed(crops[i : i + 32], 32) for i in range(0, len(crops), 32)]),
+    ):
         t0 = time.perf_counter()
         step()
         steps[name] = round((time.perf_counter() - t0) / len(video.frames) * 300, 3)
@@ -285,8 +322,13 @@ def main() -> None:
         tracker = FaceTracker(DetectorConfig(detect_every=k), device)
         t0 = time.perf_counter()
         boxes = tracker.track(video.frames).boxes
-        sweep.append({"detect_every": k, "detect_s_per_clip": round(time.perf_counter() - t0, 3),
-                      "iou_vs_every_frame": round(mean_iou(boxes, ref), 4)})
+        sweep.append(
+            {
+                "detect_every": k,
+                "detect_s_per_clip": round(time.perf_counter() - t0, 3),
+                "iou_vs_every_frame": round(mean_iou(boxes, ref), 4),
+            }
+        )
 
     agreement = tracker_agreement(videos, footage, device)
     # End to end on the real footage, with the tracker before issue 14 (facenet-pytorch's own
@@ -298,8 +340,13 @@ def main() -> None:
             embedder.tracker = tracker
             root = tmp / f"footage-{name}-{r}"
             t0 = time.perf_counter()
-            done = embed_dataset(footage_index, CacheStore.create(root, "footage", embedder.config), embedder,
-                                 progress=False, faces=CacheStore.create(root, "footage", embedder.faces_config))
+            done = embed_dataset(
+                footage_index,
+                CacheStore.create(root, "footage", embedder.config),
+                embedder,
+                progress=False,
+                faces=CacheStore.create(root, "footage", embedder.faces_config),
+            )
             footage_fps[name] = max(footage_fps[name], round(done.frames / (time.perf_counter() - t0), 1))
     embedder.tracker = ours
 
@@ -308,15 +355,26 @@ def main() -> None:
 
     pipeline_fps = n_frames / pipe_s
     out = {
-        "naive_fps": round(naive_fps, 1), "ceiling_fps": round(ceiling, 1), "pipeline_fps": round(pipeline_fps, 1),
-        "vs_naive": round(pipeline_fps / naive_fps, 2), "vs_ceiling": round(pipeline_fps / ceiling, 3),
-        "device": machine(device), "backbone": args.backbone, "clips": len(videos), "frames": n_frames,
+        "naive_fps": round(naive_fps, 1),
+        "ceiling_fps": round(ceiling, 1),
+        "pipeline_fps": round(pipeline_fps, 1),
+        "vs_naive": round(pipeline_fps / naive_fps, 2),
+        "vs_ceiling": round(pipeline_fps / ceiling, 3),
+        "device": machine(device),
+        "backbone": args.backbone,
+        "clips": len(videos),
+        "frames": n_frames,
         "rounds": rounds,
         "pipeline_clips_per_s": round(len(videos) / pipe_s, 3),
-        "seconds_per_300_frame_clip": round(pipe_s / n_frames * 300, 2), "decode_fps": round(decode_fps, 1),
-        "store_bytes_per_clip": int(bytes_per_clip), "step_seconds_per_300_frames": steps, "source_bytes_per_clip": int(
-            np.mean([source_fingerprint(v)["size"] for v in videos])), **agreement,
-        "pipeline_fps_footage": footage_fps, "detect_every_sweep": sweep, "beside": side_by_side,
+        "seconds_per_300_frame_clip": round(pipe_s / n_frames * 300, 2),
+        "decode_fps": round(decode_fps, 1),
+        "store_bytes_per_clip": int(bytes_per_clip),
+        "step_seconds_per_300_frames": steps,
+        "source_bytes_per_clip": int(np.mean([source_fingerprint(v)["size"] for v in videos])),
+        **agreement,
+        "pipeline_fps_footage": footage_fps,
+        "detect_every_sweep": sweep,
+        "beside": side_by_side,
     }
     print(f"machine: {out['device']}")
     print(f"(a) naive, full-res MTCNN + CNN per frame: {out['naive_fps']:8.1f} frames/s")
@@ -324,8 +382,16 @@ def main() -> None:
     print(f"(c) pipeline end to end:                   {out['pipeline_fps']:8.1f} frames/s")
     print(f"c/a = {out['vs_naive']}   c/b = {out['vs_ceiling']}")
     for k, v in out.items():
-        if k not in ("device", "detect_every_sweep", "naive_fps", "ceiling_fps", "pipeline_fps", "vs_naive",
-                     "vs_ceiling", "beside"):
+        if k not in (
+            "device",
+            "detect_every_sweep",
+            "naive_fps",
+            "ceiling_fps",
+            "pipeline_fps",
+            "vs_naive",
+            "vs_ceiling",
+            "beside",
+        ):
             print(f"{k:>28}: {v}")
     if sweep:
         print("detect_every  s/clip  IoU vs every frame")

@@ -35,12 +35,24 @@ FEED = Path(__file__).resolve().parent.parent / "tests" / "live_feed.py"
 def train_run(tmp: Path, device: str) -> str:
     """Embed the generated sample and train an fc head on it (its quality is beside the point)."""
     manifest = tmp / "m.yaml"
-    manifest.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": "sample",
-                                        "datasets": {"sample": {"layout": "daisee", "root": "data"}}}))
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "cache_dir": "cache",
+                "runs_dir": "runs",
+                "default_dataset": "sample",
+                "datasets": {"sample": {"layout": "daisee", "root": "data"}},
+            }
+        )
+    )
     common = ["--manifest", str(manifest), "--weights", "random", "--device", device]
     subprocess.run([sys.executable, "-m", "embed", "run", *common, "--quiet"], check=True, capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "sequence", "train", *common, "--head", "fc", "--epochs", "2",
-                          "--quiet", "--json"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "sequence", "train", *common, "--head", "fc", "--epochs", "2", "--quiet", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])["run"]
 
 
@@ -53,8 +65,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-live-"))
-    generate_sample(tmp / "data", SampleSpec(train=4, validation=2, test=2, subjects={"Train": 2, "Validation": 1,
-                                                                                    "Test": 1}, fps=30, seconds=10))
+    generate_sample(
+        tmp / "data",
+        SampleSpec(train=4, validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1}, fps=30, seconds=10),
+    )
     run = args.run or train_run(tmp, args.device)
 
     clips = sorted((tmp / "data").glob("DataSet/*/*/*/*"))
@@ -66,8 +80,9 @@ def main() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     feeder = subprocess.Popen([sys.executable, str(FEED), str(video)], stdout=subprocess.PIPE, env=env)
     command = ["predict", "-", "--run", run, "--live", "--hop", str(args.hop), "--device", args.device, "--json"]
-    proc = subprocess.run([sys.executable, "-m", "sequence", *command], stdin=feeder.stdout, capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sequence", *command], stdin=feeder.stdout, capture_output=True, text=True, env=env
+    )
     feeder.stdout.close()
     feeder.wait()
     if proc.returncode != 0:
@@ -76,16 +91,25 @@ def main() -> None:
     windows = [x for x in lines if "t_start" in x]
     summary = lines[-1]["summary"]
     lat = [w["latency_s"] for w in windows if w["latency_s"] is not None]
-    result = {"device": machine(torch.device(args.device)), "stream": f"{args.seconds:g} s, 30 fps, 640x480, MPEG-TS "
-              "on stdin at real-time pace", "windows": len(windows), "scored": summary["scored"],
-              "latency_median_s": round(float(np.median(lat)), 3), "latency_worst_s": round(float(np.max(lat)), 3),
-              "frames_in": n, "frames_embedded": summary["frames"], "frames_dropped": summary["dropped"],
-              "command": "python tests/live_feed.py stream.mp4 | python -m sequence "
-                         + " ".join([*command[:2], "--run", "RUN", *command[4:]])}
+    result = {
+        "device": machine(torch.device(args.device)),
+        "stream": f"{args.seconds:g} s, 30 fps, 640x480, MPEG-TS on stdin at real-time pace",
+        "windows": len(windows),
+        "scored": summary["scored"],
+        "latency_median_s": round(float(np.median(lat)), 3),
+        "latency_worst_s": round(float(np.max(lat)), 3),
+        "frames_in": n,
+        "frames_embedded": summary["frames"],
+        "frames_dropped": summary["dropped"],
+        "command": "python tests/live_feed.py stream.mp4 | python -m sequence "
+        + " ".join([*command[:2], "--run", "RUN", *command[4:]]),
+    }
     print(f"machine: {result['device']}")
-    print(f"{result['stream']}: {len(windows)} windows ({summary['scored']} scored); latency median "
-          f"{result['latency_median_s']} s, worst {result['latency_worst_s']} s; frames embedded "
-          f"{summary['frames']} of {n}, dropped {summary['dropped']}")
+    print(
+        f"{result['stream']}: {len(windows)} windows ({summary['scored']} scored); latency median "
+        f"{result['latency_median_s']} s, worst {result['latency_worst_s']} s; frames embedded "
+        f"{summary['frames']} of {n}, dropped {summary['dropped']}"
+    )
     if args.json:
         print(json.dumps(result))
 

@@ -54,8 +54,11 @@ def measured(cmd: list[str]) -> dict:
         status_file = Path(f"/proc/{proc.pid}/status")
         while proc.poll() is None:
             try:
-                status = {ln.split(":")[0]: ln.split()[1] for ln in status_file.read_text().splitlines()
-                          if ln.startswith(("VmHWM:", "VmRSS:"))}
+                status = {
+                    ln.split(":")[0]: ln.split()[1]
+                    for ln in status_file.read_text().splitlines()
+                    if ln.startswith(("VmHWM:", "VmRSS:"))
+                }
                 peak_kb = max(peak_kb, int(status["VmHWM"]))
                 now = time.perf_counter() - t0
                 if not trace or now - trace[-1][0] >= 1:
@@ -67,8 +70,12 @@ def measured(cmd: list[str]) -> dict:
         text = out.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode})")
-    return {"peak_mb": round(peak_kb / 1024, 1), "seconds": round(time.perf_counter() - t0, 1), "stdout": text,
-            "creep_mb_per_min": creep(trace)}
+    return {
+        "peak_mb": round(peak_kb / 1024, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "stdout": text,
+        "creep_mb_per_min": creep(trace),
+    }
 
 
 def creep(trace: list[tuple[float, float]]) -> float | None:
@@ -104,9 +111,12 @@ def throughput(videos: list[Path], tmp: Path, device: torch.device, name: str, r
             report = embed_dataset(index, store, embedder, progress=False, faces=faces)
             rates[name].append(report.frames / (time.perf_counter() - t0))
     best = {k: max(v) for k, v in rates.items()}
-    return {"streamed_fps": round(best["streamed"], 1), "whole_fps": round(best["whole"], 1),
-            "streamed_vs_whole": round(best["streamed"] / best["whole"], 3),
-            "passes": {k: [round(x, 1) for x in v] for k, v in rates.items()}}
+    return {
+        "streamed_fps": round(best["streamed"], 1),
+        "whole_fps": round(best["whole"], 1),
+        "streamed_vs_whole": round(best["streamed"] / best["whole"], 3),
+        "passes": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+    }
 
 
 def main() -> None:
@@ -120,8 +130,9 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-long-"))
-    spec = SampleSpec(train=max(args.clips, 4), validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1},
-                      fps=30, seconds=10)
+    spec = SampleSpec(
+        train=max(args.clips, 4), validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1}, fps=30, seconds=10
+    )
     generate_sample(tmp / "data", spec)
     clips = sorted((tmp / "data").glob("DataSet/Train/*/*/*"))
 
@@ -132,17 +143,34 @@ def main() -> None:
     del frames
     short = sorted((tmp / "data").glob("DataSet/Test/*/*/*"))[0]
     manifest = tmp / "m.yaml"
-    manifest.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": "sample",
-                                        "datasets": {"sample": {"layout": "daisee", "root": "data"},
-                                                     "long": csv_dataset(tmp, "long", tmp / "long.mp4"),
-                                                     "short": csv_dataset(tmp, "short", short.rename(tmp / "short.avi"))}}))
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "cache_dir": "cache",
+                "runs_dir": "runs",
+                "default_dataset": "sample",
+                "datasets": {
+                    "sample": {"layout": "daisee", "root": "data"},
+                    "long": csv_dataset(tmp, "long", tmp / "long.mp4"),
+                    "short": csv_dataset(tmp, "short", short.rename(tmp / "short.avi")),
+                },
+            }
+        )
+    )
     py = [sys.executable, "-m"]
-    common = ["--manifest", str(manifest), "--backbone", args.backbone, "--weights", bench_weights(args.backbone),
-              "--device", args.device]
+    common = [
+        "--manifest",
+        str(manifest),
+        "--backbone",
+        args.backbone,
+        "--weights",
+        bench_weights(args.backbone),
+        "--device",
+        args.device,
+    ]
     # A run to predict with (its quality is beside the point here).
     measured([*py, "embed", "run", *common, "--dataset", "sample", "--quiet"])
-    trained = measured([*py, "sequence", "train", *common, "--dataset", "sample", "--head", "fc", "--epochs", "2",
-                        "--json"])
+    trained = measured([*py, "sequence", "train", *common, "--dataset", "sample", "--head", "fc", "--epochs", "2", "--json"])
     run_dir = json.loads(trained["stdout"].strip().splitlines()[-1])["run"]
 
     mem = {}
@@ -150,23 +178,40 @@ def main() -> None:
         e = measured([*py, "embed", "run", *common, "--dataset", name, "--quiet", "--json"])
         p = measured([*py, "sequence", "predict", str(video), "--run", run_dir, "--device", args.device, "--json"])
         frames_done = json.loads(e["stdout"].strip().splitlines()[-1])["frames"]
-        mem[name] = {"frames": frames_done, "embed_peak_mb": e["peak_mb"], "embed_s": e["seconds"],
-                     "embed_fps": round(frames_done / e["seconds"], 1), "embed_creep_mb_per_min": e["creep_mb_per_min"],
-                     "predict_peak_mb": p["peak_mb"], "predict_s": p["seconds"],
-                     "predict_creep_mb_per_min": p["creep_mb_per_min"]}
+        mem[name] = {
+            "frames": frames_done,
+            "embed_peak_mb": e["peak_mb"],
+            "embed_s": e["seconds"],
+            "embed_fps": round(frames_done / e["seconds"], 1),
+            "embed_creep_mb_per_min": e["creep_mb_per_min"],
+            "predict_peak_mb": p["peak_mb"],
+            "predict_s": p["seconds"],
+            "predict_creep_mb_per_min": p["creep_mb_per_min"],
+        }
     ratios = {k: round(mem["long"][f"{k}_peak_mb"] / mem["short"][f"{k}_peak_mb"], 3) for k in ("embed", "predict")}
     speed = {} if args.no_throughput else throughput(clips[: args.clips], tmp, device, args.backbone)
-    out = {"device": machine(device), "backbone": args.backbone, "minutes": args.minutes,
-           "chunk_frames": CHUNK_FRAMES, "memory": mem, "long_vs_short_peak": ratios, **speed}
+    out = {
+        "device": machine(device),
+        "backbone": args.backbone,
+        "minutes": args.minutes,
+        "chunk_frames": CHUNK_FRAMES,
+        "memory": mem,
+        "long_vs_short_peak": ratios,
+        **speed,
+    }
     print(f"machine: {out['device']}")
     for name, m in mem.items():
-        print(f"{name:>5} ({m['frames']} frames): embed run peak {m['embed_peak_mb']} MB in {m['embed_s']} s "
-              f"(creep {m['embed_creep_mb_per_min']} MB/min); predict peak {m['predict_peak_mb']} MB in "
-              f"{m['predict_s']} s (creep {m['predict_creep_mb_per_min']} MB/min)")
+        print(
+            f"{name:>5} ({m['frames']} frames): embed run peak {m['embed_peak_mb']} MB in {m['embed_s']} s "
+            f"(creep {m['embed_creep_mb_per_min']} MB/min); predict peak {m['predict_peak_mb']} MB in "
+            f"{m['predict_s']} s (creep {m['predict_creep_mb_per_min']} MB/min)"
+        )
     print(f"long/short peak: embed {ratios['embed']}, predict {ratios['predict']} (must be <= 1.5)")
     if speed:
-        print(f"streamed {speed['streamed_fps']} vs whole-clip {speed['whole_fps']} frames/s: "
-              f"{speed['streamed_vs_whole']} (must be >= 0.95); passes {speed['passes']}")
+        print(
+            f"streamed {speed['streamed_fps']} vs whole-clip {speed['whole_fps']} frames/s: "
+            f"{speed['streamed_vs_whole']} (must be >= 0.95); passes {speed['passes']}"
+        )
     if args.json:
         print(json.dumps(out))
 

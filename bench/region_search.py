@@ -82,7 +82,7 @@ def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dic
             if best[i - 1] is None or best[i] is None:
                 continue
             x0, y0, x1, y1 = region(best[i - 1], f, w, h)
-            crop = np.ascontiguousarray(small[i:i + 1, y0:y1, x0:x1])
+            crop = np.ascontiguousarray(small[i : i + 1, y0:y1, x0:x1])
             t0 = time.perf_counter()
             rb, rp = tracker.mtcnn.detect(crop)
             seconds += time.perf_counter() - t0
@@ -91,10 +91,12 @@ def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dic
             b = np.asarray(rb[0][np.argmax(rp[0])], dtype=np.float64) + [x0, y0, x0, y0]
             ious.append(iou(b, best[i]))
             offsets.append(np.asarray((b - best[i]) / scale, dtype=np.float64))
-        out[str(f)] = {"iou_region_vs_full": round(float(np.mean(ious)), 4),
-                       "mean_offset_px": np.round(np.mean(offsets, 0), 2).tolist(),
-                       "sd_offset_px": np.round(np.std(offsets, 0), 2).tolist(),
-                       "mtcnn_s_region_per_frame": round(seconds / max(len(ious), 1), 4)}
+        out[str(f)] = {
+            "iou_region_vs_full": round(float(np.mean(ious)), 4),
+            "mean_offset_px": np.round(np.mean(offsets, 0), 2).tolist(),
+            "sd_offset_px": np.round(np.std(offsets, 0), 2).tolist(),
+            "mtcnn_s_region_per_frame": round(seconds / max(len(ious), 1), 4),
+        }
     # Region search as the tracker does it: windows of 2.5 face sizes on the whole frame, around the
     # previous detection's face, against the whole-frame search of the same code.
     fb, fp = search(tracker.mtcnn, small)
@@ -104,10 +106,15 @@ def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dic
     for sizes in WINDOW_SIZES:
         windows = [Window.around(ref[i - 1], 2.5, sizes) for i in frames]
         (wb, wp), candidates = count_candidates(lambda: search(tracker.mtcnn, small[frames], windows))  # noqa: B023
-        found = [iou(np.asarray(b[np.argmax(p)], np.float64), ref[i]) if b is not None else 0.0
-                 for i, b, p in zip(frames, wb, wp, strict=True)]
-        out[f"window_sizes_{sizes}"] = {"iou_window_vs_full": round(float(np.mean(found)), 4),
-                                        "min_iou": round(float(np.min(found)), 4), "candidates": candidates}
+        found = [
+            iou(np.asarray(b[np.argmax(p)], np.float64), ref[i]) if b is not None else 0.0
+            for i, b, p in zip(frames, wb, wp, strict=True)
+        ]
+        out[f"window_sizes_{sizes}"] = {
+            "iou_window_vs_full": round(float(np.mean(found)), 4),
+            "min_iou": round(float(np.min(found)), 4),
+            "candidates": candidates,
+        }
     out["candidates_full_frame"] = whole_candidates
     out["frames"] = len(frames)
     out["mtcnn_s_full_per_frame_batched"] = round(full_s / len(small), 4)
@@ -123,10 +130,15 @@ def main() -> None:
     factors = [float(x) for x in args.factors.split(",")]
     tracker = FaceTracker(DetectorConfig())
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-region-"))
-    generate_sample(tmp / "data", SampleSpec(train=2, validation=1, test=1, subjects={"Train": 1, "Validation": 1,
-                                                                                     "Test": 1}, fps=30, seconds=10))
-    videos = [FOOTAGE / "single_face.mp4", FOOTAGE / "WolfgangLanger_Pexels.mp4",
-              *sorted((tmp / "data").glob("DataSet/Train/*/*/*"))[:2]]
+    generate_sample(
+        tmp / "data",
+        SampleSpec(train=2, validation=1, test=1, subjects={"Train": 1, "Validation": 1, "Test": 1}, fps=30, seconds=10),
+    )
+    videos = [
+        FOOTAGE / "single_face.mp4",
+        FOOTAGE / "WolfgangLanger_Pexels.mp4",
+        *sorted((tmp / "data").glob("DataSet/Train/*/*/*"))[:2],
+    ]
     results = {}
     for v in videos:
         if not v.is_file():

@@ -32,13 +32,30 @@ from sequence.heads import build_head
 from sequence.train import fit
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
-CONFIG = {"backbone": "synthetic", "weights": "random:0", "dim": 512, "input_size": 0, "detector": {},
-          "frames": {"max_fps": None}, "preprocessing_version": 0}
+CONFIG = {
+    "backbone": "synthetic",
+    "weights": "random:0",
+    "dim": 512,
+    "input_size": 0,
+    "detector": {},
+    "frames": {"max_fps": None},
+    "preprocessing_version": 0,
+}
 
 
 def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
@@ -53,8 +70,11 @@ def write_store(root: Path, n: int, frames: int, dim: int) -> tuple[CacheStore, 
     for i, clip_id in enumerate(ids):
         w = np.cos(np.outer(np.linspace(0, 1 + i % 7, frames), np.arange(64)) + i)
         emb = (w @ base / 8 + rng.standard_normal((frames, dim)) * 0.05).astype(np.float16)
-        store.write_clip(clip_id, ClipData(emb, ts, np.ones(frames, np.float32), np.zeros((frames, 4), np.float32)),
-                         {"size": 0, "mtime_ns": 0, "sha256": ""})
+        store.write_clip(
+            clip_id,
+            ClipData(emb, ts, np.ones(frames, np.float32), np.zeros((frames, 4), np.float32)),
+            {"size": 0, "mtime_ns": 0, "sha256": ""},
+        )
     return store, ids, time.perf_counter() - start
 
 
@@ -97,21 +117,27 @@ def main() -> None:
         serial_ids = ids[: max(1, len(ids) // 5)]  # the slow baseline on a fifth of the clips
         serial_rate = load_one_by_one(store, serial_ids)
         labels = np.random.default_rng(1).integers(0, 4, (len(ids), 4))
-        out = {"device": machine(), "clips": len(ids), "store_mb": round(size / 1e6, 1),
-               "write_clips_per_s": round(len(ids) / write_s, 1), "heads": {}}
+        out = {
+            "device": machine(),
+            "clips": len(ids),
+            "store_mb": round(size / 1e6, 1),
+            "write_clips_per_s": round(len(ids) / write_s, 1),
+            "heads": {},
+        }
         for frames in (int(f) for f in args.frames.split(",")):
             data, rate = load(CacheStore(store.path), ids, frames, labels)
             out.setdefault("load_clips_per_s", round(rate, 1))  # the first (the longest sequences)
             for head, params in (("lstm", {"hidden": [256, 256]}), ("fc", {"hidden": [128, 64]})):
                 rate = epoch_rate(data, head, params, frames)
-                out["heads"][f"{head}@{frames}"] = {"sequences_per_s": round(rate, 1),
-                                                    "epoch_s": round(len(ids) / rate, 1)}
+                out["heads"][f"{head}@{frames}"] = {"sequences_per_s": round(rate, 1), "epoch_s": round(len(ids) / rate, 1)}
             del data
         streamed, _ = load(CacheStore(store.path), ids, frames, labels, stream=True)
         for head, params in (("lstm", {"hidden": [256, 256]}), ("fc", {"hidden": [128, 64]})):
             rate = epoch_rate(streamed, head, params, frames)
-            out["heads"][f"{head}@{frames} streamed"] = {"sequences_per_s": round(rate, 1),
-                                                         "epoch_s": round(len(ids) / rate, 1)}
+            out["heads"][f"{head}@{frames} streamed"] = {
+                "sequences_per_s": round(rate, 1),
+                "epoch_s": round(len(ids) / rate, 1),
+            }
         out["load_clips_per_s_one_at_a_time"] = round(serial_rate, 1)
         out["load_speedup"] = round(out["load_clips_per_s"] / serial_rate, 2)
         lstm300, fc300 = out["heads"].get("lstm@300"), out["heads"].get("fc@300")
@@ -120,10 +146,14 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {out['device']}")
-    print(f"store: {out['clips']} clips x 300 x 512 float16, {out['store_mb']} MB, written at "
-          f"{out['write_clips_per_s']} clips/s")
-    print(f"load into memory: {out['load_clips_per_s']} clips/s (concurrent reads) vs "
-          f"{out['load_clips_per_s_one_at_a_time']} clips/s (plain zarr, one array at a time): x{out['load_speedup']}")
+    print(
+        f"store: {out['clips']} clips x 300 x 512 float16, {out['store_mb']} MB, written at "
+        f"{out['write_clips_per_s']} clips/s"
+    )
+    print(
+        f"load into memory: {out['load_clips_per_s']} clips/s (concurrent reads) vs "
+        f"{out['load_clips_per_s_one_at_a_time']} clips/s (plain zarr, one array at a time): x{out['load_speedup']}"
+    )
     for k, v in out["heads"].items():
         print(f"epoch {k}: {v['sequences_per_s']} sequences/s, {v['epoch_s']} s per epoch")
     if args.json:

@@ -85,8 +85,7 @@ def _content_hash(path: str, size: int, mtime_ns: int) -> str:
 
 def source_fingerprint(path: Path) -> dict:
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": _content_hash(str(path), st.st_size, st.st_mtime_ns)}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _content_hash(str(path), st.st_size, st.st_mtime_ns)}
 
 
 def source_unchanged(path: Path, recorded: dict | None) -> bool:
@@ -149,8 +148,15 @@ class CacheStore:
         try:
             root = zarr.open_group(str(path), mode="a")
             if "format" not in root.attrs:
-                root.attrs.update({"format": CACHE_FORMAT, "dataset": dataset, "key": config_key(config),
-                                   "config": config, "versions": library_versions()})
+                root.attrs.update(
+                    {
+                        "format": CACHE_FORMAT,
+                        "dataset": dataset,
+                        "key": config_key(config),
+                        "config": config,
+                        "versions": library_versions(),
+                    }
+                )
             if "clips" not in root:
                 try:
                     root.create_group("clips")
@@ -158,9 +164,10 @@ class CacheStore:
                     if "clips" not in root:
                         raise
         except OSError as e:
-            raise ConfigError(f"{path}: cannot create or open the cache store ({e.strerror or e}); fix: make "
-                              f"the cache directory writable and give it free space, or point cache_dir elsewhere"
-                              ) from None
+            raise ConfigError(
+                f"{path}: cannot create or open the cache store ({e.strerror or e}); fix: make "
+                f"the cache directory writable and give it free space, or point cache_dir elsewhere"
+            ) from None
         store = cls(path, mode="a")
         if store.config != json.loads(canonical_json(config)):
             raise ValueError(f"{path}: holds a different config than its key says; fix: delete this store")
@@ -221,12 +228,16 @@ class CacheStore:
         """A writer for one clip, continuing a clip left part-written by a killed run when its recorded
         source fingerprint equals `source` (resume), else starting it afresh."""
         attrs = self.attrs_of(clip_id)
-        if (resume and attrs and attrs.get("complete") is False and attrs.get("frames_written", 0) > 0
-                and _same_source(attrs.get("source"), source)):
+        if (
+            resume
+            and attrs
+            and attrs.get("complete") is False
+            and attrs.get("frames_written", 0) > 0
+            and _same_source(attrs.get("source"), source)
+        ):
             return ClipWriter(self, clip_id, source, extra, self._clips()[clip_id], attrs)
         self.reset(clip_id)
-        group = self._clips().create_group(clip_id, attributes={"complete": False, "frames_written": 0,
-                                                                "source": source})
+        group = self._clips().create_group(clip_id, attributes={"complete": False, "frames_written": 0, "source": source})
         return ClipWriter(self, clip_id, source, extra, group, None)
 
     def check_clip(self, clip_id: str, source: Path | None) -> str | None:
@@ -239,8 +250,12 @@ class CacheStore:
         except (KeyError, FileNotFoundError, ValueError) as e:
             return f"unreadable or missing array ({type(e).__name__}: {e})"
         t = len(arrays["timestamps"])
-        expected = {"timestamps": ((t,), np.float32), "face_prob": ((t,), np.float32),
-                    "boxes": ((t, 4), np.float32), "embeddings": ((t, self.dim), self.dtype)}
+        expected = {
+            "timestamps": ((t,), np.float32),
+            "face_prob": ((t,), np.float32),
+            "boxes": ((t, 4), np.float32),
+            "embeddings": ((t, self.dim), self.dtype),
+        }
         for name, a in arrays.items():
             shape, dtype = expected[name]
             if a.shape != shape or a.dtype != dtype:
@@ -273,8 +288,9 @@ class CacheStore:
         raw = self.read_arrays(clip_ids, ARRAYS, concurrency)
         return {c: ClipData(*(raw[c][n] for n in ARRAYS)) for c in clip_ids}
 
-    def read_arrays(self, clip_ids: list[str], names: tuple[str, ...], concurrency: int = 64,
-                    known_complete: bool = False) -> dict[str, dict]:
+    def read_arrays(
+        self, clip_ids: list[str], names: tuple[str, ...], concurrency: int = 64, known_complete: bool = False
+    ) -> dict[str, dict]:
         """Only some arrays of many complete clips, read concurrently on zarr's own event loop.
 
         zarr 3's synchronous API funnels every call through one event-loop thread, so a thread pool
@@ -288,29 +304,40 @@ class CacheStore:
             raise ValueError(f"unknown cache arrays {sorted(unknown)}; known: {', '.join(ARRAYS)}")
         return sync(_read_arrays_async(str(self.path), clip_ids, names, concurrency, known_complete))
 
-    def iter_arrays(self, clip_ids: list[str], names: tuple[str, ...], block: int = 128,
-                    known_complete: bool = False) -> Iterator[tuple[list[str], dict[str, dict]]]:
+    def iter_arrays(
+        self, clip_ids: list[str], names: tuple[str, ...], block: int = 128, known_complete: bool = False
+    ) -> Iterator[tuple[list[str], dict[str, dict]]]:
         """read_arrays a block of clips at a time, reading the next block while the caller handles
         this one. Blocks rather than one gather over thousands of clips: zarr's event loop ran
         those at 369 clips/s against 490-517 for blocks of 64-256 (3,000 clips, 2 cores), and
         only two blocks' raw arrays are alive at a time. Worker processes instead of the thread
         were measured too and gained nothing on 2 cores (392-447 against 417-476 clips/s at 5,358
         clips): shipping each block back cost what the second core saved."""
-        blocks = [clip_ids[i:i + block] for i in range(0, len(clip_ids), block)]
+        blocks = [clip_ids[i : i + block] for i in range(0, len(clip_ids), block)]
         reads = read_ahead(lambda ids: self.read_arrays(ids, names, 64, known_complete), blocks)
         yield from zip(blocks, reads, strict=True)
 
     def summary(self) -> dict:
         attrs = self.clip_attrs()
         complete = [a for a in attrs.values() if a.get("complete") is True]
-        failures = [{"clip": k, "error": a["error"]} for k, a in sorted(attrs.items())
-                    if a.get("complete") is not True and a.get("error")]
-        return {"complete": len(complete), "failed": len(failures), "frames": sum(a.get("frames", 0) for a in complete),
-                "failures": failures, "truncated": sorted(k for k, a in attrs.items()
-                                                          if a.get("complete") is True and a.get("truncated")),
-                "partial": {k: a["frames_written"] for k, a in sorted(attrs.items())
-                            if a.get("complete") is not True and a.get("frames_written")},
-                "clips": attrs}
+        failures = [
+            {"clip": k, "error": a["error"]}
+            for k, a in sorted(attrs.items())
+            if a.get("complete") is not True and a.get("error")
+        ]
+        return {
+            "complete": len(complete),
+            "failed": len(failures),
+            "frames": sum(a.get("frames", 0) for a in complete),
+            "failures": failures,
+            "truncated": sorted(k for k, a in attrs.items() if a.get("complete") is True and a.get("truncated")),
+            "partial": {
+                k: a["frames_written"]
+                for k, a in sorted(attrs.items())
+                if a.get("complete") is not True and a.get("frames_written")
+            },
+            "clips": attrs,
+        }
 
 
 def _same_source(recorded: dict | None, now: dict) -> bool:
@@ -326,8 +353,9 @@ class ClipWriter:
     tracker state that lets a killed run continue after those rows.
     """
 
-    def __init__(self, store: CacheStore, clip_id: str, source: dict, extra: dict | None, group: zarr.Group,
-                 resumed: dict | None):
+    def __init__(
+        self, store: CacheStore, clip_id: str, source: dict, extra: dict | None, group: zarr.Group, resumed: dict | None
+    ):
         self.store, self.clip_id, self.source, self.extra, self.group = store, clip_id, source, extra or {}, group
         self.with_embeddings = store.dim > 0
         self.held: list[ClipData] = []
@@ -377,12 +405,13 @@ class ClipWriter:
             self._flush(track_state)
 
     def _arrays(self, data: list[ClipData]) -> dict[str, np.ndarray]:
-        out = {"timestamps": np.concatenate([d.timestamps for d in data]).astype(np.float32),
-               "face_prob": np.concatenate([d.face_prob for d in data]).astype(np.float32),
-               "boxes": np.concatenate([d.boxes for d in data]).astype(np.float32).reshape(-1, 4)}
+        out = {
+            "timestamps": np.concatenate([d.timestamps for d in data]).astype(np.float32),
+            "face_prob": np.concatenate([d.face_prob for d in data]).astype(np.float32),
+            "boxes": np.concatenate([d.boxes for d in data]).astype(np.float32).reshape(-1, 4),
+        }
         if self.with_embeddings:
-            out["embeddings"] = np.ascontiguousarray(np.concatenate([d.embeddings for d in data]),
-                                                     dtype=self.store.dtype)
+            out["embeddings"] = np.ascontiguousarray(np.concatenate([d.embeddings for d in data]), dtype=self.store.dtype)
         return out
 
     def _flush(self, track_state: dict | None) -> None:
@@ -399,8 +428,7 @@ class ClipWriter:
     def _create(self, arrays: dict[str, np.ndarray], time_chunk: int) -> None:
         for name, arr in arrays.items():
             chunks = (max(1, min(len(arr), time_chunk)), *arr.shape[1:])
-            a = self.group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
-                                        compressors=_compressor(arr))
+            a = self.group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressors=_compressor(arr))
             if arr.size:
                 a[...] = arr
 
@@ -414,14 +442,25 @@ class ClipWriter:
             self._flush(None)
         stamps, probs = self.group["timestamps"][...], self.group["face_prob"][...]
         self.held = []
-        self.group.attrs.update({**self.extra, **(extra or {}), "frames": int(len(stamps)),
-                                 "frames_written": int(len(stamps)), "track_state": None,
-                                 "faces": int((probs > 0).sum()), "duration": span_seconds(stamps),
-                                 "source": self.source, "error": None, "complete": True})
+        self.group.attrs.update(
+            {
+                **self.extra,
+                **(extra or {}),
+                "frames": int(len(stamps)),
+                "frames_written": int(len(stamps)),
+                "track_state": None,
+                "faces": int((probs > 0).sum()),
+                "duration": span_seconds(stamps),
+                "source": self.source,
+                "error": None,
+                "complete": True,
+            }
+        )
 
 
-async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, ...], concurrency: int,
-                             known_complete: bool = False) -> dict[str, dict]:
+async def _read_arrays_async(
+    path: str, clip_ids: list[str], names: tuple[str, ...], concurrency: int, known_complete: bool = False
+) -> dict[str, dict]:
     store = LocalStore(path, read_only=True)
     clips = None if known_complete else await (await zarr_async.open_group(store=store, mode="r")).getitem("clips")
     gate = asyncio.Semaphore(concurrency)
@@ -429,8 +468,9 @@ async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, .
     async def one(clip_id: str) -> dict:
         async with gate:
             if known_complete:
-                arrays = await asyncio.gather(*(zarr_async.open_array(store=store, path=f"clips/{clip_id}/{n}",
-                                                                      zarr_format=3) for n in names))
+                arrays = await asyncio.gather(
+                    *(zarr_async.open_array(store=store, path=f"clips/{clip_id}/{n}", zarr_format=3) for n in names)
+                )
             else:
                 group = await clips.getitem(clip_id)
                 if group.attrs.get("complete") is not True:
@@ -441,5 +481,3 @@ async def _read_arrays_async(path: str, clip_ids: list[str], names: tuple[str, .
 
     results = await asyncio.gather(*(one(c) for c in clip_ids))
     return dict(zip(clip_ids, results, strict=True))
-
-

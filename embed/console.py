@@ -13,8 +13,12 @@ err = Console(stderr=True)
 
 
 def setup_logging(quiet: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -52,8 +52,9 @@ def _worker_embedder(spec: EmbedSpec, threads: int | None) -> Embedder:
     return _EMBEDDERS[key]
 
 
-def embed_task(spec: EmbedSpec, clip: Clip, store_paths: list[str], faces_path: str | None,
-               threads: int | None = None) -> ClipOutcome:
+def embed_task(
+    spec: EmbedSpec, clip: Clip, store_paths: list[str], faces_path: str | None, threads: int | None = None
+) -> ClipOutcome:
     """One clip, run on a worker: build (once) the embedder, then decode, track, embed and write."""
     embedder = _worker_embedder(spec, threads)
     stores = [CacheStore(p, mode="a") for p in store_paths]
@@ -77,17 +78,37 @@ def start_local_cluster(workers: int, gpus: int | None = None):
     gpus = torch.cuda.device_count() if gpus is None else gpus
     n = min(workers, gpus) if gpus else workers
     threads = max(1, (os.cpu_count() or 1) // n)
-    spec = {i: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.ERROR,
-                                          "env": {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {}}}
-            for i in range(n)}
-    cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
-        "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}, silence_logs=logging.ERROR)
+    spec = {
+        i: {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "host": "127.0.0.1",
+                "silence_logs": logging.ERROR,
+                "env": {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {},
+            },
+        }
+        for i in range(n)
+    }
+    cluster = SpecCluster(
+        workers=spec,
+        scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}},
+        silence_logs=logging.ERROR,
+    )
     return cluster, Client(cluster), threads
 
 
-def embed_dataset_distributed(index: DatasetIndex, spec: EmbedSpec, stores: list[CacheStore], faces: CacheStore | None,
-                              workers: int | None = None, scheduler: str | None = None, limit: int | None = None,
-                              progress: bool = True, retries: int = 2) -> RunReport:
+def embed_dataset_distributed(
+    index: DatasetIndex,
+    spec: EmbedSpec,
+    stores: list[CacheStore],
+    faces: CacheStore | None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    retries: int = 2,
+) -> RunReport:
     from dask.distributed import Client, as_completed
 
     clips = index.clips[:limit] if limit else index.clips
@@ -100,16 +121,25 @@ def embed_dataset_distributed(index: DatasetIndex, spec: EmbedSpec, stores: list
         else:
             cluster, client, threads = start_local_cluster(workers or 1)
     except OSError as e:
-        raise ConfigError(f"--scheduler {scheduler}: cannot reach the dask scheduler ({e}); "
-                          f"fix: start one with `dask scheduler` or check the address") from None
+        raise ConfigError(
+            f"--scheduler {scheduler}: cannot reach the dask scheduler ({e}); "
+            f"fix: start one with `dask scheduler` or check the address"
+        ) from None
     report.dashboard = client.dashboard_link
     log.info("dask dashboard: %s", report.dashboard)
     start = time.perf_counter()
     try:
         paths = [str(s.path) for s in stores]
-        futures = client.map(embed_task, [spec] * len(todo), todo, [paths] * len(todo),
-                             [str(faces.path) if faces else None] * len(todo), [threads] * len(todo),
-                             pure=False, retries=retries)
+        futures = client.map(
+            embed_task,
+            [spec] * len(todo),
+            todo,
+            [paths] * len(todo),
+            [str(faces.path) if faces else None] * len(todo),
+            [threads] * len(todo),
+            pure=False,
+            retries=retries,
+        )
         with progress_bar(progress) as bar:
             task = bar.add_task("embed", total=len(todo), rate="")
             try:
@@ -125,4 +155,3 @@ def embed_dataset_distributed(index: DatasetIndex, spec: EmbedSpec, stores: list
         if cluster is not None:
             cluster.close()
     return report
-

@@ -33,8 +33,15 @@ EXPORT_FORMAT = "affectseq-export/1"
 FORMATS = ("hdf5", "npy")
 
 
-def export_store(store: CacheStore, index: DatasetIndex, states: list[str], fmt: str, out: Path,
-                 split: str | None = None, progress: bool = True) -> dict:
+def export_store(
+    store: CacheStore,
+    index: DatasetIndex,
+    states: list[str],
+    fmt: str,
+    out: Path,
+    split: str | None = None,
+    progress: bool = True,
+) -> dict:
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: fix: use one of {', '.join(FORMATS)}")
     if not store.dim:
@@ -67,25 +74,39 @@ def _labels(clip: str, known: dict, states: list[str]) -> dict[str, int]:
     return {s: int(c.labels[s]) for s in states} if c is not None and c.labels else {}
 
 
-def _hdf5(store: CacheStore, states: list[str], path: Path, blocks, attrs: dict, split_of: dict, known: dict,
-          advance) -> None:
+def _hdf5(
+    store: CacheStore, states: list[str], path: Path, blocks, attrs: dict, split_of: dict, known: dict, advance
+) -> None:
     import h5py
 
     with h5py.File(path, "w") as h5:
-        h5.attrs.update({"format": EXPORT_FORMAT, "dataset": store.dataset, "key": store.key,
-                         "config": json.dumps(store.config), "states": json.dumps(states)})
+        h5.attrs.update(
+            {
+                "format": EXPORT_FORMAT,
+                "dataset": store.dataset,
+                "key": store.key,
+                "config": json.dumps(store.config),
+                "states": json.dumps(states),
+            }
+        )
         root = h5.create_group("clips")
         for ids, raw in blocks:
             for clip in ids:
                 g = root.create_group(clip)
                 for name in ARRAYS:
                     a = raw[clip][name]
-                    g.create_dataset(name, data=a, compression="gzip", shuffle=True,
-                                     chunks=a.shape if a.size else None)
+                    g.create_dataset(name, data=a, compression="gzip", shuffle=True, chunks=a.shape if a.size else None)
                 a = attrs[clip]
-                g.attrs.update({"split": split_of[clip], "frames": int(a["frames"]), "faces": int(a.get("faces", 0)),
-                                "duration": float(a.get("duration", 0.0)), "source": json.dumps(a.get("source")),
-                                **{f"label_{s}": v for s, v in _labels(clip, known, states).items()}})
+                g.attrs.update(
+                    {
+                        "split": split_of[clip],
+                        "frames": int(a["frames"]),
+                        "faces": int(a.get("faces", 0)),
+                        "duration": float(a.get("duration", 0.0)),
+                        "source": json.dumps(a.get("source")),
+                        **{f"label_{s}": v for s, v in _labels(clip, known, states).items()},
+                    }
+                )
             advance(len(ids))
 
 
@@ -97,8 +118,15 @@ def _npy(states: list[str], folder: Path, blocks, attrs: dict, split_of: dict, k
             np.save(folder / f"{clip}.npy", raw[clip]["embeddings"])
             np.save(folder / f"{clip}_timestamps_ms.npy", raw[clip]["timestamps"].astype(np.float64) * 1000.0)
             labels = _labels(clip, known, states)
-            rows.append({"clip": clip, "split": split_of[clip], "frames": attrs[clip]["frames"],
-                         "faces": attrs[clip].get("faces", 0), **{s: labels.get(s, "") for s in states}})
+            rows.append(
+                {
+                    "clip": clip,
+                    "split": split_of[clip],
+                    "frames": attrs[clip]["frames"],
+                    "faces": attrs[clip].get("faces", 0),
+                    **{s: labels.get(s, "") for s in states},
+                }
+            )
         advance(len(ids))
     with open(folder / "index.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["clip", "split", "frames", "faces", *states])

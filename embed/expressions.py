@@ -15,8 +15,14 @@ from embed.backbones import get_backbone, require_expressions
 from embed.errors import ClipError
 
 
-def expression_track(video: str | Path, out_dir: Path, backbone: str = "fer2013", weights: str | None = None,
-                     device: str = "cpu", input_format: str | None = None) -> dict:
+def expression_track(
+    video: str | Path,
+    out_dir: Path,
+    backbone: str = "fer2013",
+    weights: str | None = None,
+    device: str = "cpu",
+    input_format: str | None = None,
+) -> dict:
     """Write out_dir/expressions.{csv,png}; returns what `embed expressions --json` prints. Both files
     are written under a temporary name and renamed when whole; a video without a face is a ClipError."""
     from embed.pipeline import stream_video
@@ -45,16 +51,22 @@ def expression_track(video: str | Path, out_dir: Path, backbone: str = "fer2013"
                 rotation = chunk.stream.rotation
         t, face, p = np.concatenate(times), np.concatenate(faces), np.concatenate(probs)
         if not face.any():
-            raise ClipError(f"{video}: no face found in any of its {len(t)} frames; fix: check that the video "
-                            f"shows a face")
+            raise ClipError(f"{video}: no face found in any of its {len(t)} frames; fix: check that the video shows a face")
         os.replace(partial, csv_path)
     finally:
         partial.unlink(missing_ok=True)
     _timeline_png(png_path, t, face, p, names, f"{Path(str(video)).name}: {backbone} expressions")
     mean = p[face].mean(0)
-    return {"video": str(video), "frames": int(len(t)), "faces": int(face.sum()),
-            "mean": {n: round(float(v), 4) for n, v in zip(names, mean, strict=True)},
-            "weights": spec.identity(weights), "rotation": rotation, "csv": str(csv_path), "png": str(png_path)}
+    return {
+        "video": str(video),
+        "frames": int(len(t)),
+        "faces": int(face.sum()),
+        "mean": {n: round(float(v), 4) for n, v in zip(names, mean, strict=True)},
+        "weights": spec.identity(weights),
+        "rotation": rotation,
+        "csv": str(csv_path),
+        "png": str(png_path),
+    }
 
 
 def _faceless_runs(face: np.ndarray) -> list[tuple[int, int]]:

@@ -85,7 +85,7 @@ def _refine(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, n
     if not keep:
         return keep, None
     # Plain-int slices: indexing with 0-d tensors took the slow advanced-indexing path.
-    crops = [imresample(imgs[frame[k]:frame[k] + 1, :, y[k] - 1:ey[k], x[k] - 1:ex[k]], (size, size)) for k in keep]
+    crops = [imresample(imgs[frame[k] : frame[k] + 1, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (size, size)) for k in keep]
     batch = ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
     return keep, fixed_batch_process(batch, net)
 
@@ -111,8 +111,11 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
     with torch.no_grad():
         # Contiguous: area resampling of the pyramid levels ran 2x faster than on the channels-last view
         # of the frames (bit-equal), and the candidates' crops as fast.
-        imgs = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).to(
-            next(mtcnn.pnet.parameters()).dtype, memory_format=torch.contiguous_format)
+        imgs = (
+            torch.as_tensor(frames, device=device)
+            .permute(0, 3, 1, 2)
+            .to(next(mtcnn.pnet.parameters()).dtype, memory_format=torch.contiguous_format)
+        )
         n, h, w = len(imgs), *imgs.shape[2:4]
         windows = windows or [None] * n
         boxes, image_inds = [], []
@@ -133,17 +136,27 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
         boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
         if any(win is not None for win in windows):
             inf = float("inf")
-            bounds = torch.tensor([[-inf, -inf, inf, inf] if win is None else [win.x0, win.y0, win.x1, win.y1]
-                                   for win in windows], device=device)[image_inds]
+            bounds = torch.tensor(
+                [[-inf, -inf, inf, inf] if win is None else [win.x0, win.y0, win.x1, win.y1] for win in windows],
+                device=device,
+            )[image_inds]
             cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
             inside = (cx >= bounds[:, 0]) & (cy >= bounds[:, 1]) & (cx < bounds[:, 2]) & (cy < bounds[:, 3])
             boxes, image_inds = boxes[inside], image_inds[inside]
         pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         boxes, image_inds = boxes[pick], image_inds[pick]
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        boxes = rerec(torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                                   boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
-                                   boxes[:, 4]]).permute(1, 0))
+        boxes = rerec(
+            torch.stack(
+                [
+                    boxes[:, 0] + boxes[:, 5] * regw,
+                    boxes[:, 1] + boxes[:, 6] * regh,
+                    boxes[:, 2] + boxes[:, 7] * regw,
+                    boxes[:, 3] + boxes[:, 8] * regh,
+                    boxes[:, 4],
+                ]
+            ).permute(1, 0)
+        )
         if len(boxes):
             boxes, image_inds, mv = _stage(imgs, boxes, image_inds, mtcnn.rnet, 24, thresholds[1])
             pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)

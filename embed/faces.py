@@ -45,8 +45,10 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         if self.search_region > 0 and (self.full_search_every < 1 or self.search_sizes < 1):
-            raise ValueError(f"region search needs full_search_every >= 1 frame and search_sizes >= 1 "
-                             f"(got {self.full_search_every} and {self.search_sizes})")
+            raise ValueError(
+                f"region search needs full_search_every >= 1 frame and search_sizes >= 1 "
+                f"(got {self.full_search_every} and {self.search_sizes})"
+            )
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -159,14 +161,16 @@ class StreamTracker:
         self.emitted = int(r.get("emitted", 0))  # frames before this are handed out (the buffer starts here)
         dets = r.get("dets", [])  # [frame, box or None, prob]
         self.det_idx: list[int] = [int(d[0]) for d in dets]
-        self.det_box: list[np.ndarray] = [np.asarray(d[1] if d[1] is not None else [np.nan] * 4, dtype=np.float32)
-                                          for d in dets]
+        self.det_box: list[np.ndarray] = [
+            np.asarray(d[1] if d[1] is not None else [np.nan] * 4, dtype=np.float32) for d in dets
+        ]
         self.det_prob: list[float] = [float(d[2]) for d in dets]
         self.prev = None if r.get("prev") is None else np.asarray(r["prev"], dtype=np.float32)
         self.last_sched: int | None = r.get("last_sched")
         # Each recent search period's window: the face box its anchor picked (None: no face there).
         self.windows: dict[int, np.ndarray | None] = {
-            int(k): None if b is None else np.asarray(b, dtype=np.float32) for k, b in r.get("windows", {}).items()}
+            int(k): None if b is None else np.asarray(b, dtype=np.float32) for k, b in r.get("windows", {}).items()
+        }
         self.frames: list[np.ndarray] = []
         self.stamps: list[float] = []
 
@@ -177,11 +181,18 @@ class StreamTracker:
     def state(self) -> dict:
         """Everything needed to continue after the frames handed out so far (frames are decoded again)."""
         # No-face boxes as null, not NaN: the state lives in zarr attributes, which are JSON.
-        dets = [[i, None if np.isnan(b[0]) else [float(v) for v in b], p]
-                for i, b, p in zip(self.det_idx, self.det_box, self.det_prob, strict=True)]
+        dets = [
+            [i, None if np.isnan(b[0]) else [float(v) for v in b], p]
+            for i, b, p in zip(self.det_idx, self.det_box, self.det_prob, strict=True)
+        ]
         as_list = lambda b: None if b is None else [float(v) for v in b]  # noqa: E731
-        return {"emitted": self.emitted, "dets": dets, "last_sched": self.last_sched, "prev": as_list(self.prev),
-                "windows": {str(k): as_list(b) for k, b in self.windows.items()}}
+        return {
+            "emitted": self.emitted,
+            "dets": dets,
+            "last_sched": self.last_sched,
+            "prev": as_list(self.prev),
+            "windows": {str(k): as_list(b) for k, b in self.windows.items()},
+        }
 
     def push(self, start: int, frames: np.ndarray, timestamps: np.ndarray) -> TrackedChunk | None:
         """Add the frames [start, start + n) of the video; returns the frames that became final.
@@ -323,15 +334,14 @@ class StoredTrack:
 
     def push(self, start: int, frames: np.ndarray, timestamps: np.ndarray) -> TrackedChunk | None:
         skip = self.emitted - start
-        frames, timestamps = frames[max(skip, 0):], timestamps[max(skip, 0):]
+        frames, timestamps = frames[max(skip, 0) :], timestamps[max(skip, 0) :]
         if len(frames) == 0:
             return None
         a, b = self.emitted, self.emitted + len(frames)
         if b > len(self.track.probs):
             raise ValueError("the video has more frames than its stored face track")
         self.emitted = b
-        return TrackedChunk(a, frames, timestamps, FaceTrack(self.track.boxes[a:b], self.track.probs[a:b]),
-                            {"emitted": b})
+        return TrackedChunk(a, frames, timestamps, FaceTrack(self.track.boxes[a:b], self.track.probs[a:b]), {"emitted": b})
 
     def finish(self) -> TrackedChunk | None:
         if self.emitted != len(self.track.probs):
@@ -351,8 +361,13 @@ class FaceTracker:
         from facenet_pytorch import MTCNN  # its P/R/O-net weights ship inside the wheel
 
         c = self.config
-        mtcnn = MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
-                      post_process=False, device=self.device)
+        mtcnn = MTCNN(
+            keep_all=True,
+            min_face_size=c.min_face_size,
+            thresholds=list(c.thresholds),
+            post_process=False,
+            device=self.device,
+        )
         return mtcnn.to(memory_format=torch.channels_last)  # see face_search._refine
 
     def downscale(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
@@ -379,9 +394,11 @@ class FaceTracker:
         all_boxes, all_probs, scale = [], [], 1.0
         c = self.config
         for i in range(0, len(frames), batch):
-            small, scale = self.downscale(frames[i:i + batch])  # per batch: bounded memory
-            windows = [None if b is None else Window.around(b * scale, c.search_region, c.search_sizes)
-                       for b in (around or [None] * len(frames))[i:i + batch]]
+            small, scale = self.downscale(frames[i : i + batch])  # per batch: bounded memory
+            windows = [
+                None if b is None else Window.around(b * scale, c.search_region, c.search_sizes)
+                for b in (around or [None] * len(frames))[i : i + batch]
+            ]
             boxes, probs = self.find_faces(small, windows)
             all_boxes += [None if b is None else np.asarray(b, np.float32) / scale for b in boxes]
             all_probs += [None if p is None else np.asarray(p, np.float32) for p in probs]
@@ -407,8 +424,9 @@ def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
     return np.stack([cx - half, cy - half, cx + half, cy + half], 1)
 
 
-def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int, margin: float,
-               device: str | torch.device = "cpu") -> torch.Tensor:
+def crop_faces(
+    frames: np.ndarray, boxes: np.ndarray, size: int, margin: float, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8.
 
     roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
@@ -443,6 +461,7 @@ def _roi_align(window: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Ten
     """roi_align, on the CPU split across torch's threads: torchvision's CPU kernel runs on one
     thread, and the op releases the GIL, so threads parallelise it (32 crops: 28.6 -> 16.5 ms on
     2 cores). Each crop is computed exactly as in one call."""
+
     def run(r: torch.Tensor) -> torch.Tensor:
         return roi_align(window, r, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
 

@@ -92,5 +92,7 @@ class WeightsIdentity:
             return self.name
         if recorded and self.matches(recorded):
             return recorded
-        raise ConfigError(f"the run's embeddings came from a weights file ({self}) that is not at "
-                          f"{recorded or 'a recorded path'}; fix: pass --weights /path/to/that/file")
+        raise ConfigError(
+            f"the run's embeddings came from a weights file ({self}) that is not at "
+            f"{recorded or 'a recorded path'}; fix: pass --weights /path/to/that/file"
+        )

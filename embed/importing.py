@@ -42,11 +42,20 @@ class ImportReport:
     missing_clips: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"store": self.store, "backbone": self.backbone, "dim": self.dim, "columns": self.columns,
-                "dropped_columns": self.dropped_columns, "complete": self.complete, "imported": self.imported,
-                "skipped": self.skipped,
-                "failed": len(self.failures), "failures": self.failures, "unmatched_files": self.unmatched_files,
-                "missing_clips": self.missing_clips}
+        return {
+            "store": self.store,
+            "backbone": self.backbone,
+            "dim": self.dim,
+            "columns": self.columns,
+            "dropped_columns": self.dropped_columns,
+            "complete": self.complete,
+            "imported": self.imported,
+            "skipped": self.skipped,
+            "failed": len(self.failures),
+            "failures": self.failures,
+            "unmatched_files": self.unmatched_files,
+            "missing_clips": self.missing_clips,
+        }
 
     @property
     def exit_code(self) -> int:
@@ -55,10 +64,15 @@ class ImportReport:
 
 def import_config(importer: Importer, name: str, first: Features) -> dict:
     """The store config: what the store key covers (the importer, its options, the columns found)."""
-    return {"backbone": name, "importer": importer.name, "options": importer.options(),
-            "columns": first.columns, "dim": int(first.values.shape[1]),
-            "dtype": "float16" if first.values.dtype == np.float16 else "float32",
-            "import_version": IMPORT_VERSION}
+    return {
+        "backbone": name,
+        "importer": importer.name,
+        "options": importer.options(),
+        "columns": first.columns,
+        "dim": int(first.values.shape[1]),
+        "dtype": "float16" if first.values.dtype == np.float16 else "float32",
+        "import_version": IMPORT_VERSION,
+    }
 
 
 def _files(f: FeatureFile) -> list[str]:
@@ -70,19 +84,28 @@ def _source(f: FeatureFile) -> dict:
 
 
 def _unchanged(f: FeatureFile, recorded: dict | None) -> bool:
-    return (bool(recorded) and recorded.get("member") == f.member and recorded.get("path") == str(f.path)
-            and recorded.get("files") == _files(f) and source_unchanged(f.path, recorded))
+    return (
+        bool(recorded)
+        and recorded.get("member") == f.member
+        and recorded.get("path") == str(f.path)
+        and recorded.get("files") == _files(f)
+        and source_unchanged(f.path, recorded)
+    )
 
 
 def _check(features: Features, config: dict, where: str) -> None:
     if features.columns != config["columns"]:
-        raise ClipError(f"{where}: columns differ from the store's (first difference: "
-                        f"{_first_difference(features.columns, config['columns'])}); fix: extract every video with "
-                        f"the same tool version and options, or narrow --columns to what all files have")
+        raise ClipError(
+            f"{where}: columns differ from the store's (first difference: "
+            f"{_first_difference(features.columns, config['columns'])}); fix: extract every video with "
+            f"the same tool version and options, or narrow --columns to what all files have"
+        )
     big = np.abs(features.values[features.face_prob > 0]).max(initial=0.0)
     if big > FLOAT16_MAX:
-        raise ClipError(f"{where}: a value of {big:.3g} is beyond float16 (what training holds in memory); "
-                        f"fix: rescale the features before importing")
+        raise ClipError(
+            f"{where}: a value of {big:.3g} is beyond float16 (what training holds in memory); "
+            f"fix: rescale the features before importing"
+        )
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:
@@ -92,14 +115,22 @@ def _first_difference(a: list[str], b: list[str]) -> str:
     return f"{len(a)} columns here, {len(b)} in the store"
 
 
-def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path, name: str | None = None,
-                    columns: list[str] | None = None, fps: float | None = None,
-                    progress: bool = True) -> ImportReport:
+def import_features(
+    manifest: Manifest,
+    dataset: str | None,
+    fmt: str,
+    src: Path,
+    name: str | None = None,
+    columns: list[str] | None = None,
+    fps: float | None = None,
+    progress: bool = True,
+) -> ImportReport:
     importer = get_importer(fmt)(columns, fps)
     name = name or fmt
     if not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"--name {name!r}: letters, digits, - and _ only (it names the store); fix: e.g. --name "
-                          f"openface_gaze")
+        raise ConfigError(
+            f"--name {name!r}: letters, digits, - and _ only (it names the store); fix: e.g. --name openface_gaze"
+        )
     ds, _ = manifest.dataset(dataset)
     index = read_dataset(manifest, ds)
     clips = index.clips + [c for c in index.absent if c.split]
@@ -113,19 +144,28 @@ def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path
     for n, f in sorted(files.items()):
         clip = by_name[n].clip_id
         if clip in per_clip:
-            raise ConfigError(f"{f.describe()}: a second file for clip {clip} (also {per_clip[clip].describe()}); "
-                              f"fix: keep one per clip")
+            raise ConfigError(
+                f"{f.describe()}: a second file for clip {clip} (also {per_clip[clip].describe()}); fix: keep one per clip"
+            )
         per_clip[clip] = f
     if importer.dropped:
-        log.warning("%d columns are not in every file and are left out (first: %s); an older OpenFace release "
-                    "made some files?", len(importer.dropped), importer.dropped[0])
-    report = ImportReport(backbone=name, unmatched_files=unmatched, dropped_columns=importer.dropped,
-                          missing_clips=sorted(c.clip_id for c in clips if c.clip_id not in per_clip))
+        log.warning(
+            "%d columns are not in every file and are left out (first: %s); an older OpenFace release made some files?",
+            len(importer.dropped),
+            importer.dropped[0],
+        )
+    report = ImportReport(
+        backbone=name,
+        unmatched_files=unmatched,
+        dropped_columns=importer.dropped,
+        missing_clips=sorted(c.clip_id for c in clips if c.clip_id not in per_clip),
+    )
     if unmatched:
         log.warning("%d feature files match no clip of %s (first: %s)", len(unmatched), ds, unmatched[0])
     if report.missing_clips:
-        log.warning("%d clips of %s have no feature file (first: %s)", len(report.missing_clips), ds,
-                    report.missing_clips[0])
+        log.warning(
+            "%d clips of %s have no feature file (first: %s)", len(report.missing_clips), ds, report.missing_clips[0]
+        )
     split_of = {c.clip_id: c.split for c in clips}
     first, early = _first_readable(importer, per_clip)
     if first is None:
@@ -134,8 +174,13 @@ def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path
     store = CacheStore.create(manifest.cache_path, ds, import_config(importer, name, first[1]))
     report.store, report.dim, report.columns = str(store.path), store.dim, store.config["columns"]
     log.info("importing into %s", store.path)
-    columns_ = [TextColumn("[bold]import"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[clip]}"),
-                TimeElapsedColumn()]
+    columns_ = [
+        TextColumn("[bold]import"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[clip]}"),
+        TimeElapsedColumn(),
+    ]
     with writer_lock([store.path]), Progress(*columns_, disable=not progress) as bar:
         task = bar.add_task("import", total=len(per_clip), clip="")
         for clip, f in sorted(per_clip.items()):
@@ -149,8 +194,12 @@ def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path
                         raise ClipError(early[clip])
                     features = first[1] if clip == first[0] else importer.read(f)
                     _check(features, store.config, f.describe())
-                    store.write_clip(clip, ClipData(features.values, features.timestamps, features.face_prob,
-                                                    features.boxes), _source(f), {"split": split_of[clip]})
+                    store.write_clip(
+                        clip,
+                        ClipData(features.values, features.timestamps, features.face_prob, features.boxes),
+                        _source(f),
+                        {"split": split_of[clip]},
+                    )
                     report.imported += 1
                 except ClipError as e:
                     store.record_failure(clip, str(e), _source(f))
@@ -160,8 +209,9 @@ def import_features(manifest: Manifest, dataset: str | None, fmt: str, src: Path
     return report
 
 
-def _first_readable(importer: Importer, per_clip: dict[str, FeatureFile]
-                    ) -> tuple[tuple[str, Features] | None, dict[str, str]]:
+def _first_readable(
+    importer: Importer, per_clip: dict[str, FeatureFile]
+) -> tuple[tuple[str, Features] | None, dict[str, str]]:
     """The first clip whose file reads (its columns, width and dtype make the store's config, so
     the key), and the errors of the files tried before it."""
     early: dict[str, str] = {}

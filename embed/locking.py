@@ -25,16 +25,20 @@ def writer_lock(store_paths: list[Path]):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 f = open(Path(str(path) + ".lock"), "a+")  # noqa: SIM115 (held until the run ends)
             except OSError as e:
-                raise ConfigError(f"{path}.lock: cannot take the writer lock ({e.strerror or e}); fix: make the "
-                                  f"cache directory writable, or point cache_dir elsewhere") from None
+                raise ConfigError(
+                    f"{path}.lock: cannot take the writer lock ({e.strerror or e}); fix: make the "
+                    f"cache directory writable, or point cache_dir elsewhere"
+                ) from None
             handles.append(f)
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
-                raise ConfigError(f"{path}: being written by another `embed run` ({holder}); fix: wait for it to "
-                                  f"finish (clips it completes are kept), or use --workers to parallelise") from None
+                raise ConfigError(
+                    f"{path}: being written by another `embed run` ({holder}); fix: wait for it to "
+                    f"finish (clips it completes are kept), or use --workers to parallelise"
+                ) from None
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()}")

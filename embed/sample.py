@@ -37,12 +37,24 @@ log = logging.getLogger(__name__)
 SAMPLE_STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
 # Label counts per level 0/1/2/3 per split, as published with the DAiSEE dataset.
 DAISEE_LEVEL_COUNTS = {
-    "Train": {"Boredom": (2433, 1696, 1073, 156), "Engagement": (34, 213, 2617, 2494),
-              "Confusion": (3616, 1245, 431, 66), "Frustration": (4183, 941, 191, 43)},
-    "Validation": {"Boredom": (446, 376, 475, 132), "Engagement": (23, 143, 813, 450),
-                   "Confusion": (942, 322, 153, 12), "Frustration": (1058, 271, 81, 19)},
-    "Test": {"Boredom": (823, 584, 338, 39), "Engagement": (4, 84, 882, 814),
-             "Confusion": (1200, 427, 136, 21), "Frustration": (1388, 316, 57, 2)},
+    "Train": {
+        "Boredom": (2433, 1696, 1073, 156),
+        "Engagement": (34, 213, 2617, 2494),
+        "Confusion": (3616, 1245, 431, 66),
+        "Frustration": (4183, 941, 191, 43),
+    },
+    "Validation": {
+        "Boredom": (446, 376, 475, 132),
+        "Engagement": (23, 143, 813, 450),
+        "Confusion": (942, 322, 153, 12),
+        "Frustration": (1058, 271, 81, 19),
+    },
+    "Test": {
+        "Boredom": (823, 584, 338, 39),
+        "Engagement": (4, 84, 882, 814),
+        "Confusion": (1200, 427, 136, 21),
+        "Frustration": (1388, 316, 57, 2),
+    },
 }
 ENGAGEMENT_GAIN = (0.55, 0.7, 0.85, 1.0)
 # A slumped head leans the same way for everyone: a sign per subject made the level invisible to
@@ -89,8 +101,10 @@ def backdrop(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     for _ in range(4):
         x, y = int(rng.uniform(0, w * 0.8)), int(rng.uniform(0, h * 0.8))
-        draw.rectangle((x, y, x + int(rng.uniform(40, 200)), y + int(rng.uniform(20, 120))),
-                       fill=tuple(int(v) for v in rng.uniform(30, 230, 3)))
+        draw.rectangle(
+            (x, y, x + int(rng.uniform(40, 200)), y + int(rng.uniform(20, 120))),
+            fill=tuple(int(v) for v in rng.uniform(30, 230, 3)),
+        )
     return np.asarray(img.filter(ImageFilter.GaussianBlur(3)), dtype=np.float32) / 255.0
 
 
@@ -102,8 +116,7 @@ def _sample_levels(rng: np.random.Generator, split: str) -> dict[str, int]:
     return out
 
 
-def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.ndarray],
-                background: np.ndarray):
+def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.ndarray], background: np.ndarray):
     """Yield the clip's frames (H, W, 3) uint8, following `params` (see generate_sample)."""
     rgb, alpha = sprite
     lv = params["levels"]
@@ -120,8 +133,7 @@ def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.nda
     for i in range(n):
         t = i / spec.fps
         roll = BOREDOM_ROLL_DEG[lv["Boredom"]]
-        roll += CONFUSION_AMPLITUDE_DEG * math.sin(2 * math.pi * CONFUSION_HZ[lv["Confusion"]] * t
-                                                   + params["phase"])
+        roll += CONFUSION_AMPLITUDE_DEG * math.sin(2 * math.pi * CONFUSION_HZ[lv["Confusion"]] * t + params["phase"])
         if roll != last_roll:  # without confusion the roll is constant: the rotation is most of the cost
             rotated, last_roll = head_img.rotate(roll, resample=Image.BICUBIC, expand=True), roll
         frame = base.copy()
@@ -137,8 +149,11 @@ def write_video(path: Path, frames, fps: float, width: int, height: int, lossles
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "rgb24" if lossless else "yuv420p"
-        stream.options = ({"qp": "0", "preset": "ultrafast", "threads": "1"} if lossless else
-                          {"crf": "20", "preset": "veryfast", "threads": "1", "bf": "0"})
+        stream.options = (
+            {"qp": "0", "preset": "ultrafast", "threads": "1"}
+            if lossless
+            else {"crf": "20", "preset": "veryfast", "threads": "1", "bf": "0"}
+        )
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
@@ -171,29 +186,41 @@ def generate_sample(root: Path, spec: SampleSpec) -> dict:
         subjects = []
         for _ in range(max(1, spec.subjects.get(split, 1))):
             subject_no += 1
-            subjects.append({
-                "id": f"{900000 + subject_no:06d}",
-                "background": backdrop(rng, spec.width, spec.height),
-                "scale": base_scale * rng.uniform(0.9, 1.12),
-                "cx": spec.width * rng.uniform(0.4, 0.6),
-                "cy": spec.height * rng.uniform(0.45, 0.55),
-                "light": rng.uniform(0.92, 1.08),
-            })
+            subjects.append(
+                {
+                    "id": f"{900000 + subject_no:06d}",
+                    "background": backdrop(rng, spec.width, spec.height),
+                    "scale": base_scale * rng.uniform(0.9, 1.12),
+                    "cx": spec.width * rng.uniform(0.4, 0.6),
+                    "cy": spec.height * rng.uniform(0.45, 0.55),
+                    "light": rng.uniform(0.92, 1.08),
+                }
+            )
         rows = []
         for k in range(n_clips):
             subj = subjects[k % len(subjects)]
             clip_id = f"{subj['id']}{k // len(subjects) + 1:04d}"
             ext = ".mp4" if k % 5 == 4 else ".avi"  # DAiSEE mixes both
             params = {
-                "split": split, "subject": subj["id"], "levels": _sample_levels(rng, split),
-                "scale": subj["scale"] * rng.uniform(0.97, 1.03), "light": subj["light"] * rng.uniform(0.97, 1.03),
-                "cx": subj["cx"] + rng.uniform(-12, 12), "cy": subj["cy"] + rng.uniform(-8, 8),
-                "sway": rng.uniform(0, 6), "phase": rng.uniform(0, 2 * math.pi),
+                "split": split,
+                "subject": subj["id"],
+                "levels": _sample_levels(rng, split),
+                "scale": subj["scale"] * rng.uniform(0.97, 1.03),
+                "light": subj["light"] * rng.uniform(0.97, 1.03),
+                "cx": subj["cx"] + rng.uniform(-12, 12),
+                "cy": subj["cy"] + rng.uniform(-8, 8),
+                "sway": rng.uniform(0, 6),
+                "phase": rng.uniform(0, 2 * math.pi),
             }
             folder = root / "DataSet" / split / subj["id"] / clip_id
             folder.mkdir(parents=True)
-            write_video(folder / f"{clip_id}{ext}", render_clip(params, spec, sprite, subj["background"]),
-                        spec.fps, spec.width, spec.height)
+            write_video(
+                folder / f"{clip_id}{ext}",
+                render_clip(params, spec, sprite, subj["background"]),
+                spec.fps,
+                spec.width,
+                spec.height,
+            )
             params["face_box"] = face_box(params)
             meta["clips"][clip_id] = params
             rows.append(f"{clip_id}{ext}," + ",".join(str(params["levels"][s]) for s in SAMPLE_STATES))

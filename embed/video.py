@@ -55,8 +55,11 @@ class Truncation:
 
     def as_attrs(self) -> dict:
         """What a clip kept with --allow-truncated records in its `truncated` attribute."""
-        return {"decoded_frames": self.decoded_frames, "declared_frames": self.declared_frames,
-                "declared_seconds": self.declared_seconds}
+        return {
+            "decoded_frames": self.decoded_frames,
+            "declared_frames": self.declared_frames,
+            "declared_seconds": self.declared_seconds,
+        }
 
     def describe(self) -> str:
         if self.declared_frames:
@@ -83,9 +86,15 @@ class VideoStream:
     ClipError about it unless allow_truncated).
     """
 
-    def __init__(self, path: str | Path, chunk_frames: int = 64, max_fps: float | None = None,
-                 allow_truncated: bool = False, input_format: str | None = None,
-                 options: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        chunk_frames: int = 64,
+        max_fps: float | None = None,
+        allow_truncated: bool = False,
+        input_format: str | None = None,
+        options: dict[str, str] | None = None,
+    ):
         self.source = str(path)
         self.is_file = is_file_source(path, input_format)
         self.path = Path(path) if self.is_file else self.source
@@ -119,10 +128,13 @@ class VideoStream:
             return av.open(target, format=self.input_format, options=options or None)
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if self.is_file:
-                raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
-                                f"fix: re-encode or replace the file") from None
-            raise ClipError(f"{self.source}: cannot open ({type(e).__name__}: {e}); fix: check the address, "
-                            f"device or pipe, and --input-format / --input-option") from None
+                raise ClipError(
+                    f"{self.path}: cannot decode ({type(e).__name__}: {e}); fix: re-encode or replace the file"
+                ) from None
+            raise ClipError(
+                f"{self.source}: cannot open ({type(e).__name__}: {e}); fix: check the address, "
+                f"device or pipe, and --input-format / --input-option"
+            ) from None
 
     def __iter__(self) -> Iterator[FrameChunk]:
         container = self._open()
@@ -149,8 +161,11 @@ class VideoStream:
         depth = REORDER_DEPTH if self.is_file else 0
         try:
             for frame in frames:
-                t = float(frame.time) if frame.time is not None else (
-                    last_raw + 1 / self.fps if last_raw is not None else 0.0)
+                t = (
+                    float(frame.time)
+                    if frame.time is not None
+                    else (last_raw + 1 / self.fps if last_raw is not None else 0.0)
+                )
                 last_raw = t
                 self.decoded += 1
                 # A stream whose size changes mid-way is scaled to its first frame's size.
@@ -167,11 +182,14 @@ class VideoStream:
                         out_frames, out_t, out_arrived = [], [], []
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if not self.decoded:
-                raise ClipError(f"{self.path}: cannot decode ({type(e).__name__}: {e}); "
-                                f"fix: re-encode or replace the file") from None
+                raise ClipError(
+                    f"{self.path}: cannot decode ({type(e).__name__}: {e}); fix: re-encode or replace the file"
+                ) from None
             # A damaged file still yields its intact frames; anything after the damage is lost.
-            raise ClipError(f"{self.path}: decoding failed after {self.decoded} frames "
-                            f"({type(e).__name__}: {e}); fix: re-encode or replace the file") from None
+            raise ClipError(
+                f"{self.path}: decoding failed after {self.decoded} frames "
+                f"({type(e).__name__}: {e}); fix: re-encode or replace the file"
+            ) from None
         while pending:
             self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t, out_arrived)
             if len(out_frames) >= self.chunk_frames:
@@ -203,8 +221,9 @@ class VideoStream:
         out_arrived.append(time.monotonic())
 
     def _chunk(self, frames: list[np.ndarray], stamps: list[float], arrived: list[float]) -> FrameChunk:
-        chunk = FrameChunk(self.kept, np.stack(frames), np.asarray(stamps, dtype=np.float32),
-                           np.asarray(arrived, dtype=np.float64))
+        chunk = FrameChunk(
+            self.kept, np.stack(frames), np.asarray(stamps, dtype=np.float32), np.asarray(arrived, dtype=np.float64)
+        )
         self.kept += len(frames)
         return chunk
 
@@ -231,13 +250,16 @@ class VideoStream:
             return
         self.truncation = Truncation(self.decoded, declared_frames or None, decoded_s, declared_s)
         if not self.allow_truncated:
-            raise ClipError(f"{self.path}: truncated: {self.truncation.describe()}; fix: copy the file again from "
-                            f"its source, or pass --allow-truncated to keep the {self.decoded} frames that decode")
+            raise ClipError(
+                f"{self.path}: truncated: {self.truncation.describe()}; fix: copy the file again from "
+                f"its source, or pass --allow-truncated to keep the {self.decoded} frames that decode"
+            )
 
 
 def decode_video(path: str | Path, max_fps: float | None = None, allow_truncated: bool = False) -> DecodedVideo:
     """A whole video in memory (for short clips and tests; stage one streams with VideoStream)."""
     stream = VideoStream(path, chunk_frames=1 << 30, max_fps=max_fps, allow_truncated=allow_truncated)
     chunks = list(stream)
-    return DecodedVideo(np.concatenate([c.frames for c in chunks]), np.concatenate([c.timestamps for c in chunks]),
-                        stream.fps)
+    return DecodedVideo(
+        np.concatenate([c.frames for c in chunks]), np.concatenate([c.timestamps for c in chunks]), stream.fps
+    )

@@ -16,8 +16,13 @@ from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ClipError, ConfigError
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Stage two of affectseq: sequence heads on cached embeddings; metrics, runs, predict.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Stage two of affectseq: sequence heads on cached embeddings; metrics, runs, predict.",
+)
 log = logging.getLogger("sequence")
 
 ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
@@ -48,20 +53,32 @@ def _with_ci(m: dict, key: str) -> str:
 
 def _state_table(result: dict, states: list[str]) -> Table:
     unit = next((m.get("ci_by") for m in result["test"].values() if m.get("ci_by")), None)
-    caption = (f"[low, high]: 95 % bootstrap intervals, resampling test {unit}s; balanced accuracy, QWK and MCC "
-               f"of always answering the majority level: 0.25 (or 1/levels present), 0, 0") if unit else None
+    caption = (
+        (
+            f"[low, high]: 95 % bootstrap intervals, resampling test {unit}s; balanced accuracy, QWK and MCC "
+            f"of always answering the majority level: 0.25 (or 1/levels present), 0, 0"
+        )
+        if unit
+        else None
+    )
     t = Table(title=f"test metrics — {Path(result['run']).name}", caption=caption)
-    for col in ("state", "accuracy", "majority", "Δ points", "macro-F1", "balanced acc", "QWK", "MCC",
-                "F1 per level"):
+    for col in ("state", "accuracy", "majority", "Δ points", "macro-F1", "balanced acc", "QWK", "MCC", "F1 per level"):
         t.add_column(col, justify="right" if col != "state" else "left")
     for s in states:
         m = result["test"].get(s)
         if not m:
             continue
-        t.add_row(s, _with_ci(m, "accuracy"), f"{m['majority_accuracy']:.3f}",
-                  f"{100 * (m['accuracy'] - m['majority_accuracy']):+.1f}", _with_ci(m, "macro_f1"),
-                  _with_ci(m, "balanced_accuracy"), _with_ci(m, "qwk"), _with_ci(m, "mcc"),
-                  "/".join(f"{v:.2f}" for v in m["per_level_f1"]))
+        t.add_row(
+            s,
+            _with_ci(m, "accuracy"),
+            f"{m['majority_accuracy']:.3f}",
+            f"{100 * (m['accuracy'] - m['majority_accuracy']):+.1f}",
+            _with_ci(m, "macro_f1"),
+            _with_ci(m, "balanced_accuracy"),
+            _with_ci(m, "qwk"),
+            _with_ci(m, "mcc"),
+            "/".join(f"{v:.2f}" for v in m["per_level_f1"]),
+        )
     return t
 
 
@@ -80,8 +97,15 @@ def _print_aggregate(out: dict, states: list[str]) -> None:
             continue
         a = agg[s]
         cell = {k: f"{a[k]['mean']:.3f} ± {a[k]['sd']:.3f}" for k in a}
-        t.add_row(s, cell["accuracy"], f"{out['results'][0]['test'][s]['majority_accuracy']:.3f}", cell["macro_f1"],
-                  cell["balanced_accuracy"], cell["qwk"], cell["mcc"])
+        t.add_row(
+            s,
+            cell["accuracy"],
+            f"{out['results'][0]['test'][s]['majority_accuracy']:.3f}",
+            cell["macro_f1"],
+            cell["balanced_accuracy"],
+            cell["qwk"],
+            cell["mcc"],
+        )
     Console(stderr=True, width=max(err.width, 130)).print(t)
     for run in out["runs"]:
         err.print(f"run folder: {run}", highlight=False, soft_wrap=True)
@@ -90,16 +114,17 @@ def _print_aggregate(out: dict, states: list[str]) -> None:
 @app.command()
 def train(
     manifest: ManifestOpt = Path("data_manifest.yaml"),
-    config: Annotated[Path | None, typer.Option(help="YAML of settings (as in a grid's base); options override it.")]
-    = None,
+    config: Annotated[Path | None, typer.Option(help="YAML of settings (as in a grid's base); options override it.")] = None,
     dataset: DatasetOpt = None,
     backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="Backbone whose cache to train on.")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Pick the store by weights, as on `embed run`.")]
-    = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", "-w", help="Pick the store by weights, as on `embed run`.")
+    ] = None,
     key: Annotated[str | None, typer.Option(help="Pick the store by key (prefix).")] = None,
     head: Annotated[str | None, typer.Option(help="lstm, gru, fc, tcn [default: lstm].")] = None,
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="Head parameter key=value (lists comma-separated), repeatable.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Head parameter key=value (lists comma-separated), repeatable.")
+    ] = None,
     frames: Annotated[int | None, typer.Option(help="Frames per clip, uniform over time; 0: all [100].")] = None,
     stride: Annotated[int | None, typer.Option(help="Keep every k-th face frame first.")] = None,
     train_clips: Annotated[int | None, typer.Option(help="Seeded random subset of Train [all].")] = None,
@@ -111,12 +136,20 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs [15].")] = None,
     select: Annotated[str | None, typer.Option(help="Validation score: macro_f1, accuracy or loss.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, subset and batch order [0].")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Run once per seed (comma-separated, e.g. 0,1,2); figures are "
-                                                   "then given as mean ± sd over the runs.")] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run once per seed (comma-separated, e.g. 0,1,2); figures are then given as mean ± sd over the runs."
+        ),
+    ] = None,
     device: DeviceOpt = None,
-    stream: Annotated[bool | None, typer.Option(
-        "--stream/--no-stream", help="Read embeddings from the cache batch by batch [only when the "
-                                     "splits would not fit in memory].")] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Read embeddings from the cache batch by batch [only when the splits would not fit in memory].",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -133,10 +166,26 @@ def train(
             if not config.is_file():
                 raise ConfigError(f"{config}: no such file; fix: pass an existing YAML file to --config")
             raw = yaml.safe_load(config.read_text()) or {}
-        given = {"dataset": dataset, "backbone": backbone, "weights": weights, "key": key, "head": head,
-                 "frames": frames, "stride": stride, "train_clips": train_clips, "loss": loss, "sampler": sampler,
-                 "epochs": epochs, "batch": batch, "lr": lr, "patience": patience, "select": select, "seed": seed,
-                 "device": device, "stream": stream}
+        given = {
+            "dataset": dataset,
+            "backbone": backbone,
+            "weights": weights,
+            "key": key,
+            "head": head,
+            "frames": frames,
+            "stride": stride,
+            "train_clips": train_clips,
+            "loss": loss,
+            "sampler": sampler,
+            "epochs": epochs,
+            "batch": batch,
+            "lr": lr,
+            "patience": patience,
+            "select": select,
+            "seed": seed,
+            "device": device,
+            "stream": stream,
+        }
         raw.update({k: v for k, v in given.items() if v is not None})
         if param:
             raw["head_params"] = {**raw.get("head_params", {}), **_param(param)}
@@ -171,9 +220,12 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="A finished run folder.")],
     manifest: ManifestOpt = Path("data_manifest.yaml"),
     device: DeviceOpt = None,
-    by_subject: Annotated[bool, typer.Option("--by-subject", help="Also write each test subject's accuracy and "
-                                                                  "macro-F1 (by_subject.csv, by_subject.png).")]
-    = False,
+    by_subject: Annotated[
+        bool,
+        typer.Option(
+            "--by-subject", help="Also write each test subject's accuracy and macro-F1 (by_subject.csv, by_subject.png)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-evaluate a run from its folder and the cache (e.g. after fixing labels)."""
@@ -188,8 +240,11 @@ def evaluate(
         fail(str(e))
     _print_state_table(result, m.states)
     if by_subject:
-        err.print(f"per subject ({result['subjects']}): {result['by_subject_csv']}, {result['by_subject_png']}",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"per subject ({result['subjects']}): {result['by_subject_csv']}, {result['by_subject_png']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     print(json.dumps(result) if as_json else result["run"])
 
 
@@ -205,25 +260,43 @@ def _input_options(pairs: list[str] | None) -> dict[str, str]:
 
 @app.command()
 def predict(
-    video: Annotated[str, typer.Argument(help="A video file, a URL PyAV opens (rtsp://, http(s)://, udp://...), "
-                                              "a capture device (/dev/video0 with --input-format v4l2), or - for "
-                                              "a container stream on standard input.")],
+    video: Annotated[
+        str,
+        typer.Argument(
+            help="A video file, a URL PyAV opens (rtsp://, http(s)://, udp://...), "
+            "a capture device (/dev/video0 with --input-format v4l2), or - for "
+            "a container stream on standard input."
+        ),
+    ],
     run: Annotated[Path, typer.Option("--run", "-r", help="A finished run folder.")],
     weights: Annotated[str | None, typer.Option(help="Backbone weights, if the run's cannot be found.")] = None,
     window: Annotated[float | None, typer.Option(help="Window in seconds [the run's training clip length].")] = None,
     hop: Annotated[float, typer.Option(help="Seconds between window starts.")] = 1.0,
-    live: Annotated[bool, typer.Option("--live", help="One JSON line per window on stdout as soon as the window "
-                                                      "has its last frame; frames are skipped rather than queued "
-                                                      "when the input comes faster than the pipeline.")] = False,
-    smooth: Annotated[float, typer.Option(help="With --live: seconds of exponential smoothing of the "
-                                               "probabilities for the display and a 'smoothed' key (the raw "
-                                               "values are always written) [0: off].")] = 0.0,
-    min_face_fraction: Annotated[float, typer.Option(help="Windows with fewer face frames than this share are "
-                                                          "not scored (null states).")] = 0.5,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="One JSON line per window on stdout as soon as the window "
+            "has its last frame; frames are skipped rather than queued "
+            "when the input comes faster than the pipeline.",
+        ),
+    ] = False,
+    smooth: Annotated[
+        float,
+        typer.Option(
+            help="With --live: seconds of exponential smoothing of the "
+            "probabilities for the display and a 'smoothed' key (the raw "
+            "values are always written) [0: off]."
+        ),
+    ] = 0.0,
+    min_face_fraction: Annotated[
+        float, typer.Option(help="Windows with fewer face frames than this share are not scored (null states).")
+    ] = 0.5,
     input_format: Annotated[str | None, typer.Option(help="PyAV/FFmpeg input format (v4l2, mpegts, ...).")] = None,
-    input_option: Annotated[list[str] | None, typer.Option(help="PyAV/FFmpeg input option KEY=VALUE "
-                                                           "(video_size=640x480, framerate=30, ...); repeatable.")]
-    = None,
+    input_option: Annotated[
+        list[str] | None,
+        typer.Option(help="PyAV/FFmpeg input option KEY=VALUE (video_size=640x480, framerate=30, ...); repeatable."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the timeline [RUN/predictions/VIDEO].")] = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
@@ -232,14 +305,25 @@ def predict(
     With --live, one JSON line per window while the stream goes on."""
     setup_logging(quiet=True)
     if live:
-        _predict_live(video, run, weights, device, window, hop, smooth, min_face_fraction, input_format,
-                      input_option, out, as_json)
+        _predict_live(
+            video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option, out, as_json
+        )
         return
     try:
         from sequence.predict import predict_video
 
-        result = predict_video(video, run, weights, device or "auto", window, hop, out, min_face_fraction,
-                               input_format, _input_options(input_option))
+        result = predict_video(
+            video,
+            run,
+            weights,
+            device or "auto",
+            window,
+            hop,
+            out,
+            min_face_fraction,
+            input_format,
+            _input_options(input_option),
+        )
     except (ConfigError, ClipError) as e:
         fail(str(e))
     t = Table(title=f"{Path(video).name}: {result['windows']} window(s) of {result['window_seconds']:.1f} s")
@@ -253,14 +337,26 @@ def predict(
     print(json.dumps(result) if as_json else json.dumps(result["states"]))
 
 
-def _predict_live(video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option,
-                  out, as_json) -> None:
+def _predict_live(
+    video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option, out, as_json
+) -> None:
     try:
         from sequence.live import is_terminal, predict_live, status_printer
 
-        report = predict_live(video, run, weights, device or "auto", window, hop, smooth, out, min_face_fraction,
-                              input_format, _input_options(input_option),
-                              status=status_printer(err) if is_terminal() else None)
+        report = predict_live(
+            video,
+            run,
+            weights,
+            device or "auto",
+            window,
+            hop,
+            smooth,
+            out,
+            min_face_fraction,
+            input_format,
+            _input_options(input_option),
+            status=status_printer(err) if is_terminal() else None,
+        )
     except (ConfigError, ClipError) as e:
         fail(str(e))
     summary = report.as_dict()
@@ -274,8 +370,9 @@ def _predict_live(video, run, weights, device, window, hop, smooth, min_face_fra
     err.print(t)
     if as_json:
         print(json.dumps({"summary": summary}))
-def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str,
-                states: list[str]) -> None:
+
+
+def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str, states: list[str]) -> None:
     from sequence.runs import cell, to_csv, to_markdown
 
     if as_json:
@@ -293,8 +390,13 @@ def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, t
 
         for r in rows:
             cells = [str(r[c]) for c in keep]
-            cells += [f"{cell(r[s[0] + ' acc'], 2)} ({cell(r[s[0] + ' maj'], 2)}) {cell(r[s[0] + ' F1'], 2)} "
-                      f"{cell(r[s[0] + ' QWK'], 2)}" if r[s[0] + " acc"] != "" else "-" for s in states]
+            cells += [
+                f"{cell(r[s[0] + ' acc'], 2)} ({cell(r[s[0] + ' maj'], 2)}) {cell(r[s[0] + ' F1'], 2)} "
+                f"{cell(r[s[0] + ' QWK'], 2)}"
+                if r[s[0] + " acc"] != ""
+                else "-"
+                for s in states
+            ]
             t.add_row(*cells)
         Console(width=max(Console().width, 160)).print(t)
 
@@ -319,8 +421,14 @@ def runs(
     found, partial = list_runs(m.runs_path, dataset or "*")
     for p in partial:
         log.warning("%s: unfinished run (killed or still running); not listed", p)
-    _print_rows(comparison_rows(found, m.states), markdown, as_csv, as_json,
-                f"{len(found)} runs under {m.runs_path} (test split; epochs = best/trained/max)", m.states)
+    _print_rows(
+        comparison_rows(found, m.states),
+        markdown,
+        as_csv,
+        as_json,
+        f"{len(found)} runs under {m.runs_path} (test split; epochs = best/trained/max)",
+        m.states,
+    )
 
 
 @app.command()
@@ -341,15 +449,22 @@ def compare(
         out = compare_runs(Path(run_a), Path(run_b), m.states, m.levels, m.runs_path)
     except ConfigError as e:
         fail(str(e))
-    t = Table(title=f"B vs A on {out['clips']} test clips (A: {len(out['a'])} run(s), B: {len(out['b'])} run(s))",
-              caption=out["method"])
+    t = Table(
+        title=f"B vs A on {out['clips']} test clips (A: {len(out['a'])} run(s), B: {len(out['b'])} run(s))",
+        caption=out["method"],
+    )
     for col in ("state", "figure", "A", "B", "B - A [95 %]", "verdict"):
         t.add_column(col, justify="left" if col in ("state", "figure", "verdict") else "right")
     for state, figs in out["states"].items():
         for k, (name, f) in enumerate(figs.items()):
-            t.add_row(state if k == 0 else "", name, f"{f['a']:.3f}", f"{f['b']:.3f}",
-                      f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
-                      "beyond chance" if f["exceeds"] else "within chance")
+            t.add_row(
+                state if k == 0 else "",
+                name,
+                f"{f['a']:.3f}",
+                f"{f['b']:.3f}",
+                f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
+                "beyond chance" if f["exceeds"] else "within chance",
+            )
     Console(stderr=True, width=max(err.width, 120)).print(t)
     if as_json:
         print(json.dumps(out))

@@ -24,8 +24,10 @@ def resolve_run(ref: str, runs_path: Path) -> Path:
         return path
     hits = sorted(Path(runs_path).glob(f"*/{ref}"))
     if len(hits) != 1:
-        raise ConfigError(f"{ref}: {'no' if not hits else 'more than one'} run of that name under {runs_path}; "
-                          f"fix: pass a run folder (`python -m sequence runs` lists them)")
+        raise ConfigError(
+            f"{ref}: {'no' if not hits else 'more than one'} run of that name under {runs_path}; "
+            f"fix: pass a run folder (`python -m sequence runs` lists them)"
+        )
     return hits[0]
 
 
@@ -41,8 +43,10 @@ def seed_group_of(run_dir: Path) -> list[dict]:
 def _test_rows(run: dict) -> dict[str, dict]:
     path = run["path"] / "predictions.csv"
     if not path.is_file():
-        raise ConfigError(f"{run['path']}: no predictions.csv (a run older than per-clip predictions); fix: "
-                          f"`python -m sequence evaluate {run['path']}` writes it")
+        raise ConfigError(
+            f"{run['path']}: no predictions.csv (a run older than per-clip predictions); fix: "
+            f"`python -m sequence evaluate {run['path']}` writes it"
+        )
     with open(path, newline="") as f:
         return {r["clip"]: r for r in csv.DictReader(f) if r["split"] == "Test"}
 
@@ -56,14 +60,20 @@ def compare_runs(a: Path, b: Path, states: list[str], levels: int, runs_path: Pa
     first = rows_a[0]
     subjects = [first[c].get("subject") or None for c in clips]
     groups = subjects if all(subjects) else None
-    out = {"a": [str(r["path"]) for r in side_a], "b": [str(r["path"]) for r in side_b], "clips": len(clips),
-           "unit": unit(groups, len(clips)),
-           "method": (f"paired bootstrap over the {len(clips)} test clips both sides scored: {DRAWS} draws, each "
-                      f"resampling the test {'subjects and then their clips' if groups else 'clips'} with "
-                      f"replacement once for both sides and "
-                      f"picking one seed run per side; the difference is B - A of the seed-averaged figures, "
-                      f"'beyond chance' when its 95 % interval leaves out 0"),
-           "states": {}}
+    out = {
+        "a": [str(r["path"]) for r in side_a],
+        "b": [str(r["path"]) for r in side_b],
+        "clips": len(clips),
+        "unit": unit(groups, len(clips)),
+        "method": (
+            f"paired bootstrap over the {len(clips)} test clips both sides scored: {DRAWS} draws, each "
+            f"resampling the test {'subjects and then their clips' if groups else 'clips'} with "
+            f"replacement once for both sides and "
+            f"picking one seed run per side; the difference is B - A of the seed-averaged figures, "
+            f"'beyond chance' when its 95 % interval leaves out 0"
+        ),
+        "states": {},
+    }
     for s in states:
         truth = np.array([int(first[c][f"{s}_true"]) for c in clips])
         preds_a = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_a]

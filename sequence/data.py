@@ -78,13 +78,15 @@ class StreamedClips:
             raise IndexError("StreamedClips supports x[rows] and x[rows, :steps] only")
         ids = [self.clip_ids[r] for r in rows]
         raw = self.store.read_arrays(ids, ("embeddings",), known_complete=True)  # checked when loaded
-        x = pack([raw[i]["embeddings"] for i in ids], [self.chosen[r] for r in rows],
-                 len(range(self.steps)[steps]), self.deltas)
+        x = pack(
+            [raw[i]["embeddings"] for i in ids], [self.chosen[r] for r in rows], len(range(self.steps)[steps]), self.deltas
+        )
         return torch.from_numpy(x)
 
     def take(self, rows: np.ndarray) -> StreamedClips:
-        return StreamedClips(self.store, [self.clip_ids[r] for r in rows], [self.chosen[r] for r in rows],
-                             self.dim, self.deltas)
+        return StreamedClips(
+            self.store, [self.clip_ids[r] for r in rows], [self.chosen[r] for r in rows], self.dim, self.deltas
+        )
 
 
 @dataclass
@@ -109,12 +111,12 @@ class SequenceSet:
         rows = np.asarray(rows, dtype=np.int64)
         t = int(self.lengths[rows].max()) if len(rows) else 0
         x = self.x.take(rows) if isinstance(self.x, StreamedClips) else self.x[rows, :t]
-        return SequenceSet(x, self.lengths[rows], self.y[rows], [self.clip_ids[i] for i in rows],
-                           self.durations[rows])
+        return SequenceSet(x, self.lengths[rows], self.y[rows], [self.clip_ids[i] for i in rows], self.durations[rows])
 
 
-def pack(embeddings: list[np.ndarray], chosen: list[np.ndarray], steps: int, deltas: bool,
-         out: np.ndarray | None = None) -> np.ndarray:
+def pack(
+    embeddings: list[np.ndarray], chosen: list[np.ndarray], steps: int, deltas: bool, out: np.ndarray | None = None
+) -> np.ndarray:
     """Each clip's chosen frames (and, with deltas, their differences from the previous chosen
     frame) as one (N, steps, D or 2D) float16 array, zero-padded after each clip's frames; written
     into `out` (zeroed, of that shape) when given."""
@@ -142,20 +144,28 @@ class LoadReport:
     subject_of: dict[str, str | None] = field(default_factory=dict)  # clip -> subject (not saved)
 
     def as_dict(self) -> dict:
-        return {"unlabelled": self.unlabelled, "missing_embeddings": self.missing_embeddings,
-                "missing_on_disk": self.missing_on_disk, "clips_per_second": round(self.clips_per_second, 1),
-                "streamed": self.streamed, "subjects": self.subjects, "leaking_subjects": self.leaking_subjects}
+        return {
+            "unlabelled": self.unlabelled,
+            "missing_embeddings": self.missing_embeddings,
+            "missing_on_disk": self.missing_on_disk,
+            "clips_per_second": round(self.clips_per_second, 1),
+            "streamed": self.streamed,
+            "subjects": self.subjects,
+            "leaking_subjects": self.leaking_subjects,
+        }
 
 
-def to_tensors(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], policy: FramePolicy,
-               labels: np.ndarray, clip_ids: list[str]) -> SequenceSet:
+def to_tensors(
+    arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], policy: FramePolicy, labels: np.ndarray, clip_ids: list[str]
+) -> SequenceSet:
     """(embeddings, face_prob, timestamps) per clip, in memory -> one padded SequenceSet."""
     chosen = [policy.select(prob) for _, prob, _ in arrays]
     lengths = np.array([len(c) for c in chosen], dtype=np.int64)
     x = pack([emb for emb, _, _ in arrays], chosen, int(lengths.max()) if len(arrays) else 0, policy.deltas)
     durations = np.array([span_seconds(ts) for _, _, ts in arrays], dtype=np.float32)
-    return SequenceSet(torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(labels.astype(np.int64)),
-                       clip_ids, durations)
+    return SequenceSet(
+        torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(labels.astype(np.int64)), clip_ids, durations
+    )
 
 
 def expected_lengths(attrs: dict[str, dict], clip_ids: list[str], policy: FramePolicy) -> np.ndarray:
@@ -182,8 +192,14 @@ def memory_budget() -> int:
     return psutil.virtual_memory().available // 2
 
 
-def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labels: np.ndarray,
-               attrs: dict[str, dict], stream: bool = False) -> SequenceSet:
+def load_clips(
+    store: CacheStore,
+    clip_ids: list[str],
+    policy: FramePolicy,
+    labels: np.ndarray,
+    attrs: dict[str, dict],
+    stream: bool = False,
+) -> SequenceSet:
     """Complete clips of the store as a SequenceSet: in memory, or (stream) with only the frame
     masks read now and the embeddings read batch by batch during training."""
     steps = int(expected_lengths(attrs, clip_ids, policy).max()) if clip_ids else 0
@@ -198,8 +214,11 @@ def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labe
     groups: dict[tuple[str, ...], list[str]] = {}
     for c in clip_ids:
         a = attrs[c]
-        names = ((() if stream else ("embeddings",)) + (() if a.get("faces") == a.get("frames") else ("face_prob",))
-                 + (() if "duration" in a else ("timestamps",)))
+        names = (
+            (() if stream else ("embeddings",))
+            + (() if a.get("faces") == a.get("frames") else ("face_prob",))
+            + (() if "duration" in a else ("timestamps",))
+        )
         groups.setdefault(names, []).append(c)
     for names, ids in groups.items():
         # attrs were read just now and say these clips are complete: arrays are opened by path.
@@ -209,61 +228,94 @@ def load_clips(store: CacheStore, clip_ids: list[str], policy: FramePolicy, labe
                 mask = raw[c]["face_prob"] if "face_prob" in names else np.ones(int(a["frames"]), np.float32)
                 chosen[i] = idx = policy.select(mask)
                 if len(idx) > steps:
-                    raise ValueError(f"{store.path}: clip {c}: its faces attribute disagrees with its face_prob; "
-                                     f"fix: `python -m embed verify --repair`")
+                    raise ValueError(
+                        f"{store.path}: clip {c}: its faces attribute disagrees with its face_prob; "
+                        f"fix: `python -m embed verify --repair`"
+                    )
                 durations[i] = span_seconds(raw[c]["timestamps"]) if "timestamps" in names else a["duration"]
                 if x is not None:
-                    pack([raw[c]["embeddings"]], [idx], steps, policy.deltas, out=x[i:i + 1])
+                    pack([raw[c]["embeddings"]], [idx], steps, policy.deltas, out=x[i : i + 1])
     lengths = torch.tensor([len(c) for c in chosen], dtype=torch.int64)
     data = StreamedClips(store, clip_ids, chosen, store.dim, policy.deltas) if stream else torch.from_numpy(x)
     return SequenceSet(data, lengths, torch.from_numpy(labels.astype(np.int64)), clip_ids, durations)
 
 
-def load_splits(store: CacheStore, index: DatasetIndex, states: list[str], policy: FramePolicy,
-                splits: tuple[str, ...] = ("Train", "Validation", "Test"), stream: bool | None = None
-                ) -> tuple[dict[str, SequenceSet], LoadReport]:
+def load_splits(
+    store: CacheStore,
+    index: DatasetIndex,
+    states: list[str],
+    policy: FramePolicy,
+    splits: tuple[str, ...] = ("Train", "Validation", "Test"),
+    stream: bool | None = None,
+) -> tuple[dict[str, SequenceSet], LoadReport]:
     """Every labelled clip of each split that is complete in the store, as SequenceSets: in memory,
     or streamed from the cache (stream=True, or None and the splits would not fit in memory)."""
     attrs = store.clip_attrs()
     complete = {k for k, a in attrs.items() if a.get("complete") is True}
-    report = LoadReport(unlabelled=list(index.unlabelled), missing_on_disk=list(index.missing_on_disk),
-                        subjects=index.subjects(), leaking_subjects=index.leaking_subjects(),
-                        subject_of={c.clip_id: c.subject for c in index.clips + index.absent})
+    report = LoadReport(
+        unlabelled=list(index.unlabelled),
+        missing_on_disk=list(index.missing_on_disk),
+        subjects=index.subjects(),
+        leaking_subjects=index.leaking_subjects(),
+        subject_of={c.clip_id: c.subject for c in index.clips + index.absent},
+    )
     for subject, in_splits in report.leaking_subjects.items():
-        log.warning("subject %s is in %s: a model can learn the person rather than the state (leakage), and the "
-                    "test figures are optimistic; fix: keep each subject in one split", subject, " and ".join(in_splits))
+        log.warning(
+            "subject %s is in %s: a model can learn the person rather than the state (leakage), and the "
+            "test figures are optimistic; fix: keep each subject in one split",
+            subject,
+            " and ".join(in_splits),
+        )
     wanted: dict[str, list[Clip]] = {}
     for split in splits:
         clips = [c for c in index.split(split) if c.labels is not None]
         # A clip whose video is not here is still usable when its features are (an imported store).
-        wanted[split] = sorted((c for c in index.split(split, with_absent=True)
-                                if c.labels is not None and c.clip_id in complete), key=lambda c: c.clip_id)
+        wanted[split] = sorted(
+            (c for c in index.split(split, with_absent=True) if c.labels is not None and c.clip_id in complete),
+            key=lambda c: c.clip_id,
+        )
         missing = sorted(c.clip_id for c in clips if c.clip_id not in complete)
         if missing:
             report.missing_embeddings[split] = missing
-            log.warning("%s: %d labelled clips have no complete embeddings in %s (first: %s); they are left out",
-                        split, len(missing), store.path, missing[0])
+            log.warning(
+                "%s: %d labelled clips have no complete embeddings in %s (first: %s); they are left out",
+                split,
+                len(missing),
+                store.path,
+                missing[0],
+            )
     if report.unlabelled:
-        log.warning("%d clips have embeddings or videos but no label row (first: %s); they are left out",
-                    len(report.unlabelled), report.unlabelled[0])
+        log.warning(
+            "%d clips have embeddings or videos but no label row (first: %s); they are left out",
+            len(report.unlabelled),
+            report.unlabelled[0],
+        )
     ids = [c.clip_id for clips in wanted.values() for c in clips]
     if stream is None:
         needed, budget = padded_bytes(attrs, ids, policy, store.dim), memory_budget()
         stream = needed > budget
         if stream:
-            log.warning("the splits take %.1f GB as tensors, more than the %.1f GB budget (half the available "
-                        "memory): embeddings are streamed from %s batch by batch", needed / 1e9, budget / 1e9,
-                        store.path)
+            log.warning(
+                "the splits take %.1f GB as tensors, more than the %.1f GB budget (half the available "
+                "memory): embeddings are streamed from %s batch by batch",
+                needed / 1e9,
+                budget / 1e9,
+                store.path,
+            )
     report.streamed = stream
     start = time.perf_counter()
     out = {}
     for split, clips in wanted.items():
-        labels = np.array([[c.labels[s] for s in states] for c in clips], dtype=np.int64).reshape(len(clips),
-                                                                                              len(states))
+        labels = np.array([[c.labels[s] for s in states] for c in clips], dtype=np.int64).reshape(len(clips), len(states))
         out[split] = load_clips(store, [c.clip_id for c in clips], policy, labels, attrs, stream)
     report.clips_per_second = len(ids) / max(time.perf_counter() - start, 1e-9)
-    log.info("%s %s from %s at %.0f clips/s", "indexed (streamed)" if stream else "loaded",
-             ", ".join(f"{k} {len(v)}" for k, v in out.items()), store.path, report.clips_per_second)
+    log.info(
+        "%s %s from %s at %.0f clips/s",
+        "indexed (streamed)" if stream else "loaded",
+        ", ".join(f"{k} {len(v)}" for k, v in out.items()),
+        store.path,
+        report.clips_per_second,
+    )
     return out, report
 
 

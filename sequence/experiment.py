@@ -45,8 +45,9 @@ DataMemo = dict[tuple, tuple[dict[str, SequenceSet], LoadReport]]
 Input = CacheStore | FusedStore
 
 
-def _load(manifest: Manifest, dataset: str, store: Input, policy: FramePolicy,
-          memo: DataMemo | None, stream: bool | None = None) -> tuple[dict[str, SequenceSet], LoadReport]:
+def _load(
+    manifest: Manifest, dataset: str, store: Input, policy: FramePolicy, memo: DataMemo | None, stream: bool | None = None
+) -> tuple[dict[str, SequenceSet], LoadReport]:
     key = (str(store.path), policy, stream)
     if memo is not None and key in memo:
         return memo[key]
@@ -54,9 +55,11 @@ def _load(manifest: Manifest, dataset: str, store: Input, policy: FramePolicy,
     data, report = load_splits(store, index, manifest.states, policy, stream=stream)
     for split in ("Train", "Validation"):
         if len(data[split]) == 0:
-            raise ConfigError(f"{store.path}: no {split} clips with both a label and complete embeddings; "
-                              f"fix: run `python -m embed run --dataset {dataset} --backbone {store.config['backbone']}`"
-                              f" (or `embed import`) until its {split} clips are complete")
+            raise ConfigError(
+                f"{store.path}: no {split} clips with both a label and complete embeddings; "
+                f"fix: run `python -m embed run --dataset {dataset} --backbone {store.config['backbone']}`"
+                f" (or `embed import`) until its {split} clips are complete"
+            )
     if memo is not None:
         memo[key] = (data, report)
     return data, report
@@ -79,8 +82,9 @@ def _frame_rate(store: Input, clip_ids: list[str], sample: int = 200) -> float |
     return float(np.median(rates)) if rates else None
 
 
-def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo: DataMemo | None = None,
-              command: str | None = None) -> dict:
+def train_run(
+    manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo: DataMemo | None = None, command: str | None = None
+) -> dict:
     """Train one configuration and write its run folder. Returns {"run", "validation", "test"}."""
     dataset, _ = manifest.dataset(cfg.dataset)
     if cfg.deltas is None:
@@ -95,22 +99,44 @@ def train_run(manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo:
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)
-    resolved = {**cfg.model_dump(), "dataset": dataset, "head_params": head_params,
-                "states": manifest.states, "levels": manifest.levels, "manifest": str(manifest.path),
-                "clip_seconds": float(np.median(train.durations)),
-                "frame_rate": _frame_rate(store, train.clip_ids),
-                "parameters": sum(p.numel() for p in model.parameters())}
+    resolved = {
+        **cfg.model_dump(),
+        "dataset": dataset,
+        "head_params": head_params,
+        "states": manifest.states,
+        "levels": manifest.levels,
+        "manifest": str(manifest.path),
+        "clip_seconds": float(np.median(train.durations)),
+        "frame_rate": _frame_rate(store, train.clip_ids),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
     run_dir = create_run_dir(manifest.runs_path, dataset, store.config["backbone"], cfg.head)
     write_yaml(run_dir / "config.yaml", resolved)
-    write_json(run_dir / "store.json", {"path": str(store.path), "key": store.key, "config": store.config,
-                                        **({"parts": store.describe()} if isinstance(store, FusedStore) else {})})
+    write_json(
+        run_dir / "store.json",
+        {
+            "path": str(store.path),
+            "key": store.key,
+            "config": store.config,
+            **({"parts": store.describe()} if isinstance(store, FusedStore) else {}),
+        },
+    )
     fused = {"not_in_every_store": store.not_in_every} if isinstance(store, FusedStore) else {}
-    write_json(run_dir / "data.json", {**report.as_dict(), "clips": {s: len(d) for s, d in data.items()},
-                                       "train_clips_used": len(train), **fused})
+    write_json(
+        run_dir / "data.json",
+        {**report.as_dict(), "clips": {s: len(d) for s, d in data.items()}, "train_clips_used": len(train), **fused},
+    )
     (run_dir / "command.txt").write_text((command or command_line()) + "\n")
-    log.info("run %s: %s on %d train clips (%d params); input %s, weights %s", run_dir.name, cfg.head, len(train),
-             resolved["parameters"], store.config["backbone"], store.config.get("weights") or "-")
+    log.info(
+        "run %s: %s on %d train clips (%d params); input %s, weights %s",
+        run_dir.name,
+        cfg.head,
+        len(train),
+        resolved["parameters"],
+        store.config["backbone"],
+        store.config.get("weights") or "-",
+    )
 
     best_state, history, best_epoch = fit(model, train, data["Validation"], cfg, manifest.levels, device, progress)
     model.load_state_dict(best_state)
@@ -130,8 +156,7 @@ def train_seeds(manifest: Manifest, cfg: TrainConfig, seeds: list[int], progress
     """The same configuration once per seed (data loaded once): {"runs", "aggregate"}."""
     memo: DataMemo = {}
     results = [train_run(manifest, cfg.model_copy(update={"seed": s}), progress, memo) for s in seeds]
-    return {"runs": [r["run"] for r in results], "results": results,
-            "aggregate": aggregate([r["test"] for r in results])}
+    return {"runs": [r["run"] for r in results], "results": results, "aggregate": aggregate([r["test"] for r in results])}
 
 
 def aggregate(tests: list[dict]) -> dict:
@@ -144,8 +169,16 @@ def aggregate(tests: list[dict]) -> dict:
     return {"test": out, "runs": len(tests)}
 
 
-def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest: Manifest, batch: int,
-              device: torch.device, run_dir: Path, subject_of: dict[str, str | None]) -> dict:
+def _evaluate(
+    model,
+    data: dict[str, SequenceSet],
+    train: SequenceSet,
+    manifest: Manifest,
+    batch: int,
+    device: torch.device,
+    run_dir: Path,
+    subject_of: dict[str, str | None],
+) -> dict:
     """Validation and test metrics, each test figure with its bootstrap interval (sequence.uncertainty);
     every clip's probabilities go to predictions.csv beside them."""
     majority = majority_levels(train.y.numpy(), manifest.states, manifest.levels)
@@ -168,8 +201,9 @@ def _evaluate(model, data: dict[str, SequenceSet], train: SequenceSet, manifest:
     return out
 
 
-def _prediction_rows(split: str, d: SequenceSet, probs: dict[str, np.ndarray], states: list[str],
-                     subject_of: dict[str, str | None]) -> list[dict]:
+def _prediction_rows(
+    split: str, d: SequenceSet, probs: dict[str, np.ndarray], states: list[str], subject_of: dict[str, str | None]
+) -> list[dict]:
     y = d.y.numpy()
     rows = []
     for i, clip in enumerate(d.clip_ids):
@@ -184,9 +218,13 @@ def _prediction_rows(split: str, d: SequenceSet, probs: dict[str, np.ndarray], s
 
 def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:
     for state, m in metrics["test"].items():
-        plots.confusion_png(run_dir / f"confusion_{state}.png", state, m["confusion"],
-                            f"test acc {m['accuracy']:.2f} (majority {m['majority_accuracy']:.2f}), "
-                            f"macro-F1 {m['macro_f1']:.2f}  [{cfg.head}]")
+        plots.confusion_png(
+            run_dir / f"confusion_{state}.png",
+            state,
+            m["confusion"],
+            f"test acc {m['accuracy']:.2f} (majority {m['majority_accuracy']:.2f}), "
+            f"macro-F1 {m['macro_f1']:.2f}  [{cfg.head}]",
+        )
 
 
 def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto", by_subject: bool = False) -> dict:
@@ -198,8 +236,10 @@ def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto", by_sub
     dev = resolve_device(device)
     data, report = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
-    metrics = {**run["metrics"], **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev,
-                                              Path(run_dir), report.subject_of)}
+    metrics = {
+        **run["metrics"],
+        **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev, Path(run_dir), report.subject_of),
+    }
     write_json(Path(run_dir) / "metrics.json", metrics)
     out = {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}
     if by_subject:
@@ -214,13 +254,18 @@ def write_by_subject(run_dir: Path, states: list[str], levels: int) -> dict:
     with open(run_dir / "predictions.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "Test"]
     if not rows or not all(r.get("subject") for r in rows):
-        raise ConfigError(f"{run_dir}: the test clips' subjects are not known; fix: the DAiSEE layout knows them "
-                          f"from the folders; a csv layout needs a `subject` column in its label file")
+        raise ConfigError(
+            f"{run_dir}: the test clips' subjects are not known; fix: the DAiSEE layout knows them "
+            f"from the folders; a csv layout needs a `subject` column in its label file"
+        )
     table = by_subject(rows, states, levels)
     write_csv(run_dir / "by_subject.csv", table)
     plots.by_subject_png(run_dir / "by_subject.png", table, states, f"{run_dir.name}: test accuracy per subject")
-    return {"by_subject_csv": str(run_dir / "by_subject.csv"), "by_subject_png": str(run_dir / "by_subject.png"),
-            "subjects": len(table)}
+    return {
+        "by_subject_csv": str(run_dir / "by_subject.csv"),
+        "by_subject_png": str(run_dir / "by_subject.png"),
+        "subjects": len(table),
+    }
 
 
 GRID_KEYS = {"base", "experiments", "grid", "seeds"}
@@ -261,8 +306,15 @@ def run_grid(manifest: Manifest, path: Path, progress: bool = True) -> tuple[lis
     memo: DataMemo = {}
     results, failures = [], []
     for i, cfg in enumerate(configs, start=1):
-        log.info("experiment %d/%d: %s %s, %s frames, batch %d", i, len(configs), cfg.backbone, cfg.head,
-                 cfg.frames or "all", cfg.batch)
+        log.info(
+            "experiment %d/%d: %s %s, %s frames, batch %d",
+            i,
+            len(configs),
+            cfg.backbone,
+            cfg.head,
+            cfg.frames or "all",
+            cfg.batch,
+        )
         try:
             results.append(train_run(manifest, cfg, progress, memo, command=f"{command_line()}  # experiment {i}"))
         except ConfigError as e:

@@ -61,9 +61,12 @@ class FusedStore:
         self.dataset = parts[0].dataset
         self.dim = sum(s.dim for s in parts)
         self.key = "+".join(s.key for s in parts)
-        self.config = {"backbone": "+".join(s.config["backbone"] for s in parts), "dim": self.dim,
-                       "weights": ",".join(str(s.config.get("weights") or "-") for s in parts),
-                       "parts": [s.config for s in parts]}
+        self.config = {
+            "backbone": "+".join(s.config["backbone"] for s in parts),
+            "dim": self.dim,
+            "weights": ",".join(str(s.config.get("weights") or "-") for s in parts),
+            "parts": [s.config for s in parts],
+        }
         self._attrs: dict[str, dict] | None = None
         self._rows: dict[str, list[np.ndarray]] = {}
         self.not_in_every: dict[str, list[str]] = {}  # clip -> the stores it is not complete in
@@ -84,26 +87,38 @@ class FusedStore:
         complete = [{k for k, a in attrs.items() if a.get("complete") is True} for attrs in each]
         common = sorted(set.intersection(*complete))
         for clip in sorted(set.union(*complete) - set(common)):
-            self.not_in_every[clip] = [s.config["backbone"] for s, c in zip(self.parts, complete, strict=True)
-                                       if clip not in c]
+            self.not_in_every[clip] = [
+                s.config["backbone"] for s, c in zip(self.parts, complete, strict=True) if clip not in c
+            ]
         if self.not_in_every:
-            log.warning("%d clips are not complete in every fused store (first: %s, missing from %s); they are left out",
-                        len(self.not_in_every), *next(iter(self.not_in_every.items())))
+            log.warning(
+                "%d clips are not complete in every fused store (first: %s, missing from %s); they are left out",
+                len(self.not_in_every),
+                *next(iter(self.not_in_every.items())),
+            )
         out = {}
-        blocks = [common[i:i + ALIGN_BLOCK] for i in range(0, len(common), ALIGN_BLOCK)]
-        reads = read_ahead(lambda ids: [s.read_arrays(ids, ("timestamps", "face_prob"), known_complete=True)
-                                        for s in self.parts], blocks)
+        blocks = [common[i : i + ALIGN_BLOCK] for i in range(0, len(common), ALIGN_BLOCK)]
+        reads = read_ahead(
+            lambda ids: [s.read_arrays(ids, ("timestamps", "face_prob"), known_complete=True) for s in self.parts], blocks
+        )
         for ids, raw in zip(blocks, reads, strict=True):
             for clip in ids:
                 rows, ts, prob = align([(r[clip]["timestamps"], r[clip]["face_prob"]) for r in raw])
                 self._rows[clip] = rows
-                out[clip] = {"complete": True, "frames": len(ts), "faces": int((prob > 0).sum()),
-                             "duration": span_seconds(ts), "split": each[0][clip].get("split"),
-                             "_timestamps": ts, "_face_prob": prob}
+                out[clip] = {
+                    "complete": True,
+                    "frames": len(ts),
+                    "faces": int((prob > 0).sum()),
+                    "duration": span_seconds(ts),
+                    "split": each[0][clip].get("split"),
+                    "_timestamps": ts,
+                    "_face_prob": prob,
+                }
         return out
 
-    def read_arrays(self, clip_ids: list[str], names: tuple[str, ...], concurrency: int = 64,
-                    known_complete: bool = False) -> dict[str, dict]:
+    def read_arrays(
+        self, clip_ids: list[str], names: tuple[str, ...], concurrency: int = 64, known_complete: bool = False
+    ) -> dict[str, dict]:
         attrs = self.clip_attrs()
         missing = [c for c in clip_ids if c not in attrs]
         if missing:
@@ -113,8 +128,8 @@ class FusedStore:
             raw = [s.read_arrays(clip_ids, ("embeddings",), concurrency, known_complete=True) for s in self.parts]
             for c in clip_ids:
                 out[c]["embeddings"] = np.concatenate(
-                    [r[c]["embeddings"][rows].astype(np.float32) for r, rows in zip(raw, self._rows[c], strict=True)],
-                    axis=1)
+                    [r[c]["embeddings"][rows].astype(np.float32) for r, rows in zip(raw, self._rows[c], strict=True)], axis=1
+                )
         for c in clip_ids:
             if "timestamps" in names:
                 out[c]["timestamps"] = attrs[c]["_timestamps"]
@@ -122,14 +137,16 @@ class FusedStore:
                 out[c]["face_prob"] = attrs[c]["_face_prob"]
         return out
 
-    def iter_arrays(self, clip_ids: list[str], names: tuple[str, ...], block: int = 128,
-                    known_complete: bool = False) -> Iterator[tuple[list[str], dict[str, dict]]]:
-        blocks = [clip_ids[i:i + block] for i in range(0, len(clip_ids), block)]
+    def iter_arrays(
+        self, clip_ids: list[str], names: tuple[str, ...], block: int = 128, known_complete: bool = False
+    ) -> Iterator[tuple[list[str], dict[str, dict]]]:
+        blocks = [clip_ids[i : i + block] for i in range(0, len(clip_ids), block)]
         yield from zip(blocks, read_ahead(lambda ids: self.read_arrays(ids, names), blocks), strict=True)
 
 
-def open_input(cache_dir: Path, dataset: str, backbone: str, weights: str | None = None,
-               key: str | None = None) -> CacheStore | FusedStore:
+def open_input(
+    cache_dir: Path, dataset: str, backbone: str, weights: str | None = None, key: str | None = None
+) -> CacheStore | FusedStore:
     """The store a run trains on: one backbone's, or several comma-separated ones fused, each
     picked as find_store picks (weights and key given per backbone, comma-separated)."""
     names = [b.strip() for b in backbone.split(",") if b.strip()]
@@ -143,6 +160,7 @@ def open_input(cache_dir: Path, dataset: str, backbone: str, weights: str | None
 
 def reopen_input(cache_dir: Path, dataset: str, recorded: dict) -> CacheStore | FusedStore:
     """A finished run's input again, from its store.json: by path, else by backbone and key."""
+
     def one(entry: dict) -> CacheStore:
         path = Path(entry["path"])
         if (path / "zarr.json").is_file():

@@ -39,10 +39,18 @@ class LiveReport:
 
     def as_dict(self) -> dict:
         lat = self.latencies
-        return {"windows": self.windows, "scored": self.scored, "frames": self.frames, "dropped": self.dropped,
-                "ended": self.ended, "latency": {"median_s": round(float(np.median(lat)), 3) if lat else None,
-                                                 "worst_s": round(float(np.max(lat)), 3) if lat else None},
-                **self.timeline}
+        return {
+            "windows": self.windows,
+            "scored": self.scored,
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "ended": self.ended,
+            "latency": {
+                "median_s": round(float(np.median(lat)), 3) if lat else None,
+                "worst_s": round(float(np.max(lat)), 3) if lat else None,
+            },
+            **self.timeline,
+        }
 
 
 class WindowBuffer:
@@ -63,8 +71,7 @@ class WindowBuffer:
             buf.append(a)
 
     def _joined(self):
-        return (np.concatenate(self.emb), np.concatenate(self.prob), np.concatenate(self.t),
-                np.concatenate(self.arrived))
+        return (np.concatenate(self.emb), np.concatenate(self.prob), np.concatenate(self.t), np.concatenate(self.arrived))
 
     def complete(self, final: bool = False) -> list[tuple[float, float, tuple, float | None]]:
         """(start, end, (embeddings, face_prob, timestamps), arrival of its last frame) of each window
@@ -106,11 +113,21 @@ def _ema(prev: dict | None, probs: dict[str, np.ndarray], alpha: float) -> dict[
     return {s: alpha * p + (1 - alpha) * prev[s] for s, p in probs.items()}
 
 
-def predict_live(source: str, run_dir: Path, weights: str | None = None, device: str = "auto",
-                 window: float | None = None, hop: float = 1.0, smooth: float = 0.0, out_dir: Path | None = None,
-                 min_face_fraction: float = MIN_FACE_FRACTION, input_format: str | None = None,
-                 input_options: dict[str, str] | None = None, emit: Callable[[str], None] | None = None,
-                 status: Callable[[dict, dict | None], None] | None = None) -> LiveReport:
+def predict_live(
+    source: str,
+    run_dir: Path,
+    weights: str | None = None,
+    device: str = "auto",
+    window: float | None = None,
+    hop: float = 1.0,
+    smooth: float = 0.0,
+    out_dir: Path | None = None,
+    min_face_fraction: float = MIN_FACE_FRACTION,
+    input_format: str | None = None,
+    input_options: dict[str, str] | None = None,
+    emit: Callable[[str], None] | None = None,
+    status: Callable[[dict, dict | None], None] | None = None,
+) -> LiveReport:
     """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
     default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning)."""
     from embed.pipeline import stream_video  # the one stage-one entry stage two may use
@@ -120,14 +137,25 @@ def predict_live(source: str, run_dir: Path, weights: str | None = None, device:
     configs, w = stream_inputs(run, weights)
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0 or smooth < 0:
-        raise ConfigError(f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
-                          f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5")
+        raise ConfigError(
+            f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
+            f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5"
+        )
     emit = emit or (lambda line: print(line, flush=True))
     scorer = WindowScorer(Path(run_dir), cfg, device)
-    frames = stream_video(source, weights=w, device=device, config=configs, input_format=input_format,
-                          input_options=input_options, live=True, rate_cap=rate_cap(cfg),
-                          ready=lambda: print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)",
-                                              file=sys.stderr, flush=True))
+    frames = stream_video(
+        source,
+        weights=w,
+        device=device,
+        config=configs,
+        input_format=input_format,
+        input_options=input_options,
+        live=True,
+        rate_cap=rate_cap(cfg),
+        ready=lambda: print(
+            f"live: reading {source} (windows of {window:g} s every {hop:g} s)", file=sys.stderr, flush=True
+        ),
+    )
     buffer, report, smoothed = WindowBuffer(window, hop), LiveReport(), None
     kept: list[tuple[float, float]] = []
     kept_probs: dict[str, list[np.ndarray]] = {s: [] for s in cfg["states"]}
@@ -138,12 +166,17 @@ def predict_live(source: str, run_dir: Path, weights: str | None = None, device:
         for start, end, arrays, last in windows:
             faces = arrays[1] > 0
             fraction = float(faces.mean()) if len(faces) else 0.0
-            line = {"t_start": round(start, 3), "t_end": round(end, 3), "frames": int(len(faces)),
-                    "face_fraction": round(fraction, 3)}
+            line = {
+                "t_start": round(start, 3),
+                "t_end": round(end, 3),
+                "frames": int(len(faces)),
+                "face_fraction": round(fraction, 3),
+            }
             if faces.any() and fraction >= min_face_fraction:
                 probs = {s: p[0] for s, p in scorer.score([arrays]).items()}
-                line["states"] = {s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]}
-                                  for s, p in probs.items()}
+                line["states"] = {
+                    s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]} for s, p in probs.items()
+                }
                 kept.append((start, end))
                 for s, p in probs.items():
                     kept_probs[s].append(p)
@@ -181,13 +214,15 @@ def predict_live(source: str, run_dir: Path, weights: str | None = None, device:
     if kept:
         name = Path(source).stem if source not in ("-",) and "://" not in source else "live"
         out = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        report.timeline = write_timeline(out, kept, {s: np.stack(p) for s, p in kept_probs.items()},
-                                         f"{source} (live) — {Path(run_dir).name}")
+        report.timeline = write_timeline(
+            out, kept, {s: np.stack(p) for s, p in kept_probs.items()}, f"{source} (live) — {Path(run_dir).name}"
+        )
     return report
 
 
 def status_printer(console) -> Callable[[dict, dict | None], None]:
     """A compact one-line status per window on a terminal's stderr."""
+
     def show(line: dict, smoothed: dict | None) -> None:
         states = line["states"]
         if all(v is None for v in states.values()):
@@ -195,8 +230,12 @@ def status_printer(console) -> Callable[[dict, dict | None], None]:
         else:
             shown = smoothed or {s: v["probs"] for s, v in states.items()}
             text = "  ".join(f"{s[:5]} {int(np.argmax(p))} ({max(p):.2f})" for s, p in shown.items())
-        console.print(f"[dim]{line['t_start']:7.1f}-{line['t_end']:7.1f} s[/]  {text}  "
-                      f"[dim]latency {line['latency_s']} s, dropped {line['dropped']}[/]", highlight=False)
+        console.print(
+            f"[dim]{line['t_start']:7.1f}-{line['t_end']:7.1f} s[/]  {text}  "
+            f"[dim]latency {line['latency_s']} s, dropped {line['dropped']}[/]",
+            highlight=False,
+        )
+
     return show
 
 

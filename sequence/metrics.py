@@ -52,8 +52,7 @@ def _state_metrics(y_true: np.ndarray, y_pred: np.ndarray, levels: int, majority
         "majority_macro_f1": float(f1_score(y_true, majority_pred, labels=labels, average="macro", zero_division=0)),
         # The literature's two-level variant: levels 0-1 ("low") against 2-3 ("high").
         "binary_accuracy": float(accuracy_score(low_high_true, low_high_pred)),
-        "binary_macro_f1": float(f1_score(low_high_true, low_high_pred, labels=[0, 1], average="macro",
-                                          zero_division=0)),
+        "binary_macro_f1": float(f1_score(low_high_true, low_high_pred, labels=[0, 1], average="macro", zero_division=0)),
     }
 
 
@@ -67,8 +66,9 @@ def _qwk(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> float:
     return float(cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic", replace_undefined_by=0.0))
 
 
-def evaluate(y_true: np.ndarray, probs: dict[str, np.ndarray], states: list[str], levels: int,
-             majority: dict[str, int]) -> dict[str, dict]:
+def evaluate(
+    y_true: np.ndarray, probs: dict[str, np.ndarray], states: list[str], levels: int, majority: dict[str, int]
+) -> dict[str, dict]:
     """{state: metrics} from (N, S) true levels and per-state (N, levels) probabilities."""
     return {s: state_metrics(y_true[:, i], probs[s].argmax(1), levels, majority[s]) for i, s in enumerate(states)}
 
@@ -93,7 +93,8 @@ def by_subject(rows: list[dict], states: list[str], levels: int) -> list[dict]:
             t = np.array([int(r[f"{s}_true"]) for r in mine])
             p = np.array([int(r[f"{s}_pred"]) for r in mine])
             row[f"{s}_accuracy"] = round(float(accuracy_score(t, p)), 4)
-            row[f"{s}_macro_f1"] = round(float(f1_score(t, p, labels=list(range(levels)), average="macro",
-                                                        zero_division=0)), 4)
+            row[f"{s}_macro_f1"] = round(
+                float(f1_score(t, p, labels=list(range(levels)), average="macro", zero_division=0)), 4
+            )
         out.append(row)
     return out

@@ -15,7 +15,8 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 def confusion_png(path: Path, state: str, confusion: list[list[int]], title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ConfusionMatrixDisplay(np.asarray(confusion), display_labels=list(range(len(confusion)))).plot(
-        ax=ax, colorbar=False, cmap="Blues")
+        ax=ax, colorbar=False, cmap="Blues"
+    )
     ax.set_title(f"{state}: {title}", fontsize=9)
     ax.set_xlabel("predicted level")
     ax.set_ylabel("true level")

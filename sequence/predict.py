@@ -35,10 +35,12 @@ def stream_inputs(run: dict, weights: str | None) -> tuple[list[dict], list[str]
     configs = [p["config"] for p in store["parts"]] if "parts" in store else [store["config"]]
     for c in configs:
         if c.get("importer"):
-            raise ConfigError(f"{run['path']}: its input '{c['backbone']}' was imported from {c['importer']} "
-                              f"files, which affectseq cannot compute from a video; fix: extract them for this "
-                              f"video with the same tool and import them, or predict with a run trained on "
-                              f"`embed run` stores only")
+            raise ConfigError(
+                f"{run['path']}: its input '{c['backbone']}' was imported from {c['importer']} "
+                f"files, which affectseq cannot compute from a video; fix: extract them for this "
+                f"video with the same tool and import them, or predict with a run trained on "
+                f"`embed run` stores only"
+            )
     given = per_store(weights, len(configs), "weights")
     recorded = per_store(run["config"].get("weights"), len(configs), "weights")
     return configs, [weights_for(c["weights"], r, g) for c, r, g in zip(configs, recorded, given, strict=True)]
@@ -82,8 +84,9 @@ def window_rows(timestamps: np.ndarray, start: float, end: float) -> np.ndarray:
 SCORE_WINDOWS = 64
 
 
-def score_windows(clip: ClipData, spans: list[tuple[float, float]], scorer: WindowScorer,
-                  min_face_fraction: float = MIN_FACE_FRACTION) -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
+def score_windows(
+    clip: ClipData, spans: list[tuple[float, float]], scorer: WindowScorer, min_face_fraction: float = MIN_FACE_FRACTION
+) -> tuple[list[tuple[float, float]], dict[str, np.ndarray]]:
     """Per-window probabilities {state: (W, levels)} for the windows with enough face frames."""
     kept: list[tuple[float, float]] = []
     rows_of: list[np.ndarray] = []
@@ -94,11 +97,13 @@ def score_windows(clip: ClipData, spans: list[tuple[float, float]], scorer: Wind
             kept.append((start, end))
             rows_of.append(rows)
     if not kept:
-        raise ClipError(f"no window of the video has a face in at least {min_face_fraction:.0%} of its frames; "
-                        f"fix: check that the video shows a face, or lower --min-face-fraction")
+        raise ClipError(
+            f"no window of the video has a face in at least {min_face_fraction:.0%} of its frames; "
+            f"fix: check that the video shows a face, or lower --min-face-fraction"
+        )
     parts: dict[str, list[np.ndarray]] = {}
     for g in range(0, len(rows_of), SCORE_WINDOWS):
-        arrays = [(clip.embeddings[r], clip.face_prob[r], clip.timestamps[r]) for r in rows_of[g:g + SCORE_WINDOWS]]
+        arrays = [(clip.embeddings[r], clip.face_prob[r], clip.timestamps[r]) for r in rows_of[g : g + SCORE_WINDOWS]]
         for s, p in scorer.score(arrays).items():
             parts.setdefault(s, []).append(p)
     return kept, {s: np.concatenate(v) for s, v in parts.items()}
@@ -111,10 +116,18 @@ def rate_cap(cfg: dict) -> float | None:
     return rate * 1.1 if rate else None
 
 
-def predict_video(video: str | Path, run_dir: Path, weights: str | None = None, device: str = "auto",
-                  window: float | None = None, hop: float = 1.0, out_dir: Path | None = None,
-                  min_face_fraction: float = MIN_FACE_FRACTION, input_format: str | None = None,
-                  input_options: dict[str, str] | None = None) -> dict:
+def predict_video(
+    video: str | Path,
+    run_dir: Path,
+    weights: str | None = None,
+    device: str = "auto",
+    window: float | None = None,
+    hop: float = 1.0,
+    out_dir: Path | None = None,
+    min_face_fraction: float = MIN_FACE_FRACTION,
+    input_format: str | None = None,
+    input_options: dict[str, str] | None = None,
+) -> dict:
     from embed.pipeline import stream_video  # the one stage-one entry stage two may use
     from embed.video import is_file_source
 
@@ -126,18 +139,32 @@ def predict_video(video: str | Path, run_dir: Path, weights: str | None = None, 
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0:
         raise ConfigError(f"--window {window} / --hop {hop}: both must be positive seconds; fix: e.g. --window 10 --hop 1")
-    clip = ClipData.concat([c.data for c in stream_video(video, weights=w, device=device, config=configs,
-                                                          input_format=input_format, input_options=input_options,
-                                                          rate_cap=None if is_file_source(video, input_format)
-                                                          else rate_cap(cfg))])
+    clip = ClipData.concat(
+        [
+            c.data
+            for c in stream_video(
+                video,
+                weights=w,
+                device=device,
+                config=configs,
+                input_format=input_format,
+                input_options=input_options,
+                rate_cap=None if is_file_source(video, input_format) else rate_cap(cfg),
+            )
+        ]
+    )
     spans = windows(clip.timestamps, window, hop)
     kept, probs = score_windows(clip, spans, WindowScorer(Path(run_dir), cfg, device), min_face_fraction)
     overall = {s: p.mean(0) for s, p in probs.items()}
     name = Path(str(video)).name if is_file_source(video, input_format) else "stream"
-    result = {"video": str(video), "run": str(run_dir), "windows": len(kept), "window_seconds": window,
-              "states": {s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]}
-                         for s, p in overall.items()},
-              "timeline": None}
+    result = {
+        "video": str(video),
+        "run": str(run_dir),
+        "windows": len(kept),
+        "window_seconds": window,
+        "states": {s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]} for s, p in overall.items()},
+        "timeline": None,
+    }
     if len(spans) > 1:
         out_dir = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / Path(name).stem
         result.update(write_timeline(out_dir, kept, probs, f"{name} — {Path(run_dir).name}"))
@@ -148,8 +175,11 @@ def write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[
     """timeline.{csv,json,png} in out_dir; their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_timeline(out_dir, spans, probs, title)
-    return {"timeline": str(out_dir / "timeline.json"), "timeline_csv": str(out_dir / "timeline.csv"),
-            "timeline_png": str(out_dir / "timeline.png")}
+    return {
+        "timeline": str(out_dir / "timeline.json"),
+        "timeline_csv": str(out_dir / "timeline.csv"),
+        "timeline_png": str(out_dir / "timeline.png"),
+    }
 
 
 def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], title: str) -> Path:

@@ -63,8 +63,17 @@ def finish_run(partial: Path) -> Path:
 def save_model(path: Path, model, head_params: dict, input_dim: int, levels: int) -> None:
     import torch  # here, not at the top: `sequence runs` lists folders and should start fast
 
-    torch.save({"head": model.name, "head_params": head_params, "input_dim": input_dim, "states": model.states,
-                "levels": levels, "state_dict": model.state_dict()}, path)
+    torch.save(
+        {
+            "head": model.name,
+            "head_params": head_params,
+            "input_dim": input_dim,
+            "states": model.states,
+            "levels": levels,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
 
 
 def load_model(run_dir: Path, device):
@@ -84,8 +93,10 @@ def load_run(run_dir: Path) -> dict:
     """config, store, metrics (and data) of a finished run folder."""
     run_dir = Path(run_dir)
     if run_dir.name.endswith(PARTIAL) or not (run_dir / "metrics.json").is_file():
-        raise ConfigError(f"{run_dir}: not a finished run (no metrics.json; a killed or running training?); "
-                          f"fix: pass a run folder listed by `python -m sequence runs`")
+        raise ConfigError(
+            f"{run_dir}: not a finished run (no metrics.json; a killed or running training?); "
+            f"fix: pass a run folder listed by `python -m sequence runs`"
+        )
     out = {"path": run_dir, "config": yaml.safe_load((run_dir / "config.yaml").read_text())}
     for name in ("store", "metrics", "data"):
         out[name] = json.loads((run_dir / f"{name}.json").read_text())
@@ -113,14 +124,23 @@ def seed_groups(runs: list[dict]) -> list[list[dict]]:
     """Runs that differ only by seed (same settings, same store), in order of their first run."""
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        key = json.dumps([{k: v for k, v in r["config"].items() if k not in SEED_FREE}, r["store"].get("key")],
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            [{k: v for k, v in r["config"].items() if k not in SEED_FREE}, r["store"].get("key")],
+            sort_keys=True,
+            default=str,
+        )
         groups.setdefault(key, []).append(r)
     return list(groups.values())
 
 
-ROW_METRICS = {"acc": "accuracy", "F1": "macro_f1", "bal": "balanced_accuracy", "QWK": "qwk", "MCC": "mcc",
-               "maj": "majority_accuracy"}
+ROW_METRICS = {
+    "acc": "accuracy",
+    "F1": "macro_f1",
+    "bal": "balanced_accuracy",
+    "QWK": "qwk",
+    "MCC": "mcc",
+    "maj": "majority_accuracy",
+}
 
 
 def mean_sd(values: list[float], digits: int = 3) -> dict:
@@ -149,17 +169,25 @@ def comparison_rows(runs: list[dict], states: list[str]) -> list[dict]:
         r = group[0]
         c, m, s = r["config"], r["metrics"], r["store"]
         name = r["path"].name + (f" (+{len(group) - 1} runs)" if len(group) > 1 else "")
-        row = {"run": name, "seeds": ",".join(str(g["config"].get("seed")) for g in group), "dataset": c["dataset"],
-               "backbone": c["backbone"], "weights": s["config"].get("weights", ""), "train clips": m["train_clips"],
-               "frames": c["frames"] or "all", "deltas": "yes" if c.get("deltas") else "no",
-               "dim": s["config"].get("dim"), "batch": c["batch"],
-               "epochs": f"{m['best_epoch']}/{m['epochs_trained']}/{c['epochs']}",
-               "head": describe(c["head"], c["head_params"]), "loss": c["loss"]}
+        row = {
+            "run": name,
+            "seeds": ",".join(str(g["config"].get("seed")) for g in group),
+            "dataset": c["dataset"],
+            "backbone": c["backbone"],
+            "weights": s["config"].get("weights", ""),
+            "train clips": m["train_clips"],
+            "frames": c["frames"] or "all",
+            "deltas": "yes" if c.get("deltas") else "no",
+            "dim": s["config"].get("dim"),
+            "batch": c["batch"],
+            "epochs": f"{m['best_epoch']}/{m['epochs_trained']}/{c['epochs']}",
+            "head": describe(c["head"], c["head_params"]),
+            "loss": c["loss"],
+        }
         for state in states:
             short = state[0]
             for label, key in ROW_METRICS.items():
-                values = [g["metrics"]["test"][state][key] for g in group
-                          if key in g["metrics"]["test"].get(state, {})]
+                values = [g["metrics"]["test"][state][key] for g in group if key in g["metrics"]["test"].get(state, {})]
                 row[f"{short} {label}"] = _mean_sd(values) if values else ""
         rows.append(row)
     return rows

@@ -41,13 +41,14 @@ def _batches(data: SequenceSet, rows: torch.Tensor, batch: int, device: torch.de
     worker processes were measured for the same reads and gained nothing on 2 cores (392-447 against
     417-476 clips/s at DAiSEE size: embed.cache.CacheStore.iter_arrays), since shipping each batch back
     through a pipe cost what the second core saved. The draws are torch's own samplers (fit)."""
+
     def fetch(idx: torch.Tensor):
         lengths = data.lengths[idx]
         return data.x[idx, : int(lengths.max())], lengths, data.y[idx]
 
-    chunks = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+    chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
     # A streamed split reads the next batch from the cache while the model works on this one.
-    for x, lengths, y in (read_ahead(fetch, chunks) if data.streamed else map(fetch, chunks)):
+    for x, lengths, y in read_ahead(fetch, chunks) if data.streamed else map(fetch, chunks):
         pin = device.type == "cuda"
         yield (x.pin_memory().to(device, non_blocking=True) if pin else x).float(), lengths.to(device), y.to(device)
 
@@ -56,15 +57,17 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
-def predict_probs(model: Head, data: SequenceSet, batch: int, device: torch.device,
-                  amp: bool = False) -> dict[str, np.ndarray]:
+def predict_probs(
+    model: Head, data: SequenceSet, batch: int, device: torch.device, amp: bool = False
+) -> dict[str, np.ndarray]:
     """{state: (N, levels) softmax probabilities} in the order of data."""
     return _forward_all(model, data, batch, device, amp)[0]
 
 
 @torch.inference_mode()
-def _forward_all(model: Head, data: SequenceSet, batch: int, device: torch.device, amp: bool,
-                 losses=None) -> tuple[dict[str, np.ndarray], float]:
+def _forward_all(
+    model: Head, data: SequenceSet, batch: int, device: torch.device, amp: bool, losses=None
+) -> tuple[dict[str, np.ndarray], float]:
     """One pass over data: per-state probabilities and, given the losses, the mean loss (so
     validation runs the model once per epoch, not once for the loss and again for the metrics)."""
     model.eval()
@@ -85,8 +88,15 @@ def _loss_of(logits: dict[str, torch.Tensor], y: torch.Tensor, losses, states: l
     return sum(fn(logits[s], y[:, i]) for i, (s, fn) in enumerate(zip(states, losses, strict=True)))
 
 
-def fit(model: Head, train: SequenceSet, val: SequenceSet, cfg: TrainConfig, levels: int,
-        device: torch.device, progress: bool = True) -> tuple[dict, list[EpochLog], int]:
+def fit(
+    model: Head,
+    train: SequenceSet,
+    val: SequenceSet,
+    cfg: TrainConfig,
+    levels: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[dict, list[EpochLog], int]:
     """Train, keep the parameters of the best validation epoch; returns them, the history and that epoch."""
     states = model.states
     train_y = train.y.numpy()
@@ -97,14 +107,21 @@ def fit(model: Head, train: SequenceSet, val: SequenceSet, cfg: TrainConfig, lev
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = (WeightedRandomSampler(torch.as_tensor(sample_weights(train_y, levels)), len(train), replacement=True,
-                                     generator=gen)
-               if cfg.sampler == "weighted" else RandomSampler(range(len(train)), generator=gen))
+    sampler = (
+        WeightedRandomSampler(torch.as_tensor(sample_weights(train_y, levels)), len(train), replacement=True, generator=gen)
+        if cfg.sampler == "weighted"
+        else RandomSampler(range(len(train)), generator=gen)
+    )
     steps = -(-len(train) // cfg.batch)
     history: list[EpochLog] = []
     best: tuple[float, int, dict] | None = None
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(f"train {model.name}", total=cfg.epochs * steps, info="")
         for epoch in range(1, cfg.epochs + 1):
@@ -123,14 +140,23 @@ def fit(model: Head, train: SequenceSet, val: SequenceSet, cfg: TrainConfig, lev
                 bar.advance(task)
             probs, val_loss = _forward_all(model, val, cfg.batch, device, cfg.amp, losses)
             metrics = evaluate(val.y.numpy(), probs, states, levels, majority)
-            entry = EpochLog(epoch, total / max(seen, 1), val_loss, mean_over_states(metrics, "macro_f1"),
-                             mean_over_states(metrics, "accuracy"), time.perf_counter() - start)
+            entry = EpochLog(
+                epoch,
+                total / max(seen, 1),
+                val_loss,
+                mean_over_states(metrics, "macro_f1"),
+                mean_over_states(metrics, "accuracy"),
+                time.perf_counter() - start,
+            )
             history.append(entry)
             score = {"macro_f1": entry.val_macro_f1, "accuracy": entry.val_accuracy, "loss": -val_loss}[cfg.select]
             if best is None or score > best[0]:
                 best = (score, epoch, copy.deepcopy(model.state_dict()))
-            bar.update(task, info=f"epoch {epoch}: loss {entry.train_loss:.3f} val {val_loss:.3f} "
-                                  f"F1 {entry.val_macro_f1:.3f} (best {best[1]})")
+            bar.update(
+                task,
+                info=f"epoch {epoch}: loss {entry.train_loss:.3f} val {val_loss:.3f} "
+                f"F1 {entry.val_macro_f1:.3f} (best {best[1]})",
+            )
             log.debug("%s", asdict(entry))
             if epoch - best[1] >= cfg.patience:
                 log.info("early stop at epoch %d: no better validation %s since epoch %d", epoch, cfg.select, best[1])

@@ -46,8 +46,8 @@ def figures(c: np.ndarray) -> dict[str, np.ndarray]:
     observed_cost, chance_cost = (weights * c).sum((1, 2)), (weights * expected).sum((1, 2))
     correct = tp.sum(1)
     cov_tp = correct * total - (true * pred).sum(1)
-    cov_pp = total ** 2 - (pred * pred).sum(1)
-    cov_tt = total ** 2 - (true * true).sum(1)
+    cov_pp = total**2 - (pred * pred).sum(1)
+    cov_tt = total**2 - (true * true).sum(1)
     return {
         "accuracy": _ratio(correct, total),
         "macro_f1": f1.mean(1),
@@ -82,19 +82,28 @@ def resample_weights(n: int, groups: list | None, draws: int, rng: np.random.Gen
     return rng.multinomial(n, np.full(n, 1.0 / n), size=draws)
 
 
-def intervals(y_true: np.ndarray, y_pred: np.ndarray, levels: int, groups: list | None = None,
-              draws: int = DRAWS, seed: int = SEED) -> dict[str, list[float]]:
+def intervals(
+    y_true: np.ndarray, y_pred: np.ndarray, levels: int, groups: list | None = None, draws: int = DRAWS, seed: int = SEED
+) -> dict[str, list[float]]:
     """{metric: [low, high]}: the 95 % percentile interval of each INTERVAL_METRICS figure."""
     if len(y_true) == 0:
         return {m: [0.0, 0.0] for m in INTERVAL_METRICS}
     w = resample_weights(len(y_true), groups, draws, np.random.default_rng(seed))
     f = figures(confusions(y_true, y_pred, w, levels))
-    return {m: [round(float(np.percentile(f[m], 2.5)), 4), round(float(np.percentile(f[m], 97.5)), 4)]
-            for m in INTERVAL_METRICS}
+    return {
+        m: [round(float(np.percentile(f[m], 2.5)), 4), round(float(np.percentile(f[m], 97.5)), 4)] for m in INTERVAL_METRICS
+    }
 
 
-def paired_difference(y_true: np.ndarray, preds_a: list[np.ndarray], preds_b: list[np.ndarray], levels: int,
-                      groups: list | None = None, draws: int = DRAWS, seed: int = SEED) -> dict[str, dict]:
+def paired_difference(
+    y_true: np.ndarray,
+    preds_a: list[np.ndarray],
+    preds_b: list[np.ndarray],
+    levels: int,
+    groups: list | None = None,
+    draws: int = DRAWS,
+    seed: int = SEED,
+) -> dict[str, dict]:
     """B against A on the same clips, for each figure: the point difference of the seed-averaged
     figures, and a 95 % interval from a paired bootstrap in which every draw resamples the clips
     (or subjects) once for both sides and picks one seed run of each side, so the interval holds
@@ -114,6 +123,11 @@ def paired_difference(y_true: np.ndarray, preds_a: list[np.ndarray], preds_b: li
     for m in INTERVAL_METRICS:
         diff = db[m] - da[m]
         low, high = float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
-        out[m] = {"a": round(pa[m], 4), "b": round(pb[m], 4), "difference": round(pb[m] - pa[m], 4),
-                  "ci": [round(low, 4), round(high, 4)], "exceeds": bool(low > 0 or high < 0)}
+        out[m] = {
+            "a": round(pa[m], 4),
+            "b": round(pb[m], 4),
+            "difference": round(pb[m] - pa[m], 4),
+            "ci": [round(low, 4), round(high, 4)],
+            "exceeds": bool(low > 0 or high < 0),
+        }
     return out

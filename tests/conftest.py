@@ -20,16 +20,32 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         os.environ[_var] = str(_threads)
 
 # Files with the longest tests go out first, so that no long file starts last and runs alone.
-LONGEST_FIRST = ("test_sequence_cli.py", "test_streaming.py", "test_reliability.py", "test_scale.py", "test_fec.py",
-                 "test_live.py")
+LONGEST_FIRST = (
+    "test_sequence_cli.py",
+    "test_streaming.py",
+    "test_reliability.py",
+    "test_scale.py",
+    "test_fec.py",
+    "test_live.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
 
-TINY_SAMPLE = {"seed": 3, "train": 3, "validation": 2, "test": 2, "subjects": {"Train": 1, "Validation": 1, "Test": 1},
-               "fps": 10, "seconds": 1.0, "width": 320, "height": 240}
+
+TINY_SAMPLE = {
+    "seed": 3,
+    "train": 3,
+    "validation": 2,
+    "test": 2,
+    "subjects": {"Train": 1, "Validation": 1, "Test": 1},
+    "fps": 10,
+    "seconds": 1.0,
+    "width": 320,
+    "height": 240,
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,15 +74,17 @@ def _offline_torch_home(tmp_path_factory):
 
 def write_manifest(path: Path, datasets: dict, **top) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"cache_dir": "cache", "runs_dir": "runs", "default_dataset": next(iter(datasets)),
-                                    **top, "datasets": datasets}))
+    path.write_text(
+        yaml.safe_dump(
+            {"cache_dir": "cache", "runs_dir": "runs", "default_dataset": next(iter(datasets)), **top, "datasets": datasets}
+        )
+    )
     return path
 
 
 def run_cli(*args: str, module: str = "embed", check: int | None = 0, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=timeout)
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
@@ -80,8 +98,9 @@ def last_json(stdout: str) -> dict:
 def tiny_manifest(tmp_path_factory) -> Path:
     """A manifest whose default dataset is a tiny generated sample (7 clips x 10 frames, 320x240)."""
     root = tmp_path_factory.mktemp("tiny")
-    return write_manifest(root / "data_manifest.yaml",
-                          {"tiny": {"layout": "daisee", "root": "data/tiny", "sample": TINY_SAMPLE}})
+    return write_manifest(
+        root / "data_manifest.yaml", {"tiny": {"layout": "daisee", "root": "data/tiny", "sample": TINY_SAMPLE}}
+    )
 
 
 @pytest.fixture(scope="session")

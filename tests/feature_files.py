@@ -28,8 +28,14 @@ def openface_header(release: str = "2.2") -> list[str]:
     return cols
 
 
-def openface_rows(frames: int, level: int, rng: np.random.Generator, release: str = "2.2", fps: float = 30.0,
-                  faceless: tuple[int, ...] = ()) -> tuple[list[str], np.ndarray]:
+def openface_rows(
+    frames: int,
+    level: int,
+    rng: np.random.Generator,
+    release: str = "2.2",
+    fps: float = 30.0,
+    faceless: tuple[int, ...] = (),
+) -> tuple[list[str], np.ndarray]:
     """(header, values): one row per frame whose gaze, pose and AU intensities carry `level`
     (plus noise), so a head trained on them beats the majority; `faceless` frames have success 0."""
     header = openface_header(release)
@@ -67,8 +73,9 @@ def write_openface_csv(path: Path, header: list[str], values: np.ndarray) -> Pat
 STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
 
 
-def featureless_dataset(root: Path, per_split: dict[str, int], seed: int = 0, subjects: int = 0,
-                        leak: str | None = None) -> dict[str, dict]:
+def featureless_dataset(
+    root: Path, per_split: dict[str, int], seed: int = 0, subjects: int = 0, leak: str | None = None
+) -> dict[str, dict]:
     """A csv-layout dataset whose videos are absent: labels.csv and a manifest. Returns {clip: {split,
     labels, stem, subject}}; clip ids are `s<k%3>--<stem>` (the csv layout's path-derived ids). With
     `subjects`, a subject column names that many people per split (none shared between splits),
@@ -84,12 +91,16 @@ def featureless_dataset(root: Path, per_split: dict[str, int], seed: int = 0, su
             if split == leak and i == n - 1:
                 subject = "tr0"
             clips[f"s{k % 3}--{stem}"] = {"split": split, "labels": labels, "stem": stem, "subject": subject}
-            rows.append(f"s{k % 3}/{stem}.mp4,{split}," + ",".join(str(labels[s]) for s in STATES)
-                        + (f",{subject}" if subjects else ""))
+            rows.append(
+                f"s{k % 3}/{stem}.mp4,{split},"
+                + ",".join(str(labels[s]) for s in STATES)
+                + (f",{subject}" if subjects else "")
+            )
             k += 1
     header = "path,split," + ",".join(STATES) + (",subject" if subjects else "")
     (root / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     (root / "data_manifest.yaml").write_text(
         f"cache_dir: {root}/cache\nruns_dir: {root}/runs\ndatasets:\n  feats:\n    layout: csv\n"
-        f"    root: {root}\n    csv: labels.csv\n")
+        f"    root: {root}\n    csv: labels.csv\n"
+    )
     return clips

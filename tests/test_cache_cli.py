@@ -68,11 +68,13 @@ def test_corrupt_video_fails_alone_with_exit_1(tiny_embedded, tmp_path):
 
 def test_changed_extraction_config_gets_a_new_store(tiny_embedded):
     manifest = tiny_embedded["manifest"]
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--detect-every", "2",
-                             "--json").stdout)
+    info = last_json(
+        run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--detect-every", "2", "--json").stdout
+    )
     assert info["store"] != str(tiny_embedded["store"]) and info["complete"] == 0 and info["pending"] == 7
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--weights", "random:1",
-                             "--json").stdout)
+    info = last_json(
+        run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--weights", "random:1", "--json").stdout
+    )
     assert info["key"] != tiny_embedded["info"]["key"]
 
 
@@ -115,8 +117,11 @@ def test_find_store_picks_the_one_store_and_names_the_choices_when_several_match
     a, b = store("random:0"), store("random:1")
     store("random:0", PREPROCESSING_VERSION - 1)  # older code's store with a's weights
     store("random:0", backbone="resnet18")
-    with pytest.raises(ConfigError, match=r"2 stores match backbone 'inception': .*\(random:0\).*\(random:1\); "
-                                          r"fix: pass --weights or --key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"2 stores match backbone 'inception': .*\(random:0\).*\(random:1\); "
+        r"fix: pass --weights or --key",
+    ):
         find_store(tmp_path, "d", "inception")
     assert find_store(tmp_path, "d", "inception", weights="random:1").path == b.path
     assert find_store(tmp_path, "d", "inception", weights="random").path == a.path  # random is random:0
@@ -133,8 +138,9 @@ def test_max_fps_keeps_one_frame_per_interval_through_the_pipeline(tiny_embedded
 
     manifest = copy_tiny(tiny_embedded, tmp_path)
     run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet", "--max-fps", "5")
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--max-fps", "5",
-                             "--json").stdout)
+    info = last_json(
+        run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--max-fps", "5", "--json").stdout
+    )
     assert info["complete"] == 7 and info["key"] != tiny_embedded["info"]["key"]
     g = zarr.open_group(info["store"], mode="r")
     assert g.attrs["config"]["frames"]["max_fps"] == 5
@@ -147,8 +153,11 @@ def test_ls_lists_stores_that_no_detector_made(tmp_path):
     """A store whose config has no detector settings (features made elsewhere) is listed like any other."""
     manifest = write_manifest(tmp_path / "m.yaml", {"d": {"layout": "csv", "root": ".", "csv": "l.csv"}})
     (tmp_path / "l.csv").write_text("path,split,Boredom,Engagement,Confusion,Frustration\n")
-    CacheStore.create(tmp_path / "cache", "d", {"backbone": "openface", "importer": "openface", "dim": 3,
-                                                "preprocessing_version": PREPROCESSING_VERSION})
+    CacheStore.create(
+        tmp_path / "cache",
+        "d",
+        {"backbone": "openface", "importer": "openface", "dim": 3, "preprocessing_version": PREPROCESSING_VERSION},
+    )
     proc = run_cli("ls", "--manifest", str(manifest))
     assert "openface" in proc.stdout and "import: openface" in proc.stdout
     rows = json.loads(run_cli("ls", "--manifest", str(manifest), "--json").stdout)

@@ -84,8 +84,9 @@ def test_paired_difference_tells_a_real_gap_from_noise():
     same = [np.where(rng.random(300) < 0.5, y, rng.integers(0, 4, 300)) for _ in range(3)]
     gap = paired_difference(y, noisy, better, 4)
     assert gap["accuracy"]["exceeds"] and gap["accuracy"]["ci"][0] > 0
-    assert gap["accuracy"]["difference"] == pytest.approx(np.mean([np.mean(p == y) for p in better])
-                                                          - np.mean([np.mean(p == y) for p in noisy]), abs=1e-4)
+    assert gap["accuracy"]["difference"] == pytest.approx(
+        np.mean([np.mean(p == y) for p in better]) - np.mean([np.mean(p == y) for p in noisy]), abs=1e-4
+    )
     assert not paired_difference(y, noisy, same, 4)["accuracy"]["exceeds"]
 
 
@@ -113,8 +114,7 @@ def features(tmp_path_factory) -> dict:
 
 def test_seeds_are_aggregated_grouped_and_compared(features):
     manifest = str(features["manifest"])
-    proc = run_cli("train", "--manifest", manifest, "--backbone", "npy", "--seeds", "0,1,2", *FAST,
-                   module="sequence")
+    proc = run_cli("train", "--manifest", manifest, "--backbone", "npy", "--seeds", "0,1,2", *FAST, module="sequence")
     out = last_json(proc.stdout)
     assert len(out["runs"]) == 3 and len(set(out["runs"])) == 3
     metrics = [json.loads((Path(r) / "metrics.json").read_text())["test"] for r in out["runs"]]
@@ -143,8 +143,11 @@ def test_seeds_are_aggregated_grouped_and_compared(features):
     from sequence.config import parse_config
     from sequence.experiment import train_run
 
-    weak = train_run(load_manifest(features["manifest"]), parse_config(
-        {"backbone": "npy", "head": "fc", "epochs": 1, "lr": 1e-6, "device": "cpu"}, "test"), progress=False)
+    weak = train_run(
+        load_manifest(features["manifest"]),
+        parse_config({"backbone": "npy", "head": "fc", "epochs": 1, "lr": 1e-6, "device": "cpu"}, "test"),
+        progress=False,
+    )
     cmp = run_cli("compare", weak["run"], out["runs"][1], "--manifest", manifest, "--json", module="sequence")
     result = last_json(cmp.stdout)
     assert result["a"] == [weak["run"]] and sorted(result["b"]) == sorted(out["runs"])
@@ -159,11 +162,13 @@ def test_by_subject_figures_and_a_leaking_subject_is_named(features, tmp_path, c
     manifest = str(features["manifest"])
     run = last_json(run_cli("train", "--manifest", manifest, "--backbone", "npy", *FAST, module="sequence").stdout)["run"]
     data = json.loads((Path(run) / "data.json").read_text())
-    assert data["subjects"] == {"Test": ["te0", "te1", "te2", "te3"], "Train": ["tr0", "tr1", "tr2", "tr3"],
-                                "Validation": ["va0", "va1", "va2", "va3"]}
+    assert data["subjects"] == {
+        "Test": ["te0", "te1", "te2", "te3"],
+        "Train": ["tr0", "tr1", "tr2", "tr3"],
+        "Validation": ["va0", "va1", "va2", "va3"],
+    }
     assert data["leaking_subjects"] == {}
-    out = last_json(run_cli("evaluate", run, "--manifest", manifest, "--by-subject", "--json",
-                            module="sequence").stdout)
+    out = last_json(run_cli("evaluate", run, "--manifest", manifest, "--by-subject", "--json", module="sequence").stdout)
     rows = list(csv.DictReader(io.StringIO(Path(out["by_subject_csv"]).read_text())))
     assert [r["subject"] for r in rows] == ["te0", "te1", "te2", "te3"] and sum(int(r["clips"]) for r in rows) == 24
     preds = [r for r in csv.DictReader(io.StringIO((Path(run) / "predictions.csv").read_text())) if r["split"] == "Test"]
@@ -175,15 +180,26 @@ def test_by_subject_figures_and_a_leaking_subject_is_named(features, tmp_path, c
     # A tree where a Train subject also appears in Test: a warning naming the subject, and data.json says so.
     root = tmp_path / "leaky"
     clips = featureless_dataset(root, {"Train": 12, "Validation": 4, "Test": 4}, seed=4, subjects=2, leak="Test")
-    run_cli("import", "npy", str(_features(root, clips)), "--manifest", str(root / "data_manifest.yaml"), "--fps",
-            "10", "--quiet")
+    run_cli(
+        "import",
+        "npy",
+        str(_features(root, clips)),
+        "--manifest",
+        str(root / "data_manifest.yaml"),
+        "--fps",
+        "10",
+        "--quiet",
+    )
     from embed.manifest import load_manifest
     from sequence.config import parse_config
     from sequence.experiment import train_run
 
     with caplog.at_level(logging.WARNING, logger="sequence.data"):
-        run = train_run(load_manifest(root / "data_manifest.yaml"), parse_config(
-            {"backbone": "npy", "head": "fc", "epochs": 1, "device": "cpu"}, "test"), progress=False)["run"]
+        run = train_run(
+            load_manifest(root / "data_manifest.yaml"),
+            parse_config({"backbone": "npy", "head": "fc", "epochs": 1, "device": "cpu"}, "test"),
+            progress=False,
+        )["run"]
     warned = [r.getMessage() for r in caplog.records if "leakage" in r.getMessage()]
     assert len(warned) == 1 and "subject tr0 is in Test and Train" in warned[0]
     assert json.loads((Path(run) / "data.json").read_text())["leaking_subjects"] == {"tr0": ["Test", "Train"]}
@@ -196,10 +212,20 @@ def test_select_and_train_clips_decide_the_kept_epoch_and_the_subset(features):
     from sequence.experiment import train_run
 
     m = load_manifest(features["manifest"])
-    base = {"backbone": "npy", "head": "fc", "epochs": 8, "batch": 8, "lr": 3e-3, "patience": 8, "device": "cpu",
-            "train_clips": 20}
-    runs = {select: Path(train_run(m, parse_config({**base, "select": select}, "test"), progress=False)["run"])
-            for select in ("loss", "accuracy")}
+    base = {
+        "backbone": "npy",
+        "head": "fc",
+        "epochs": 8,
+        "batch": 8,
+        "lr": 3e-3,
+        "patience": 8,
+        "device": "cpu",
+        "train_clips": 20,
+    }
+    runs = {
+        select: Path(train_run(m, parse_config({**base, "select": select}, "test"), progress=False)["run"])
+        for select in ("loss", "accuracy")
+    }
     for select, run in runs.items():
         history = json.loads((run / "history.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
@@ -210,8 +236,10 @@ def test_select_and_train_clips_decide_the_kept_epoch_and_the_subset(features):
     from sequence.data import FramePolicy, to_tensors, train_subset
 
     rng = np.random.default_rng(0)
-    arrays = [(rng.normal(size=(5, 4)).astype(np.float16), np.ones(5, np.float32), np.arange(5, dtype=np.float32))
-              for _ in range(36)]
+    arrays = [
+        (rng.normal(size=(5, 4)).astype(np.float16), np.ones(5, np.float32), np.arange(5, dtype=np.float32))
+        for _ in range(36)
+    ]
     full = to_tensors(arrays, FramePolicy(), np.zeros((36, 4), np.int64), [f"c{i}" for i in range(36)])
     a, b, c = (train_subset(full, 20, seed).clip_ids for seed in (0, 0, 1))
     assert a == b != c and len(set(a)) == 20 and set(a) <= set(full.clip_ids)

@@ -22,15 +22,18 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_expressions_of_real_footage_with_a_faceless_stretch(tmp_path):
-    out = last_json(run_cli("expressions", str(DEFAULT_DIR / "face_noface.mov"), "--out", str(tmp_path / "e"),
-                            "--device", "cpu", "--json").stdout)
+    out = last_json(
+        run_cli(
+            "expressions", str(DEFAULT_DIR / "face_noface.mov"), "--out", str(tmp_path / "e"), "--device", "cpu", "--json"
+        ).stdout
+    )
     rows = _rows(Path(out["csv"]))
     assert list(rows[0]) == ["time", "frame", "face", *EXPRESSIONS]
     assert len(rows) == out["frames"] == 169 and [int(r["frame"]) for r in rows] == list(range(169))
     face = np.array([r["face"] == "1" for r in rows])
     assert out["faces"] == face.sum() and 0 < face.sum() < len(rows)
     # The face leaves and does not come back: a face stretch, then frames without one.
-    assert face[: face.sum()].all() and not face[face.sum():].any()
+    assert face[: face.sum()].all() and not face[face.sum() :].any()
     for r in rows:
         if r["face"] == "0":
             assert all(r[e] == "" for e in EXPRESSIONS)  # no face, no probabilities
@@ -48,16 +51,14 @@ def test_expressions_of_real_footage_with_a_faceless_stretch(tmp_path):
 def test_the_astronaut_smiles_on_every_frame_of_a_still_video(tmp_path):
     video = tmp_path / "astronaut.mp4"
     write_video(video, [data.astronaut()] * 12, 10, 512, 512)
-    out = last_json(run_cli("expressions", str(video), "--out", str(tmp_path / "e"), "--device", "cpu",
-                            "--json").stdout)
+    out = last_json(run_cli("expressions", str(video), "--out", str(tmp_path / "e"), "--device", "cpu", "--json").stdout)
     rows = _rows(Path(out["csv"]))
     assert out["faces"] == out["frames"] == len(rows) == 12
     assert min(float(r["happy"]) for r in rows) > 0.9 and max(out["mean"], key=out["mean"].get) == "happy"
 
 
 def test_a_video_without_a_face_is_one_line_and_leaves_no_files(tmp_path):
-    proc = run_cli("expressions", str(DEFAULT_DIR / "no_face.mp4"), "--out", str(tmp_path / "e"), "--device", "cpu",
-                   check=2)
+    proc = run_cli("expressions", str(DEFAULT_DIR / "no_face.mp4"), "--out", str(tmp_path / "e"), "--device", "cpu", check=2)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no_face.mp4: no face found in any of its 95 frames; fix:" in lines[0], proc.stderr
     assert not list((tmp_path / "e").iterdir())
@@ -79,8 +80,10 @@ def test_a_phone_video_stored_sideways_is_embedded_upright(tmp_path):
     upright = stored_sideways(DEFAULT_DIR / "single_face.mp4", root / "upright.mp4", 0)
     stored_sideways(DEFAULT_DIR / "single_face.mp4", root / "sideways.mp4", 90)
     stored_sideways(DEFAULT_DIR / "single_face.mp4", root / "upside_down.mp4", 180)
-    (root / "labels.csv").write_text("path,split,Boredom,Engagement,Confusion,Frustration\n" + "".join(
-        f"{n}.mp4,Train,0,2,0,0\n" for n in ("upright", "sideways", "upside_down")))
+    (root / "labels.csv").write_text(
+        "path,split,Boredom,Engagement,Confusion,Frustration\n"
+        + "".join(f"{n}.mp4,Train,0,2,0,0\n" for n in ("upright", "sideways", "upside_down"))
+    )
     manifest = write_manifest(tmp_path / "m.yaml", {"phone": {"layout": "csv", "root": "data", "csv": "labels.csv"}})
     run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
     info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
@@ -98,8 +101,12 @@ def test_a_phone_video_stored_sideways_is_embedded_upright(tmp_path):
         cos = (emb * ref_emb).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref_emb, axis=1)
         assert cos.min() > 0.9, cos.min()
     # The expression track of the sideways file reads what the upright file reads.
-    tracks = {n: last_json(run_cli("expressions", str(root / f"{n}.mp4"), "--out", str(tmp_path / n), "--device",
-                                   "cpu", "--json").stdout) for n in ("upright", "sideways")}
+    tracks = {
+        n: last_json(
+            run_cli("expressions", str(root / f"{n}.mp4"), "--out", str(tmp_path / n), "--device", "cpu", "--json").stdout
+        )
+        for n in ("upright", "sideways")
+    }
     assert tracks["sideways"]["rotation"] == 270 and tracks["upright"]["rotation"] == 0
     p = {n: np.array([[float(r[e]) for e in EXPRESSIONS] for r in _rows(Path(t["csv"]))]) for n, t in tracks.items()}
     assert np.abs(p["sideways"] - p["upright"]).mean() < 0.02

@@ -75,8 +75,15 @@ def test_crops_from_the_common_window_equal_roi_align_on_whole_frames():
 def test_region_search_is_in_the_store_key_only_when_on():
     """Off (the default), the detector's part of the key is what it was before region search existed,
     so existing stores keep their keys; on, its settings are part of it."""
-    assert DetectorConfig().as_dict() == {"detect_every": 5, "detect_width": 320, "min_face_size": 40,
-                                          "thresholds": [0.6, 0.7, 0.7], "min_prob": 0.9, "smooth": 3, "margin": 0.2}
+    assert DetectorConfig().as_dict() == {
+        "detect_every": 5,
+        "detect_width": 320,
+        "min_face_size": 40,
+        "thresholds": [0.6, 0.7, 0.7],
+        "min_prob": 0.9,
+        "smooth": 3,
+        "margin": 0.2,
+    }
     on = DetectorConfig(search_region=2.5).as_dict()
     assert on["search_region"] == 2.5 and on["full_search_every"] == 60
     assert DetectorConfig.from_dict(on) == DetectorConfig(search_region=2.5)

@@ -43,8 +43,7 @@ def openface(tmp_path_factory) -> dict:
     for clip, info in clips.items():
         if clip == MISSING:
             continue
-        header, v = openface_rows(30, info["labels"]["Boredom"], rng, release="1.0" if clip in OLD else "2.2",
-                                  faceless=(4,))
+        header, v = openface_rows(30, info["labels"]["Boredom"], rng, release="1.0" if clip in OLD else "2.2", faceless=(4,))
         path = write_openface_csv(_clip_file(root, clip, info), header, v)
         values[clip] = (header, v, path)
     cut = values[CUT][2]
@@ -52,10 +51,15 @@ def openface(tmp_path_factory) -> dict:
     cut.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])  # half the last row, no newline
     (root / "openface" / "notes.csv").write_text("frame, timestamp\n1, 0.0\n")  # named after no clip
     manifest = root / "data_manifest.yaml"
-    proc = run_cli("import", "openface", str(root / "openface"), "--manifest", str(manifest), "--json", "--quiet",
-                   check=1)
-    return {"root": root, "manifest": manifest, "clips": clips, "values": values, "proc": proc,
-            "report": last_json(proc.stdout)}
+    proc = run_cli("import", "openface", str(root / "openface"), "--manifest", str(manifest), "--json", "--quiet", check=1)
+    return {
+        "root": root,
+        "manifest": manifest,
+        "clips": clips,
+        "values": values,
+        "proc": proc,
+        "report": last_json(proc.stdout),
+    }
 
 
 def test_openface_csvs_import_with_old_releases_failed_tracking_and_a_cut_file(openface):
@@ -69,9 +73,11 @@ def test_openface_csvs_import_with_old_releases_failed_tracking_and_a_cut_file(o
     assert report["unmatched_files"] == [str(openface["root"] / "openface" / "notes.csv")]
     # Default groups gaze, pose, au_r; the old release's files lack gaze_angle_*: left out for all, and said.
     assert report["dropped_columns"] == ["gaze_angle_x", "gaze_angle_y"]
-    assert report["columns"] == ([f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"]
-                                 + [f"pose_{k}{a}" for k in "TR" for a in "xyz"]
-                                 + [c for c in values["s0--clip000"][0] if c.startswith("AU") and c.endswith("_r")])
+    assert report["columns"] == (
+        [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"]
+        + [f"pose_{k}{a}" for k in "TR" for a in "xyz"]
+        + [c for c in values["s0--clip000"][0] if c.startswith("AU") and c.endswith("_r")]
+    )
     assert report["dim"] == 29 == len(report["columns"])
 
     root = zarr.open_group(report["store"], mode="r")
@@ -100,8 +106,11 @@ def test_a_reimport_skips_unchanged_files_and_redoes_changed_ones(openface, tmp_
     shutil.copytree(openface["root"], root, copy_function=shutil.copy2)
     manifest = root / "data_manifest.yaml"
     manifest.write_text(manifest.read_text().replace(str(openface["root"]), str(root)))
-    first = last_json(run_cli("import", "openface", str(root / "openface"), "--manifest", str(manifest), "--json",
-                              "--quiet", check=1).stdout)
+    first = last_json(
+        run_cli(
+            "import", "openface", str(root / "openface"), "--manifest", str(manifest), "--json", "--quiet", check=1
+        ).stdout
+    )
     assert first["imported"] == len(openface["clips"]) - 2 and first["skipped"] == 0
     header, v, _ = openface["values"][CUT]
     write_openface_csv(root / "openface" / f"{openface['clips'][CUT]['stem']}.csv", header, v)  # repaired
@@ -109,8 +118,9 @@ def test_a_reimport_skips_unchanged_files_and_redoes_changed_ones(openface, tmp_
     v2 = openface["values"][changed][1].copy()
     v2[:, header.index("pose_Tz")] += 1000
     write_openface_csv(root / "openface" / f"{openface['clips'][changed]['stem']}.csv", header, v2)
-    again = last_json(run_cli("import", "openface", str(root / "openface"), "--manifest", str(manifest), "--json",
-                              "--quiet").stdout)
+    again = last_json(
+        run_cli("import", "openface", str(root / "openface"), "--manifest", str(manifest), "--json", "--quiet").stdout
+    )
     assert again["failed"] == 0 and again["imported"] == 2 and again["skipped"] == len(openface["clips"]) - 3
     assert again["store"] == first["store"] and again["complete"] == len(openface["clips"]) - 1
     emb = zarr.open_group(again["store"], mode="r")["clips"][changed]["embeddings"][...]
@@ -139,9 +149,10 @@ def test_bad_rows_fail_their_clip_with_file_and_line(tmp_path):
     assert "line 5: frame 3 after frame 4: rows out of order" in broken("order", swapped)
     assert "line 8: 3 fields, the header has" in broken("short", lines[:7] + ["1, 2, 3"] + lines[8:])
     assert "no 'confidence' column" in broken("other", ["frame, timestamp, x", "1, 0.0, 3"])
-    stuck = [lines[0]] + [", ".join([f if h != "timestamp" else "0.000" for h, f in zip(header, row.split(", "),
-                                                                                       strict=True)])
-                          for row in lines[1:]]
+    stuck = [lines[0]] + [
+        ", ".join([f if h != "timestamp" else "0.000" for h, f in zip(header, row.split(", "), strict=True)])
+        for row in lines[1:]
+    ]
     assert "timestamps that do not advance; fix: pass --fps" in broken("stuck", stuck)
     (tmp_path / "stuck.csv").write_text("\n".join(stuck) + "\n")
     times = get_importer("openface")(fps=25.0).read(FeatureFile("stuck", tmp_path / "stuck.csv")).timestamps
@@ -155,19 +166,38 @@ def test_openface_store_trains_exports_and_comes_back_equal(openface, tmp_path):
 
     manifest = str(openface["manifest"])
     # In-process (the CLI's train on imported stores is the fused test's): the store trains unchanged.
-    result = train_run(load_manifest(openface["manifest"]), parse_config(
-        {"backbone": "openface", "head": "fc", "epochs": 4, "batch": 8, "device": "cpu"}, "test"), progress=False)
+    result = train_run(
+        load_manifest(openface["manifest"]),
+        parse_config({"backbone": "openface", "head": "fc", "epochs": 4, "batch": 8, "device": "cpu"}, "test"),
+        progress=False,
+    )
     run = Path(result["run"])
     assert set(result["test"]) == set(STATES) and all(m["n"] == SPLITS["Test"] for m in result["test"].values())
     assert json.loads((run / "store.json").read_text())["path"] == openface["report"]["store"]
     data = json.loads((run / "data.json").read_text())
     # The videos were never here: every clip is "missing on disk", yet its features train.
-    assert data["clips"] == {"Train": SPLITS["Train"] - 2, "Validation": SPLITS["Validation"],
-                             "Test": SPLITS["Test"]}  # CUT and MISSING (both Train) have no features
+    assert data["clips"] == {
+        "Train": SPLITS["Train"] - 2,
+        "Validation": SPLITS["Validation"],
+        "Test": SPLITS["Test"],
+    }  # CUT and MISSING (both Train) have no features
 
     out = tmp_path / "openface.h5"
-    exported = last_json(run_cli("export", "--manifest", manifest, "--backbone", "openface", "--format", "hdf5",
-                                 "--out", str(out), "--json", "--quiet").stdout)
+    exported = last_json(
+        run_cli(
+            "export",
+            "--manifest",
+            manifest,
+            "--backbone",
+            "openface",
+            "--format",
+            "hdf5",
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ).stdout
+    )
     assert exported["clips"] == len(openface["clips"]) - 2
     store = zarr.open_group(openface["report"]["store"], mode="r")
     with h5py.File(out, "r") as h5:
@@ -181,8 +211,9 @@ def test_openface_store_trains_exports_and_comes_back_equal(openface, tmp_path):
             assert g.attrs["split"] == openface["clips"][clip]["split"] and g.attrs["frames"] == 30
             assert {s: int(g.attrs[f"label_{s}"]) for s in STATES} == openface["clips"][clip]["labels"]
 
-    back = last_json(run_cli("import", "hdf5", str(out), "--manifest", manifest, "--name", "openface_back", "--json",
-                             "--quiet").stdout)
+    back = last_json(
+        run_cli("import", "hdf5", str(out), "--manifest", manifest, "--name", "openface_back", "--json", "--quiet").stdout
+    )
     assert back["complete"] == exported["clips"] and back["columns"] == openface["report"]["columns"]
     again = zarr.open_group(back["store"], mode="r")
     for clip, g in store["clips"].groups():
@@ -197,16 +228,31 @@ def test_openface_store_trains_exports_and_comes_back_equal(openface, tmp_path):
             np.testing.assert_array_equal(a, b)
 
     folder = tmp_path / "npy"
-    run_cli("export", "--manifest", manifest, "--backbone", "openface", "--format", "npy", "--out", str(folder),
-            "--split", "Test", "--quiet")
+    run_cli(
+        "export",
+        "--manifest",
+        manifest,
+        "--backbone",
+        "openface",
+        "--format",
+        "npy",
+        "--out",
+        str(folder),
+        "--split",
+        "Test",
+        "--quiet",
+    )
     rows = list(csv.DictReader(io.StringIO((folder / "index.csv").read_text())))
     tests = sorted(c for c, i in openface["clips"].items() if i["split"] == "Test" and c != MISSING)
     assert [r["clip"] for r in rows] == tests and all(r["split"] == "Test" for r in rows)
     for r in rows:
         assert {s: int(r[s]) for s in STATES} == openface["clips"][r["clip"]]["labels"]
         np.testing.assert_array_equal(np.load(folder / f"{r['clip']}.npy"), store["clips"][r["clip"]]["embeddings"][...])
-        np.testing.assert_allclose(np.load(folder / f"{r['clip']}_timestamps_ms.npy"),
-                                   store["clips"][r["clip"]]["timestamps"][...] * 1000, rtol=1e-6)
+        np.testing.assert_allclose(
+            np.load(folder / f"{r['clip']}_timestamps_ms.npy"),
+            store["clips"][r["clip"]]["timestamps"][...] * 1000,
+            rtol=1e-6,
+        )
 
 
 def _video_features(root: Path, clips: dict, features: dict[str, int], frames: int = 10, fps: float = 10.0):
@@ -231,8 +277,11 @@ def test_a_video_features_folder_imports_and_fuses_with_openface(openface, tmp_p
     _video_features(src, clips, {"rgb": 6, "flow": 4})
     two = run_cli("import", "npy", str(src), "--manifest", manifest, "--name", "i3d", check=2)
     assert "several features (flow, rgb)" in two.stderr and "--columns" in two.stderr
-    report = last_json(run_cli("import", "npy", str(src), "--manifest", manifest, "--name", "i3d", "--columns",
-                               "rgb,flow", "--json", "--quiet").stdout)
+    report = last_json(
+        run_cli(
+            "import", "npy", str(src), "--manifest", manifest, "--name", "i3d", "--columns", "rgb,flow", "--json", "--quiet"
+        ).stdout
+    )
     assert report["dim"] == 10 and report["columns"] == ["rgb:6", "flow:4"]
     assert report["missing_clips"] == ["s1--clip001"] and report["complete"] == len(clips)
     g = zarr.open_group(report["store"], mode="r")["clips"]["s0--clip000"]
@@ -241,8 +290,11 @@ def test_a_video_features_folder_imports_and_fuses_with_openface(openface, tmp_p
 
     # Fused with OpenFace (30 fps against 10): the timeline is the 10-fps stream's, each of its frames
     # joined with OpenFace's nearest one; the input is both parts side by side.
-    result = last_json(run_cli("train", "--manifest", manifest, "--backbone", "openface,i3d", "--head", "fc", *FAST,
-                               module="sequence").stdout)
+    result = last_json(
+        run_cli(
+            "train", "--manifest", manifest, "--backbone", "openface,i3d", "--head", "fc", *FAST, module="sequence"
+        ).stdout
+    )
     run = Path(result["run"])
     assert "openface+i3d" in run.name
     store = json.loads((run / "store.json").read_text())
@@ -293,10 +345,20 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     from tests.conftest import copy_tiny
 
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=True)
-    run_cli("run", "--manifest", str(manifest), "--backbone", "resnet18", "--weights", "random", "--device", "cpu",
-            "--quiet")
-    cfg = parse_config({"backbone": "fer2013,resnet18", "weights": "fer2013,random", "head": "fc", "epochs": 2,
-                        "batch": 2, "device": "cpu"}, "test")
+    run_cli(
+        "run", "--manifest", str(manifest), "--backbone", "resnet18", "--weights", "random", "--device", "cpu", "--quiet"
+    )
+    cfg = parse_config(
+        {
+            "backbone": "fer2013,resnet18",
+            "weights": "fer2013,random",
+            "head": "fc",
+            "epochs": 2,
+            "batch": 2,
+            "device": "cpu",
+        },
+        "test",
+    )
     result = train_run(load_manifest(manifest), cfg, progress=False)
     run = Path(result["run"])
     assert torch.load(run / "model.pt", weights_only=True)["input_dim"] == 128 + 512
@@ -306,5 +368,6 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     predicted = predict_video(video, run, weights="fer2013,random", device="cpu")
     assert predicted["windows"] == 1
     for s in STATES:
-        np.testing.assert_allclose(predicted["states"][s]["probs"], [float(rows[0][f"{s}_p{k}"]) for k in range(4)],
-                                   atol=2e-4)
+        np.testing.assert_allclose(
+            predicted["states"][s]["probs"], [float(rows[0][f"{s}_p{k}"]) for k in range(4)], atol=2e-4
+        )

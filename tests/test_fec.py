@@ -46,12 +46,15 @@ def images(tmp_path):
 
 
 def test_fec_reader_takes_the_majority_and_leaves_out_ties_and_missing_images(tmp_path, images):
-    path = _write_csv(tmp_path / "fec.csv", [
-        _fec_row(["a.jpg", "b.jpg", "c.jpg"], [3, 3, 1]),  # image 3 least alike: odd index 2
-        _fec_row(["c.jpg", "a.jpg", "b.jpg"], [1, 2, 1, 1, 3, 1]),
-        _fec_row(["a.jpg", "b.jpg", "c.jpg"], [1, 2]),  # a tie
-        _fec_row(["a.jpg", "gone.jpg", "c.jpg"], [1, 1, 1]),  # an image not on disk
-    ])
+    path = _write_csv(
+        tmp_path / "fec.csv",
+        [
+            _fec_row(["a.jpg", "b.jpg", "c.jpg"], [3, 3, 1]),  # image 3 least alike: odd index 2
+            _fec_row(["c.jpg", "a.jpg", "b.jpg"], [1, 2, 1, 1, 3, 1]),
+            _fec_row(["a.jpg", "b.jpg", "c.jpg"], [1, 2]),  # a tie
+            _fec_row(["a.jpg", "gone.jpg", "c.jpg"], [1, 1, 1]),  # an image not on disk
+        ],
+    )
     t = read_fec_csv(path, images)
     assert t.odd.tolist() == [2, 0] and len(t) == 2
     assert len(t.images) == 3  # each image once, whatever triplets it is in
@@ -60,11 +63,14 @@ def test_fec_reader_takes_the_majority_and_leaves_out_ties_and_missing_images(tm
     assert t.skipped == {"annotators disagree (tie)": 1, "image not on disk": 1}
 
 
-@pytest.mark.parametrize("row, message", [
-    (_fec_row(["a.jpg", "b.jpg", "c.jpg"], [1, 1, 1], kind="FOUR_CLASS"), r"fec\.csv:1: triplet type 'FOUR_CLASS'"),
-    (_fec_row(["a.jpg", "b.jpg", "c.jpg"], [1, 4, 1]), r"fec\.csv:1: annotations must be 1, 2 or 3"),
-    (["http://x/a.jpg", "0.1", "0.9"], r"fec\.csv:1: 3 fields"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (_fec_row(["a.jpg", "b.jpg", "c.jpg"], [1, 1, 1], kind="FOUR_CLASS"), r"fec\.csv:1: triplet type 'FOUR_CLASS'"),
+        (_fec_row(["a.jpg", "b.jpg", "c.jpg"], [1, 4, 1]), r"fec\.csv:1: annotations must be 1, 2 or 3"),
+        (["http://x/a.jpg", "0.1", "0.9"], r"fec\.csv:1: 3 fields"),
+    ],
+)
 def test_fec_reader_names_the_bad_row(tmp_path, images, row, message):
     with pytest.raises(ConfigError, match=message):
         read_fec_csv(_write_csv(tmp_path / "fec.csv", [row]), images)
@@ -81,11 +87,27 @@ def test_affectnet_reader_reads_boxes_skips_non_expressions_and_rejects_bad_labe
     (base / "Manually_Annotated_Images" / "1").mkdir(parents=True)
     for n in ("a.jpg", "b.jpg", "c.jpg"):
         (base / "Manually_Annotated_Images" / "1" / n).write_bytes((images / n).read_bytes())
-    header = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-              "expression", "valence", "arousal"]
-    _write_csv(base / "training.csv", [header, ["1/a.jpg", 5, 6, 30, 20, "", 3, 0.1, 0.2],
-                                       ["1/b.jpg", 0, 0, 10, 10, "", 9, 0, 0], ["1/missing.jpg", 0, 0, 5, 5, "", 1, 0, 0],
-                                       ["1/c.jpg", 1, 1, 8, 8, "", 7, 0, 0]])
+    header = [
+        "subDirectory_filePath",
+        "face_x",
+        "face_y",
+        "face_width",
+        "face_height",
+        "facial_landmarks",
+        "expression",
+        "valence",
+        "arousal",
+    ]
+    _write_csv(
+        base / "training.csv",
+        [
+            header,
+            ["1/a.jpg", 5, 6, 30, 20, "", 3, 0.1, 0.2],
+            ["1/b.jpg", 0, 0, 10, 10, "", 9, 0, 0],
+            ["1/missing.jpg", 0, 0, 5, 5, "", 1, 0, 0],
+            ["1/c.jpg", 1, 1, 8, 8, "", 7, 0, 0],
+        ],
+    )
     e = read_affectnet(base, "training")
     assert e.labels.tolist() == [3, 7] and e.images[0].box == (5.0, 6.0, 35.0, 26.0)
     assert e.skipped == {"not an expression (8-10)": 1, "image not on disk": 1}
@@ -113,10 +135,31 @@ def test_triplet_loss_matches_a_hand_computed_case():
 def trained_fec(tmp_path_factory):
     root = tmp_path_factory.mktemp("fec")
     paths = generate_fec_sample(root / "data", per_class=3, triplets=48, seed=1)
-    proc = run_cli("fec-train", "--triplets", str(paths["fec_train"]), "--val-triplets", str(paths["fec_test"]),
-                   "--images", str(paths["images"]), "--affectnet", str(paths["affectnet"]),
-                   "--trunk-weights", "random", "--epochs", "3", "--batch", "16", "--lr", "1e-3",
-                   "--device", "cpu", "--out", str(root / "out"), "--json", "--quiet")
+    proc = run_cli(
+        "fec-train",
+        "--triplets",
+        str(paths["fec_train"]),
+        "--val-triplets",
+        str(paths["fec_test"]),
+        "--images",
+        str(paths["images"]),
+        "--affectnet",
+        str(paths["affectnet"]),
+        "--trunk-weights",
+        "random",
+        "--epochs",
+        "3",
+        "--batch",
+        "16",
+        "--lr",
+        "1e-3",
+        "--device",
+        "cpu",
+        "--out",
+        str(root / "out"),
+        "--json",
+        "--quiet",
+    )
     return {"result": last_json(proc.stdout), "proc": proc, "out": root / "out"}
 
 
@@ -143,8 +186,9 @@ def test_trained_weights_round_trip_into_stage_one(trained_fec, tiny_embedded, t
     weights = trained_fec["result"]["weights"]
     manifest = copy_tiny(tiny_embedded, tmp_path)
     run_cli("run", "--manifest", str(manifest), "--backbone", "fec", "--weights", weights, "--device", "cpu", "--quiet")
-    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fec", "--weights", weights,
-                             "--json").stdout)
+    info = last_json(
+        run_cli("info", "--manifest", str(manifest), "--backbone", "fec", "--weights", weights, "--json").stdout
+    )
     assert info["weights"] == file_identity(weights) and info["dim"] == 128 and info["complete"] == 7
     config = CacheStore(info["store"]).config
     clip_id = sorted(zarr.open_group(info["store"], mode="r")["clips"].group_keys())[0]
@@ -152,6 +196,7 @@ def test_trained_weights_round_trip_into_stage_one(trained_fec, tiny_embedded, t
     video = next((tmp_path / "data").rglob(f"{clip_id}.*"))
     again = embed_video(video, weights=weights, device="cpu", config=config).embeddings.astype(np.float32)
     np.testing.assert_allclose(again, stored, atol=2e-3)
-    random = embed_video(video, backbone="fec", weights="random", device="cpu",
-                         config={**config, "weights": "random:0"}).embeddings.astype(np.float32)
+    random = embed_video(
+        video, backbone="fec", weights="random", device="cpu", config={**config, "weights": "random:0"}
+    ).embeddings.astype(np.float32)
     assert np.abs(random - stored).mean() > 10 * np.abs(again - stored).mean() + 1e-3

@@ -30,8 +30,11 @@ def daisee_tree(tmp_path):
     (root / "Labels").mkdir()
     # Windows line endings and a BOM, as spreadsheet exports produce.
     (root / "Labels/TrainLabels.csv").write_bytes(
-        ("\ufeff" + HEADER + "\r\n1100011002.avi,0,2,0,0\r\n1100011003.avi,1,3,2,0\r\n"
-         "1100021001.avi,3,1,0,1\r\n1100029999.avi,0,2,0,0\r\n").encode())
+        (
+            "\ufeff" + HEADER + "\r\n1100011002.avi,0,2,0,0\r\n1100011003.avi,1,3,2,0\r\n"
+            "1100021001.avi,3,1,0,1\r\n1100029999.avi,0,2,0,0\r\n"
+        ).encode()
+    )
     (root / "Labels/ValidationLabels.csv").write_text(HEADER + "\n2100011001.mp4,2,2,1,3\n")
     return root
 
@@ -53,11 +56,17 @@ def test_daisee_tree_with_every_quirk(tmp_path, daisee_tree):
     assert len(short.frames) == 12 and short.timestamps[-1] == pytest.approx(11 / 30, abs=1e-3)
 
 
-@pytest.mark.parametrize("rows, pattern", [
-    ("1100011002.avi,0,5,0,0", r"TrainLabels\.csv: line 2: Engagement = '5' is not a level 0\.\.3"),
-    ("1100011002.avi,0,x,0,0", r"line 2: Engagement = 'x'"),
-    ("1100011002.avi,0,1,0,0\n1100011002.avi,0,1,0,0", r"line 3: duplicate ClipID '1100011002\.avi' \(first on line 2\)"),
-])
+@pytest.mark.parametrize(
+    "rows, pattern",
+    [
+        ("1100011002.avi,0,5,0,0", r"TrainLabels\.csv: line 2: Engagement = '5' is not a level 0\.\.3"),
+        ("1100011002.avi,0,x,0,0", r"line 2: Engagement = 'x'"),
+        (
+            "1100011002.avi,0,1,0,0\n1100011002.avi,0,1,0,0",
+            r"line 3: duplicate ClipID '1100011002\.avi' \(first on line 2\)",
+        ),
+    ],
+)
 def test_bad_label_rows(tmp_path, daisee_tree, rows, pattern):
     (daisee_tree / "Labels/TrainLabels.csv").write_text(HEADER + "\n" + rows + "\n")
     with pytest.raises(ConfigError, match=pattern):
@@ -74,8 +83,10 @@ def test_csv_layout_ids_are_relative_paths(tmp_path):
     root = tmp_path / "mine"
     _video(root / "a/clip.mp4")
     _video(root / "b/clip.mp4")  # same stem elsewhere: ids must not collide
-    (root / "labels.csv").write_text("path,split,Boredom,Engagement,Confusion,Frustration\n"
-                                     "a/clip.mp4,Train,0,1,2,3\nb/clip.mp4,Test,1,1,1,1\nc/gone.mp4,Train,0,0,0,0\n")
+    (root / "labels.csv").write_text(
+        "path,split,Boredom,Engagement,Confusion,Frustration\n"
+        "a/clip.mp4,Train,0,1,2,3\nb/clip.mp4,Test,1,1,1,1\nc/gone.mp4,Train,0,0,0,0\n"
+    )
     index = read_dataset(_manifest(tmp_path, root, layout="csv", csv="labels.csv"), "d")
     assert [c.clip_id for c in index.clips] == ["a--clip", "b--clip"]
     assert [c.split for c in index.clips] == ["Train", "Test"]

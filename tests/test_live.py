@@ -29,8 +29,24 @@ def live_setup(tiny_embedded, tmp_path_factory) -> dict:
     (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
     tmp = tmp_path_factory.mktemp("live")
     manifest = copy_tiny(tiny_embedded, tmp / "copy", with_cache=True)  # its runs stay out of the shared one's
-    run = last_json(run_cli("train", "--manifest", str(manifest), "--backbone", "fer2013", "--head",
-                            "fc", "--epochs", "2", "--quiet", "--device", "cpu", "--json", module="sequence").stdout)["run"]
+    run = last_json(
+        run_cli(
+            "train",
+            "--manifest",
+            str(manifest),
+            "--backbone",
+            "fer2013",
+            "--head",
+            "fc",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--json",
+            module="sequence",
+        ).stdout
+    )["run"]
     clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
     video = tmp / "lesson.mp4"
     write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, 320, 240)
@@ -41,9 +57,27 @@ def _live(setup: dict, *extra: str, stop_after: float | None = None) -> dict:
     """Feed the video at real-time pace into `predict - --live` once it says it is reading; the lines
     with their arrival times."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sequence", "predict", "-", "--run", setup["run"], "--live",
-                             "--device", "cpu", "--json", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sequence",
+            "predict",
+            "-",
+            "--run",
+            setup["run"],
+            "--live",
+            "--device",
+            "cpu",
+            "--json",
+            *extra,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     err = []
     for line in proc.stderr:  # an observable event, not a guessed sleep: the models are set up
         err.append(line)
@@ -59,9 +93,14 @@ def _live(setup: dict, *extra: str, stop_after: float | None = None) -> dict:
     for raw in proc.stdout:
         lines.append((time.monotonic(), json.loads(raw)))
     proc.wait(timeout=120)
-    return {"code": proc.returncode, "windows": [ln for _, ln in lines if "t_start" in ln],
-            "arrivals": [t for t, ln in lines if "t_start" in ln], "summary": lines[-1][1].get("summary") if lines else None,
-            "stderr": "".join(err), "fed_at": fed.get("at")}
+    return {
+        "code": proc.returncode,
+        "windows": [ln for _, ln in lines if "t_start" in ln],
+        "arrivals": [t for t, ln in lines if "t_start" in ln],
+        "summary": lines[-1][1].get("summary") if lines else None,
+        "stderr": "".join(err),
+        "fed_at": fed.get("at"),
+    }
 
 
 def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(live_setup, tmp_path):
@@ -78,9 +117,22 @@ def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(li
     timeline = json.loads(Path(live["summary"]["timeline"]).read_text())
     assert len(timeline) == 7 and Path(live["summary"]["timeline_png"]).read_bytes()[:4] == b"\x89PNG"
 
-    offline = last_json(run_cli("predict", str(live_setup["video"]), "--run", live_setup["run"], "--hop", "1",
-                                "--out", str(tmp_path / "offline"), "--device", "cpu", "--json",
-                                module="sequence").stdout)
+    offline = last_json(
+        run_cli(
+            "predict",
+            str(live_setup["video"]),
+            "--run",
+            live_setup["run"],
+            "--hop",
+            "1",
+            "--out",
+            str(tmp_path / "offline"),
+            "--device",
+            "cpu",
+            "--json",
+            module="sequence",
+        ).stdout
+    )
     rows = json.loads(Path(offline["timeline"]).read_text())
     assert [(r["start"], r["end"]) for r in rows] == [(w["t_start"], w["t_end"]) for w in windows]
     for r, w in zip(rows, windows, strict=True):
@@ -110,8 +162,17 @@ def test_smoothing_changes_the_display_never_the_written_values(live_setup, tmp_
 
 
 def test_a_source_that_cannot_be_opened_exits_2_with_one_line(live_setup):
-    proc = run_cli("predict", "rtsp://127.0.0.1:9/camera", "--run", live_setup["run"], "--live", "--device", "cpu",
-                   module="sequence", check=2)
+    proc = run_cli(
+        "predict",
+        "rtsp://127.0.0.1:9/camera",
+        "--run",
+        live_setup["run"],
+        "--live",
+        "--device",
+        "cpu",
+        module="sequence",
+        check=2,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     error = [ln for ln in lines if "error:" in ln]
     assert len(error) == 1 and "rtsp://127.0.0.1:9/camera: cannot open" in error[0] and "fix:" in error[0]
@@ -120,10 +181,29 @@ def test_a_source_that_cannot_be_opened_exits_2_with_one_line(live_setup):
 
 def test_ctrl_c_ends_with_the_timeline_and_exit_0(live_setup, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sequence", "predict", "-", "--run", live_setup["run"], "--live",
-                             "--device", "cpu", "--json", "--out", str(tmp_path / "stopped")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sequence",
+            "predict",
+            "-",
+            "--run",
+            live_setup["run"],
+            "--live",
+            "--device",
+            "cpu",
+            "--json",
+            "--out",
+            str(tmp_path / "stopped"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in proc.stderr:
         if line.startswith("live: reading"):
             break

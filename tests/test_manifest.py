@@ -24,13 +24,16 @@ def test_env_var_root(tmp_path, monkeypatch):
     assert m.dataset_root("d") == tmp_path / "real" / "x"
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("datasets: {d: {layout: daisee, root: x}}\ncache_dri: c\n", r"m\.yaml: unknown key 'cache_dri'"),
-    ("datasets: {d: {layout: daisee, root: x, colour: red}}\n", r"unknown key 'datasets\.d\.colour'"),
-    ("datasets: {d: {layout: avi, root: x}}\n", r"key 'datasets\.d\.layout'"),
-    ("datasets:\n  d: [unclosed\n", r"m\.yaml: line \d+ YAML syntax error"),
-    ("cache_dir: c\n", r"missing key 'datasets'"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("datasets: {d: {layout: daisee, root: x}}\ncache_dri: c\n", r"m\.yaml: unknown key 'cache_dri'"),
+        ("datasets: {d: {layout: daisee, root: x, colour: red}}\n", r"unknown key 'datasets\.d\.colour'"),
+        ("datasets: {d: {layout: avi, root: x}}\n", r"key 'datasets\.d\.layout'"),
+        ("datasets:\n  d: [unclosed\n", r"m\.yaml: line \d+ YAML syntax error"),
+        ("cache_dir: c\n", r"missing key 'datasets'"),
+    ],
+)
 def test_bad_manifests_give_one_line_errors(tmp_path, text, pattern):
     (tmp_path / "m.yaml").write_text(text)
     with pytest.raises(ConfigError, match=pattern) as e:

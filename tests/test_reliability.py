@@ -33,9 +33,14 @@ def _popen(manifest, *extra, env: dict | None = None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     # The child gets the default SIGINT disposition whatever the test process inherited: Python only
     # turns SIGINT into KeyboardInterrupt when it does not start with the signal ignored.
-    return subprocess.Popen([sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_lock(store: Path, proc, timeout=60):
@@ -60,8 +65,9 @@ def _complete_clips_match(store: Path, reference: Path) -> int:
         if g.attrs.get("complete") is True:
             for name in ARRAYS:
                 a, b = g[name][...].astype(np.float32), ref[cid][name][...].astype(np.float32)
-                np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 if name == "embeddings" else 0.05,
-                                           err_msg=f"{cid}/{name}")
+                np.testing.assert_allclose(
+                    a, b, rtol=0, atol=1e-3 if name == "embeddings" else 0.05, err_msg=f"{cid}/{name}"
+                )
             n += 1
     return n
 
@@ -160,13 +166,15 @@ def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_pat
     proc = run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json", check=1)
     broken = {b["clip"]: b["problem"] for b in last_json(proc.stdout)["broken"]}
     assert broken == {ids[0]: "non-finite embedding values", ids[1]: f"source {victim} changed since it was embedded"}
-    repaired = last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--repair",
-                                 "--json").stdout)
+    repaired = last_json(
+        run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--repair", "--json").stdout
+    )
     assert repaired["repaired"] == 2
     proc = run_cli("run", "--manifest", str(manifest), *RUN)
     assert "2 embedded now, 5 already complete" in proc.stderr
-    assert last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)[
-        "broken"] == []
+    assert (
+        last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)["broken"] == []
+    )
 
 
 def test_a_replaced_video_is_detected_by_its_fingerprint_and_reembedded(tiny_embedded, tmp_path):
@@ -183,6 +191,7 @@ def test_a_replaced_video_is_detected_by_its_fingerprint_and_reembedded(tiny_emb
 
 
 # ---- bad videos: each recorded as failed (or complete with faceless frames flagged), exit 1 ----
+
 
 def _audio_only(path: Path) -> None:
     with av.open(str(path), "w") as c:
@@ -234,14 +243,21 @@ def test_every_kind_of_bad_video_fails_alone_with_a_one_line_error(tiny_embedded
     (root / "odd name é ü").mkdir()
     shutil.copy(sample[0], root / "odd name é ü" / "clip ß 1.avi")
     rows = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
-    (root / "labels.csv").write_text("path,split,Boredom,Engagement,Confusion,Frustration\n"
-                                     + "".join(f"{r},Train,0,2,0,0\n" for r in rows))
+    (root / "labels.csv").write_text(
+        "path,split,Boredom,Engagement,Confusion,Frustration\n" + "".join(f"{r},Train,0,2,0,0\n" for r in rows)
+    )
     manifest = write_manifest(tmp_path / "m.yaml", {"bad": {"layout": "csv", "root": "bad", "csv": "labels.csv"}})
     proc = run_cli("run", "--manifest", str(manifest), *RUN, check=1, timeout=600)
     info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     failed = {f["clip"]: f["error"] for f in info["failures"]}
-    expect_failed = {"truncated": "decod", "empty": "empty file", "notavideo": "cannot decode",
-                     "noface": "no face found", "tiny": "no face found", "audio": "no video stream"}
+    expect_failed = {
+        "truncated": "decod",
+        "empty": "empty file",
+        "notavideo": "cannot decode",
+        "noface": "no face found",
+        "tiny": "no face found",
+        "audio": "no video stream",
+    }
     assert set(failed) == set(expect_failed), failed
     for clip, cause in expect_failed.items():
         assert cause in failed[clip] and str(root / clip) in failed[clip], failed[clip]
@@ -250,8 +266,9 @@ def test_every_kind_of_bad_video_fails_alone_with_a_one_line_error(tiny_embedded
     g = zarr.open_group(info["store"], mode="r")["clips"]
     np.testing.assert_array_equal(g["someface"]["face_prob"][...] > 0, [True] * 5 + [False] * 5)
     assert not np.isfinite(g["someface"]["boxes"][5:]).any() and (g["someface"]["embeddings"][5:] == 0).all()
-    np.testing.assert_allclose(g["vfr"]["timestamps"][...], np.cumsum([0, 33, 67, 33, 100, 33, 200, 33, 33, 50]) / 1000,
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        g["vfr"]["timestamps"][...], np.cumsum([0, 33, 67, 33, 100, 33, 200, 33, 33, 50]) / 1000, atol=2e-3
+    )
     assert g["odd name é ü--clip ß 1"].attrs["complete"] is True
 
 
@@ -260,15 +277,18 @@ def test_every_kind_of_bad_video_fails_alone_with_a_one_line_error(tiny_embedded
 HEADER = "ClipID,Boredom,Engagement,Confusion,Frustration \n"
 
 
-@pytest.mark.parametrize("manifest_text, labels, needle", [
-    ("datasets: {d: {layout: daisee, root: data}\n", None, "YAML syntax error"),
-    ("datasets: {d: {layout: daisee, root: data}}\ncache_dri: c\n", None, "unknown key 'cache_dri'"),
-    ("datasets: {d: {layout: daisee, root: nowhere}}\n", None, "datasets.d.root"),
-    (None, "ClipID,Boredom,Engagement,Confusion\n1.avi,0,0,0\n", "no column 'Frustration'"),
-    (None, HEADER + "1.avi,0,7,0,0\n", "line 2: Engagement = '7' is not a level 0..3"),
-    (None, HEADER + "1.avi,0,x,0,0\n", "line 2: Engagement = 'x' is not a level 0..3"),
-    (None, HEADER + "1.avi,0,1,0,0\n1.avi,0,2,0,0\n", "line 3: duplicate ClipID '1.avi'"),
-])
+@pytest.mark.parametrize(
+    "manifest_text, labels, needle",
+    [
+        ("datasets: {d: {layout: daisee, root: data}\n", None, "YAML syntax error"),
+        ("datasets: {d: {layout: daisee, root: data}}\ncache_dri: c\n", None, "unknown key 'cache_dri'"),
+        ("datasets: {d: {layout: daisee, root: nowhere}}\n", None, "datasets.d.root"),
+        (None, "ClipID,Boredom,Engagement,Confusion\n1.avi,0,0,0\n", "no column 'Frustration'"),
+        (None, HEADER + "1.avi,0,7,0,0\n", "line 2: Engagement = '7' is not a level 0..3"),
+        (None, HEADER + "1.avi,0,x,0,0\n", "line 2: Engagement = 'x' is not a level 0..3"),
+        (None, HEADER + "1.avi,0,1,0,0\n1.avi,0,2,0,0\n", "line 3: duplicate ClipID '1.avi'"),
+    ],
+)
 def test_bad_manifests_and_labels_exit_2_with_one_line_and_write_nothing(tmp_path, manifest_text, labels, needle):
     root = tmp_path / "data"
     (root / "DataSet" / "Train" / "1" / "1").mkdir(parents=True)
@@ -300,8 +320,13 @@ def test_a_cache_that_cannot_be_written_stops_with_a_clear_error_and_keeps_compl
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # below one embeddings chunk
 
-    proc = subprocess.run([sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
-                          capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"{store}: cannot write the cache" in errors[0] and "fix: free disk space" in errors[0]
@@ -331,13 +356,17 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     embedder = spec.build()
     store = CacheStore.create(manifest.cache_path, "tiny", embedder.config)
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
     watcher = Client(cluster)
     try:
         result = {}
-        t = threading.Thread(target=lambda: result.update(report=embed_dataset_distributed(
-            index, spec, [store], faces, scheduler=cluster.scheduler_address, progress=False)))
+        t = threading.Thread(
+            target=lambda: result.update(
+                report=embed_dataset_distributed(
+                    index, spec, [store], faces, scheduler=cluster.scheduler_address, progress=False
+                )
+            )
+        )
         t.start()
         victim = None
         end = time.time() + 120
@@ -360,8 +389,9 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     assert len(store.complete_ids()) == 7
     ref = zarr.open_group(str(tiny_embedded["store"]), mode="r")["clips"]
     for cid, g in zarr.open_group(str(store.path), mode="r")["clips"].groups():
-        np.testing.assert_allclose(g["embeddings"][...].astype(np.float32),
-                                   ref[cid]["embeddings"][...].astype(np.float32), atol=2e-3)
+        np.testing.assert_allclose(
+            g["embeddings"][...].astype(np.float32), ref[cid]["embeddings"][...].astype(np.float32), atol=2e-3
+        )
 
 
 def test_a_read_only_cache_stops_with_a_clear_error_and_keeps_complete_clips(tiny_embedded, tmp_path):
@@ -381,8 +411,12 @@ def test_a_read_only_cache_stops_with_a_clear_error_and_keeps_complete_clips(tin
             pytest.skip("running as root and util-linux's setpriv is missing: cannot drop CAP_DAC_OVERRIDE")
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
     try:
-        proc = subprocess.run([*prefix, sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         for p in [store, *store.rglob("*"), tmp_path / "cache" / "tiny"]:
             if p.is_dir():
@@ -400,9 +434,29 @@ def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
     runs = manifest.parent / "runs" / "tiny"
     before = set(runs.glob("*")) if runs.exists() else set()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sequence", "train", "--manifest", str(manifest), "--backbone",
-                             "fer2013", "--epochs", "100000", "--patience", "100000", "--quiet", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sequence",
+            "train",
+            "--manifest",
+            str(manifest),
+            "--backbone",
+            "fer2013",
+            "--epochs",
+            "100000",
+            "--patience",
+            "100000",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     # command.txt is the last file written into the run folder before the training loop starts.
     end = time.time() + 300
     while time.time() < end and not [p for p in runs.glob("*.partial/command.txt") if p.parent not in before]:

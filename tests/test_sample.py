@@ -50,12 +50,24 @@ def test_sample_tree_is_daisee_shaped(two_samples):
 # DAiSEE's label counts per level 0/1/2/3 as published with the dataset (Gupta et al., 2016), typed
 # here from the paper rather than taken from the code under test.
 PUBLISHED = {
-    "Train": {"Boredom": (2433, 1696, 1073, 156), "Engagement": (34, 213, 2617, 2494),
-              "Confusion": (3616, 1245, 431, 66), "Frustration": (4183, 941, 191, 43)},
-    "Validation": {"Boredom": (446, 376, 475, 132), "Engagement": (23, 143, 813, 450),
-                   "Confusion": (942, 322, 153, 12), "Frustration": (1058, 271, 81, 19)},
-    "Test": {"Boredom": (823, 584, 338, 39), "Engagement": (4, 84, 882, 814),
-             "Confusion": (1200, 427, 136, 21), "Frustration": (1388, 316, 57, 2)},
+    "Train": {
+        "Boredom": (2433, 1696, 1073, 156),
+        "Engagement": (34, 213, 2617, 2494),
+        "Confusion": (3616, 1245, 431, 66),
+        "Frustration": (4183, 941, 191, 43),
+    },
+    "Validation": {
+        "Boredom": (446, 376, 475, 132),
+        "Engagement": (23, 143, 813, 450),
+        "Confusion": (942, 322, 153, 12),
+        "Frustration": (1058, 271, 81, 19),
+    },
+    "Test": {
+        "Boredom": (823, 584, 338, 39),
+        "Engagement": (4, 84, 882, 814),
+        "Confusion": (1200, 427, 136, 21),
+        "Frustration": (1388, 316, 57, 2),
+    },
 }
 
 

@@ -1,6 +1,5 @@
 """One decode for many backbones, the face-track cache, and a real dask LocalCluster on loopback."""
 
-
 import numpy as np
 import pytest
 import zarr
@@ -23,8 +22,13 @@ def _assert_same(a, b):
     for cid in a:
         assert a[cid]["attrs"]["complete"] is True and b[cid]["attrs"]["complete"] is True
         for n in ARRAYS:
-            np.testing.assert_allclose(a[cid][n].astype(np.float32), b[cid][n].astype(np.float32), rtol=0,
-                                       atol=2e-3 if n == "embeddings" else 0.05, err_msg=f"{cid}/{n}")
+            np.testing.assert_allclose(
+                a[cid][n].astype(np.float32),
+                b[cid][n].astype(np.float32),
+                rtol=0,
+                atol=2e-3 if n == "embeddings" else 0.05,
+                err_msg=f"{cid}/{n}",
+            )
 
 
 def _info(manifest, backbone):
@@ -35,8 +39,18 @@ def _info(manifest, backbone):
 
 def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path / "multi", with_cache=False)
-    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013,resnet18", "--weights",
-                   "fer2013,random", "--device", "cpu", "--quiet")
+    proc = run_cli(
+        "run",
+        "--manifest",
+        str(manifest),
+        "--backbone",
+        "fer2013,resnet18",
+        "--weights",
+        "fer2013,random",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert "detected in 7 clips" in proc.stderr
     multi = {b: _info(manifest, b) for b in ("fer2013", "resnet18")}
     assert all(i["complete"] == 7 and i["failed"] == 0 for i in multi.values())
@@ -45,8 +59,7 @@ def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
     _assert_same(_clips(multi["fer2013"]["store"]), _clips(tiny_embedded["store"]))
     # resnet18: the same as running it alone.
     alone = copy_tiny(tiny_embedded, tmp_path / "alone", with_cache=False)
-    run_cli("run", "--manifest", str(alone), "--backbone", "resnet18", "--weights", "random", "--device", "cpu",
-            "--quiet")
+    run_cli("run", "--manifest", str(alone), "--backbone", "resnet18", "--weights", "random", "--device", "cpu", "--quiet")
     _assert_same(_clips(multi["resnet18"]["store"]), _clips(_info(alone, "resnet18")["store"]))
 
 
@@ -57,24 +70,48 @@ def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path)
     assert len(faces) == 1
     tracks = _clips(faces[0])
     assert len(tracks) == 7 and all("embeddings" not in t for t in tracks.values())
-    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fec", "--weights", "random", "--device", "cpu",
-                   "--quiet")
+    proc = run_cli(
+        "run", "--manifest", str(manifest), "--backbone", "fec", "--weights", "random", "--device", "cpu", "--quiet"
+    )
     assert "detected in 0 clips, read from the face-track cache for 7" in proc.stderr
     fec = _clips(_info(manifest, "fec")["store"])
     for cid, t in tracks.items():
         np.testing.assert_array_equal(fec[cid]["boxes"], t["boxes"])
         assert fec[cid]["embeddings"].shape[1] == 128
     # Another detector setting is another track store, never the old one.
-    run_cli("run", "--manifest", str(manifest), "--backbone", "fec", "--weights", "random", "--device", "cpu",
-            "--detect-every", "2", "--quiet")
+    run_cli(
+        "run",
+        "--manifest",
+        str(manifest),
+        "--backbone",
+        "fec",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--detect-every",
+        "2",
+        "--quiet",
+    )
     assert len(list((tmp_path / "cache" / "tiny").glob("faces-*.zarr"))) == 2
 
 
 @pytest.mark.slow
 def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=False)
-    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--workers", "2",
-                   "--quiet", timeout=600)
+    proc = run_cli(
+        "run",
+        "--manifest",
+        str(manifest),
+        "--backbone",
+        "fer2013",
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        "--quiet",
+        timeout=600,
+    )
     assert "dask" in proc.stderr and "http://127.0.0.1:" in proc.stderr
     assert "7 embedded now, 0 already complete, 0 failed" in proc.stderr
     info = _info(manifest, "fer2013")
@@ -84,6 +121,17 @@ def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_em
     assert sorted(distributed) == sorted(_clips(tiny_embedded["store"]))
     _assert_same(distributed, _clips(tiny_embedded["store"]))
     # And a rerun through the cluster finds nothing to do.
-    proc = run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--workers", "2",
-                   "--quiet", timeout=600)
+    proc = run_cli(
+        "run",
+        "--manifest",
+        str(manifest),
+        "--backbone",
+        "fer2013",
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        "--quiet",
+        timeout=600,
+    )
     assert "0 embedded now, 7 already complete" in proc.stderr

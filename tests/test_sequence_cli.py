@@ -22,8 +22,9 @@ FAST = ["--epochs", "3", "--batch", "2", "--param", "hidden=8", "--quiet", "--de
 
 
 def _train(manifest, *args, check=0):
-    return run_cli("train", "--manifest", str(manifest), "--backbone", "fer2013", *FAST, *args, "--json",
-                   module="sequence", check=check)
+    return run_cli(
+        "train", "--manifest", str(manifest), "--backbone", "fer2013", *FAST, *args, "--json", module="sequence", check=check
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +38,30 @@ def test_train_writes_a_complete_run_folder(tiny_run):
     run = Path(result["run"])
     assert run.parent == tiny_run["manifest"].parent / "runs" / "tiny" and not run.name.endswith(".partial")
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "store.json", "data.json", "history.json", "model.pt", "metrics.json", "curves.png",
-            "command.txt", "predictions.csv", *(f"confusion_{s}.png" for s in STATES)} <= names
+    assert {
+        "config.yaml",
+        "store.json",
+        "data.json",
+        "history.json",
+        "model.pt",
+        "metrics.json",
+        "curves.png",
+        "command.txt",
+        "predictions.csv",
+        *(f"confusion_{s}.png" for s in STATES),
+    } <= names
     for split in ("validation", "test"):
         assert set(result[split]) == set(STATES)
         for m in result[split].values():
-            assert {"accuracy", "macro_f1", "weighted_f1", "per_level_f1", "confusion", "majority_accuracy",
-                    "binary_accuracy"} <= set(m)
+            assert {
+                "accuracy",
+                "macro_f1",
+                "weighted_f1",
+                "per_level_f1",
+                "confusion",
+                "majority_accuracy",
+                "binary_accuracy",
+            } <= set(m)
             assert np.asarray(m["confusion"]).sum() == m["n"] == 2
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["head"] == "lstm" and config["head_params"]["hidden"] == [8] and config["epochs"] == 3
@@ -73,14 +91,14 @@ def test_evaluate_from_the_run_folder_reproduces_every_clips_probabilities(tiny_
             assert int(r[f"{s}_true"]) == int(labels[r["clip"]][s if s != "Frustration" else "Frustration "])
             p = [float(r[f"{s}_p{k}"]) for k in range(4)]
             assert int(r[f"{s}_pred"]) == int(np.argmax(p))
-    again = last_json(run_cli("evaluate", run, "--manifest", str(tiny_run["manifest"]), "--json",
-                              module="sequence").stdout)
+    again = last_json(run_cli("evaluate", run, "--manifest", str(tiny_run["manifest"]), "--json", module="sequence").stdout)
     after = _predictions(run)
     assert [(r["split"], r["clip"]) for r in after] == [(r["split"], r["clip"]) for r in before]
     for a, b in zip(after, before, strict=True):
         for s in STATES:
-            np.testing.assert_allclose([float(a[f"{s}_p{k}"]) for k in range(4)],
-                                       [float(b[f"{s}_p{k}"]) for k in range(4)], atol=1e-5)
+            np.testing.assert_allclose(
+                [float(a[f"{s}_p{k}"]) for k in range(4)], [float(b[f"{s}_p{k}"]) for k in range(4)], atol=1e-5
+            )
     assert again["test"] == tiny_run["result"]["test"] and again["validation"] == tiny_run["result"]["validation"]
 
 
@@ -102,8 +120,21 @@ def test_runs_table_lists_runs_with_the_right_columns(tiny_run):
     out = run_cli("runs", "--manifest", str(tiny_run["manifest"]), "--csv", module="sequence").stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) >= 2
-    assert list(rows[0])[:13] == ["run", "seeds", "dataset", "backbone", "weights", "train clips", "frames", "deltas",
-                                  "dim", "batch", "epochs", "head", "loss"]
+    assert list(rows[0])[:13] == [
+        "run",
+        "seeds",
+        "dataset",
+        "backbone",
+        "weights",
+        "train clips",
+        "frames",
+        "deltas",
+        "dim",
+        "batch",
+        "epochs",
+        "head",
+        "loss",
+    ]
     assert {f"{s[0]} {k}" for s in STATES for k in ("acc", "F1", "maj", "bal", "QWK", "MCC")} <= set(rows[0])
     fc = next(r for r in rows if r["head"].startswith("fc"))
     assert fc["head"] == "fc hidden 16/8 dropout 0.3 pool mean" and fc["frames"] == "5" and fc["dim"] == "128"
@@ -136,8 +167,9 @@ def test_missing_and_unlabelled_clips_are_reported_not_fatal(tiny_embedded, tmp_
 
 def test_bad_options_exit_2_with_one_line(tiny_embedded):
     m = str(tiny_embedded["manifest"])
-    proc = run_cli("train", "--manifest", m, "--backbone", "fer2013", "--head", "lstm", "--param", "hiden=8",
-                   module="sequence", check=2)
+    proc = run_cli(
+        "train", "--manifest", m, "--backbone", "fer2013", "--head", "lstm", "--param", "hiden=8", module="sequence", check=2
+    )
     assert "head 'lstm' has no parameter 'hiden'; fix:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("train", "--manifest", m, "--backbone", "resnet18", module="sequence", check=2)
     assert "no embedding store for backbone 'resnet18'" in proc.stderr and "fix: run `python -m embed run" in proc.stderr
@@ -145,7 +177,6 @@ def test_bad_options_exit_2_with_one_line(tiny_embedded):
     assert "key 'loss'" in proc.stderr
     proc = run_cli("evaluate", str(tiny_embedded["manifest"].parent), "--manifest", m, module="sequence", check=2)
     assert "not a finished run" in proc.stderr
-
 
 
 def test_windows_scored_in_groups_equal_all_windows_at_once(tiny_run, monkeypatch):
@@ -174,6 +205,7 @@ def test_windows_scored_in_groups_equal_all_windows_at_once(tiny_run, monkeypatc
 
 
 # ---- the built-in sample, embedded once: the learnability promise and predict over time ----
+
 
 @pytest.fixture(scope="module")
 def sample_embedded(tmp_path_factory):
@@ -228,28 +260,56 @@ PREDICT_TOL = 0.01
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedded, tmp_path):
-    proc = run_cli("train", "--manifest", str(sample_embedded), "--backbone", "fer2013", "--head", "fc",
-                   "--epochs", "5", "--quiet", "--json", module="sequence", timeout=900)
+    proc = run_cli(
+        "train",
+        "--manifest",
+        str(sample_embedded),
+        "--backbone",
+        "fer2013",
+        "--head",
+        "fc",
+        "--epochs",
+        "5",
+        "--quiet",
+        "--json",
+        module="sequence",
+        timeout=900,
+    )
     run = last_json(proc.stdout)["run"]
     clips = sorted((sample_embedded.parent / "data" / "sample" / "DataSet" / "Test").glob("*/*/*"))[:10]
     spec = SampleSpec(**yaml.safe_load(sample_embedded.read_text())["datasets"]["sample"]["sample"])
     joined = tmp_path / "lecture 30s.mkv"
-    n = write_video(joined, (f for c in clips for f in decode_video(c).frames), spec.fps, spec.width, spec.height,
-                    lossless=True)
+    n = write_video(
+        joined, (f for c in clips for f in decode_video(c).frames), spec.fps, spec.width, spec.height, lossless=True
+    )
     assert n == 10 * spec.fps * spec.seconds == 300
     first = decode_video(clips[0]).frames
     assert np.array_equal(decode_video(joined).frames[: len(first)], first)
     one = last_json(run_cli("predict", str(clips[0]), "--run", run, "--json", module="sequence").stdout)
     assert set(one["states"]) == set(STATES) and one["timeline"] is None and one["windows"] == 1
-    out = last_json(run_cli("predict", str(joined), "--run", run, "--hop", "1", "--out", str(tmp_path / "t"),
-                            "--json", module="sequence", timeout=600).stdout)
+    out = last_json(
+        run_cli(
+            "predict",
+            str(joined),
+            "--run",
+            run,
+            "--hop",
+            "1",
+            "--out",
+            str(tmp_path / "t"),
+            "--json",
+            module="sequence",
+            timeout=600,
+        ).stdout
+    )
     assert out["window_seconds"] == pytest.approx(spec.seconds, abs=0.15)
     assert out["windows"] == 28  # starts 0..27 s for 3 s windows in 30 s
     rows = json.loads(Path(out["timeline"]).read_text())
     assert len(rows) == 28 and [r["start"] for r in rows] == list(range(28))
     assert Path(out["timeline_png"]).read_bytes()[:4] == b"\x89PNG"
-    assert list(csv.DictReader(io.StringIO(Path(out["timeline_csv"]).read_text()))) == \
-        [{k: str(v) for k, v in r.items()} for r in rows]
+    assert list(csv.DictReader(io.StringIO(Path(out["timeline_csv"]).read_text()))) == [
+        {k: str(v) for k, v in r.items()} for r in rows
+    ]
     # The window over the first clip sees the frames of that clip alone: the same probabilities (up
     # to the face track near the cut), and the same level wherever the clip's own top two are apart.
     alone = np.array([one["states"][s]["probs"] for s in STATES])

@@ -90,9 +90,9 @@ def test_masked_batch_norm_trains_on_valid_steps_only():
     mask = (torch.arange(9)[None, :] < lengths[:, None])[:, None, :]
     ours, ref = MaskedBatchNorm1d(5), torch.nn.BatchNorm1d(5)
     got = ours(x + 100 * ~mask, mask)  # garbage in the padding
-    valid = torch.cat([x[i, :, : n] for i, n in enumerate(lengths.tolist())], 1)[None]  # (1, 5, 19)
+    valid = torch.cat([x[i, :, :n] for i, n in enumerate(lengths.tolist())], 1)[None]  # (1, 5, 19)
     want = ref(valid)
-    torch.testing.assert_close(torch.cat([got[i, :, : n] for i, n in enumerate(lengths.tolist())], 1)[None], want)
+    torch.testing.assert_close(torch.cat([got[i, :, :n] for i, n in enumerate(lengths.tolist())], 1)[None], want)
     torch.testing.assert_close(ours.running_mean, ref.running_mean)
     torch.testing.assert_close(ours.running_var, ref.running_var)
 
@@ -136,7 +136,7 @@ def test_focal_loss_reduces_to_cross_entropy_at_gamma_0_and_discounts_easy_sampl
     y = torch.tensor([0, 3])
     torch.testing.assert_close(focal_loss(logits, y, None, 0.0), F.cross_entropy(logits, y))
     p = F.softmax(logits, 1)[[0, 1], [0, 3]]
-    expected = (-(1 - p) ** 2 * p.log()).mean()
+    expected = (-((1 - p) ** 2) * p.log()).mean()
     torch.testing.assert_close(focal_loss(logits, y, None, 2.0), expected)
 
 
@@ -177,8 +177,12 @@ def test_to_tensors_pads_and_keeps_lengths():
 def test_deltas_append_frame_differences_of_the_chosen_frames():
     emb = (np.arange(10, dtype=np.float32)[:, None] ** 2 * np.ones((1, 3))).astype(np.float16)
     prob = np.ones(10, dtype=np.float32)
-    s = to_tensors([(emb, prob, np.arange(10, dtype=np.float32))], FramePolicy(frames=4, deltas=True),
-                   np.zeros((1, 4), dtype=np.int64), ["a"])
+    s = to_tensors(
+        [(emb, prob, np.arange(10, dtype=np.float32))],
+        FramePolicy(frames=4, deltas=True),
+        np.zeros((1, 4), dtype=np.int64),
+        ["a"],
+    )
     assert s.x.shape == (1, 4, 6)  # frames 0, 3, 6, 9
     np.testing.assert_array_equal(s.x[0, :, 0].numpy(), [0, 9, 36, 81])
     np.testing.assert_array_equal(s.x[0, :, 3].numpy(), [0, 9, 27, 45])
@@ -186,12 +190,18 @@ def test_deltas_append_frame_differences_of_the_chosen_frames():
 
 def test_grid_expands_experiments_times_grid_and_checks_everything_first(tmp_path):
     grid = tmp_path / "g.yaml"
-    grid.write_text("base: {epochs: 3, head_params: {dropout: 0.1}}\n"
-                    "experiments:\n  - {head: lstm, head_params: {hidden: [8]}}\n  - {head: fc}\n"
-                    "grid: {frames: [10, 20], batch: [4]}\n")
+    grid.write_text(
+        "base: {epochs: 3, head_params: {dropout: 0.1}}\n"
+        "experiments:\n  - {head: lstm, head_params: {hidden: [8]}}\n  - {head: fc}\n"
+        "grid: {frames: [10, 20], batch: [4]}\n"
+    )
     configs = expand_grid(grid)
     assert [(c.head, c.frames, c.batch, c.epochs) for c in configs] == [
-        ("lstm", 10, 4, 3), ("lstm", 20, 4, 3), ("fc", 10, 4, 3), ("fc", 20, 4, 3)]
+        ("lstm", 10, 4, 3),
+        ("lstm", 20, 4, 3),
+        ("fc", 10, 4, 3),
+        ("fc", 20, 4, 3),
+    ]
     assert configs[0].head_params == {"dropout": 0.1, "hidden": [8]}
     grid.write_text("experiments:\n  - {head: lstm}\n  - {head: fc, epoch: 3}\n")
     with pytest.raises(ConfigError, match=r"g\.yaml: experiment 2: unknown key 'epoch'; fix: use one of"):
@@ -227,8 +237,7 @@ def tiny_store_with_faceless_frames(tiny_embedded, tmp_path):
 
 
 @pytest.mark.parametrize("policy", [FramePolicy(frames=None), FramePolicy(frames=4, deltas=True)])
-def test_split_loading_streamed_or_not_gives_what_the_arrays_say(tiny_embedded, tiny_store_with_faceless_frames,
-                                                                 policy):
+def test_split_loading_streamed_or_not_gives_what_the_arrays_say(tiny_embedded, tiny_store_with_faceless_frames, policy):
     """On a real store: the loaded splits equal to_tensors over the raw arrays (faceless frames
     masked out), a streamed split yields exactly the in-memory rows for a batch or a chunk, and the
     memory estimate is the in-memory size."""
@@ -248,8 +257,9 @@ def test_split_loading_streamed_or_not_gives_what_the_arrays_say(tiny_embedded, 
     steps, dim = max(d.x.shape[1] for d in memory.values()), memory["Train"].x.shape[2]
     assert padded_bytes(store.clip_attrs(), ids, policy, store.dim) == len(ids) * steps * dim * 2
     for split, a in memory.items():
-        ref = to_tensors([(raw[c].embeddings, raw[c].face_prob, raw[c].timestamps) for c in a.clip_ids], policy,
-                         a.y.numpy(), a.clip_ids)
+        ref = to_tensors(
+            [(raw[c].embeddings, raw[c].face_prob, raw[c].timestamps) for c in a.clip_ids], policy, a.y.numpy(), a.clip_ids
+        )
         assert torch.equal(ref.lengths, a.lengths) and torch.equal(ref.x, a.x[:, : ref.x.shape[1]])
         np.testing.assert_allclose(a.durations, ref.durations, rtol=1e-6)
         b = streamed[split]
@@ -259,9 +269,9 @@ def test_split_loading_streamed_or_not_gives_what_the_arrays_say(tiny_embedded, 
         rows = torch.tensor([len(a) - 1, 0])
         t = int(a.lengths[rows].max())
         assert torch.equal(b.x[rows, :t], a.x[rows, :t])
-        assert torch.equal(b.x[0:len(a)], a.x)
+        assert torch.equal(b.x[0 : len(a)], a.x)
         sub_a, sub_b = a.subset([len(a) - 1]), b.subset([len(a) - 1])
-        assert torch.equal(sub_b.x[torch.tensor([0]), :sub_b.x.shape[1]], sub_a.x)
+        assert torch.equal(sub_b.x[torch.tensor([0]), : sub_b.x.shape[1]], sub_a.x)
 
 
 def test_block_reads_with_known_completeness_equal_one_checked_read(tiny_embedded):
@@ -285,10 +295,10 @@ def test_weighted_focal_and_ordinal_losses_are_class_weighted_means():
     torch.manual_seed(0)
     logits, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 2, 3])
     w = torch.tensor([0.5, 1.0, 2.0, 4.0])
-    per = torch.stack([focal_loss(logits[i:i + 1], y[i:i + 1], None, 2.0) for i in range(6)])
+    per = torch.stack([focal_loss(logits[i : i + 1], y[i : i + 1], None, 2.0) for i in range(6)])
     assert focal_loss(logits, y, w, 2.0).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
     assert focal_loss(logits, y, w, 0.0).item() == pytest.approx(F.cross_entropy(logits, y, weight=w).item(), rel=1e-6)
-    per = torch.stack([ordinal_loss(logits[i:i + 1], y[i:i + 1], None) for i in range(6)])
+    per = torch.stack([ordinal_loss(logits[i : i + 1], y[i : i + 1], None) for i in range(6)])
     assert ordinal_loss(logits, y, w).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
 
 

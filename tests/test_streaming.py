@@ -46,8 +46,9 @@ def _csv_dataset(root: Path, videos: dict[str, Path], cache: str = "cache") -> P
         w.writerow(["path", "split", *STATES])
         for path in videos.values():
             w.writerow([os.path.relpath(path, root), "Train", 0, 0, 0, 0])
-    return write_manifest(root / f"m-{cache}.yaml", {"vids": {"layout": "csv", "root": ".", "csv": "labels.csv"}},
-                          cache_dir=cache)
+    return write_manifest(
+        root / f"m-{cache}.yaml", {"vids": {"layout": "csv", "root": ".", "csv": "labels.csv"}}, cache_dir=cache
+    )
 
 
 def _arrays(store: Path, clip: str) -> dict[str, np.ndarray]:
@@ -99,12 +100,11 @@ def test_stream_tracker_in_chunks_equals_the_whole_video_on_real_footage(real):
     for size in (5, 33):
         stream, parts = StreamTracker(tracker, batch_frames=size), []
         for a in range(0, len(video.frames), size):
-            parts.append(stream.push(a, video.frames[a:a + size], video.timestamps[a:a + size]))
+            parts.append(stream.push(a, video.frames[a : a + size], video.timestamps[a : a + size]))
         parts.append(stream.finish())
         parts = [p for p in parts if p is not None]
         assert [p.start for p in parts] == np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
-        np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), whole.boxes, atol=1e-3,
-                                   equal_nan=True)
+        np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), whole.boxes, atol=1e-3, equal_nan=True)
         np.testing.assert_array_equal(np.concatenate([p.track.probs for p in parts]) > 0, whole.probs > 0)
         # The tracker never holds more than about one chunk plus (smooth // 2 + 1) detection intervals.
         assert max(len(p) for p in parts) <= size + 2 * DetectorConfig().detect_every + 1
@@ -191,13 +191,18 @@ def _long_clip(tiny_embedded, path: Path, frames: int) -> Path:
 
 
 def test_a_run_killed_inside_a_long_clip_resumes_from_its_last_chunk_and_equals_an_uninterrupted_run(
-        tiny_embedded, tmp_path):
+    tiny_embedded, tmp_path
+):
     total = TIME_CHUNK + 192  # three chunks past the first write: the kill lands between them
     video = _long_clip(tiny_embedded, tmp_path / "vids" / "long.avi", total)
     killed = _csv_dataset(tmp_path / "vids", {"long": video}, "killed")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "embed", "run", "--manifest", str(killed), *RUN, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "embed", "run", "--manifest", str(killed), *RUN, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     clips = tmp_path / "vids" / "killed" / "vids"
     written, deadline = 0, time.time() + 300
     try:
@@ -236,14 +241,14 @@ def test_the_tracker_resumed_from_its_json_state_equals_one_uninterrupted_pass(r
     whole = tracker.track(video.frames)
     stream, parts, state = StreamTracker(tracker, batch_frames=16), [], None
     for a in range(0, len(video.frames), 16):
-        if (c := stream.push(a, video.frames[a:a + 16], video.timestamps[a:a + 16])) is not None:
+        if (c := stream.push(a, video.frames[a : a + 16], video.timestamps[a : a + 16])) is not None:
             parts.append(c)
             state = json.loads(json.dumps(c.state, allow_nan=False))  # as stored in the clip's attributes
             if c.start + len(c) > stop_after:
                 break
     resumed = StreamTracker(tracker, resume=state, batch_frames=16)  # a new process: the video is decoded from its start
     for a in range(0, len(video.frames), 16):
-        parts.append(resumed.push(a, video.frames[a:a + 16], video.timestamps[a:a + 16]))
+        parts.append(resumed.push(a, video.frames[a : a + 16], video.timestamps[a : a + 16]))
     parts = [p for p in [*parts, resumed.finish()] if p is not None]
     assert [p.start for p in parts] == np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
     np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), whole.boxes, atol=1e-3, equal_nan=True)
@@ -270,8 +275,8 @@ def _two_shots(real: Path) -> tuple[np.ndarray, int]:
     first = decode_video(real / "single_face.mp4").frames
     second = decode_video(real / "WolfgangLanger_Pexels.mp4").frames[:96]
     canvas = np.zeros((len(first) + len(second), 360, 960, 3), np.uint8)
-    canvas[:len(first), :, :640] = first
-    canvas[len(first):, :, 320:] = second
+    canvas[: len(first), :, :640] = first
+    canvas[len(first) :, :, 320:] = second
     return canvas, len(first)
 
 
@@ -303,7 +308,7 @@ def test_region_search_finds_the_whole_frames_face_and_recovers_when_the_face_ju
     # The same face as the whole-frame search: candidates outside the region cannot change it.
     np.testing.assert_allclose(found.boxes, whole.boxes, atol=0.01)
     centre = lambda b: (b[:, :2] + b[:, 2:]) / 2  # noqa: E731
-    jump = np.linalg.norm(centre(every.boxes[cut:cut + 1]) - centre(every.boxes[cut - 1:cut]))
+    jump = np.linalg.norm(centre(every.boxes[cut : cut + 1]) - centre(every.boxes[cut - 1 : cut]))
     side = (whole.boxes[cut - 1, 2:] - whole.boxes[cut - 1, :2]).max()
     assert jump > 2.5 * side / 2 * np.sqrt(2)  # out of the region (a square of 2.5 face sizes), whatever the direction
     after = slice(cut + 5, None)  # past the detection that straddles the cut
@@ -323,14 +328,14 @@ def test_region_search_in_chunks_and_resumed_equals_the_whole_video(real):
     whole = tracker.track(frames)
     stream, parts, state = StreamTracker(tracker, batch_frames=16), [], None
     for a in range(0, len(frames), 16):
-        if (c := stream.push(a, frames[a:a + 16], np.zeros(len(frames[a:a + 16]), np.float32))) is not None:
+        if (c := stream.push(a, frames[a : a + 16], np.zeros(len(frames[a : a + 16]), np.float32))) is not None:
             parts.append(c)
             state = json.loads(json.dumps(c.state, allow_nan=False))
             if c.start + len(c) > 100:  # past the cut (frame 72)
                 break
     resumed = StreamTracker(tracker, resume=state, batch_frames=16)
     for a in range(0, len(frames), 16):
-        parts.append(resumed.push(a, frames[a:a + 16], np.zeros(len(frames[a:a + 16]), np.float32)))
+        parts.append(resumed.push(a, frames[a : a + 16], np.zeros(len(frames[a : a + 16]), np.float32)))
     parts = [p for p in [*parts, resumed.finish()] if p is not None]
     np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), whole.boxes, atol=1e-3, equal_nan=True)
     np.testing.assert_array_equal(np.concatenate([p.track.probs for p in parts]) > 0, whole.probs > 0)

@@ -116,19 +116,26 @@ class Backbone(ABC):
         if rel.packaged is not None:  # never downloaded at run time; a bad file is its own one-line error
             verified(rel.packaged)
             return self.load_release(release)
-        hint = (f"fix: download {rel.url} and save it as {rel.cached_file} "
-                f"(or pass --weights /path/to/state_dict.pt, or --weights random for a test run)")
+        hint = (
+            f"fix: download {rel.url} and save it as {rel.cached_file} "
+            f"(or pass --weights /path/to/state_dict.pt, or --weights random for a test run)"
+        )
         if offline() and not rel.cached_file.is_file():
-            raise ConfigError(f"{rel.cached_file}: {self.name} '{release}' weights are not on disk and "
-                              f"{OFFLINE_ENV} forbids downloading; {hint}")
+            raise ConfigError(
+                f"{rel.cached_file}: {self.name} '{release}' weights are not on disk and "
+                f"{OFFLINE_ENV} forbids downloading; {hint}"
+            )
         try:
             return self.load_release(release)
         except Exception as e:  # noqa: BLE001 (network errors come in many types)
             if rel.cached_file.is_file():
-                raise ConfigError(f"{rel.cached_file}: cannot load {self.name} '{release}' weights "
-                                  f"({type(e).__name__}: {e}); {hint}") from None
-            raise ConfigError(f"{rel.cached_file}: cannot fetch {self.name} '{release}' weights "
-                              f"({type(e).__name__}: {str(e)[:120]}); {hint}") from None
+                raise ConfigError(
+                    f"{rel.cached_file}: cannot load {self.name} '{release}' weights ({type(e).__name__}: {e}); {hint}"
+                ) from None
+            raise ConfigError(
+                f"{rel.cached_file}: cannot fetch {self.name} '{release}' weights "
+                f"({type(e).__name__}: {str(e)[:120]}); {hint}"
+            ) from None
 
     def build(self, weights: str | None, device: str | torch.device = "cpu") -> LoadedBackbone:
         weights = self.resolve_weights(weights)
@@ -143,8 +150,9 @@ class Backbone(ABC):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 net = self.architecture()
-            log.warning("%s: using RANDOM weights (seed %d), as requested: embeddings carry no "
-                        "pretrained knowledge", self.name, seed)
+            log.warning(
+                "%s: using RANDOM weights (seed %d), as requested: embeddings carry no pretrained knowledge", self.name, seed
+            )
         elif weights in self.releases():
             net = self._fetch_release(weights)
         else:
@@ -158,16 +166,20 @@ class Backbone(ABC):
                     state = state["state_dict"]
                 net.load_state_dict(self.prepare_state_dict(state), strict=True)
             except Exception as e:  # noqa: BLE001
-                raise ConfigError(f"{path}: not a state dict for backbone '{self.name}' "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); fix: pass weights "
-                                  f"saved with torch.save(model.state_dict()) for this architecture") from None
+                raise ConfigError(
+                    f"{path}: not a state dict for backbone '{self.name}' "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); fix: pass weights "
+                    f"saved with torch.save(model.state_dict()) for this architecture"
+                ) from None
         return net
 
 
 def require_expressions(spec: Backbone) -> None:
     if not spec.expressions:
-        raise ConfigError(f"backbone '{spec.name}' has no expression classifier; fix: use one that has "
-                          f"({', '.join(n for n in backbone_names() if get_backbone(n).expressions)})")
+        raise ConfigError(
+            f"backbone '{spec.name}' has no expression classifier; fix: use one that has "
+            f"({', '.join(n for n in backbone_names() if get_backbone(n).expressions)})"
+        )
 
 
 class _Normalised(nn.Module):
@@ -208,8 +220,7 @@ class LoadedBackbone:
     def _batched(self, fn, crops: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
         outs = []
         for i in range(0, len(crops), batch_size):
-            x = crops[i:i + batch_size].to(self.device, non_blocking=True).contiguous(
-                memory_format=torch.channels_last)
+            x = crops[i : i + batch_size].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
                 y = fn(x)
             outs.append(tuple(t.float().cpu() for t in (y if isinstance(y, tuple) else (y,))))

@@ -13,8 +13,19 @@ from torch import nn
 
 from embed.backbones import Backbone, register_backbone
 
-_TRUNK_LAYERS = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-                 "repeat_1", "mixed_6a", "repeat_2", "mixed_7a")
+_TRUNK_LAYERS = (
+    "conv2d_1a",
+    "conv2d_2a",
+    "conv2d_2b",
+    "maxpool_3a",
+    "conv2d_3b",
+    "conv2d_4a",
+    "conv2d_4b",
+    "repeat_1",
+    "mixed_6a",
+    "repeat_2",
+    "mixed_7a",
+)
 TRUNK_CHANNELS = 1792  # mixed_7a's output
 
 
@@ -22,8 +33,11 @@ class DenseBlock(nn.Module):
     def __init__(self, channels: int, layers: int = 5, growth: int = 64):
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(channels + i * growth), nn.ReLU(inplace=True),
-                          nn.Conv2d(channels + i * growth, growth, 3, padding=1, bias=False))
+            nn.Sequential(
+                nn.BatchNorm2d(channels + i * growth),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(channels + i * growth, growth, 3, padding=1, bias=False),
+            )
             for i in range(layers)
         )
         self.out_channels = channels + layers * growth
@@ -40,8 +54,13 @@ class FECNet(nn.Module):
         trunk = trunk or InceptionResnetV1(pretrained=None, classify=False)
         self.trunk = nn.Sequential(*(getattr(trunk, name) for name in _TRUNK_LAYERS))
         dense = DenseBlock(512)
-        self.head = nn.Sequential(nn.Conv2d(TRUNK_CHANNELS, 512, 1), dense,
-                                  nn.Conv2d(dense.out_channels, dim, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(
+            nn.Conv2d(TRUNK_CHANNELS, 512, 1),
+            dense,
+            nn.Conv2d(dense.out_channels, dim, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))

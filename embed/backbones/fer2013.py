@@ -105,13 +105,25 @@ class MiniXception(nn.Module):
 
 # Keras layer names in the file -> our modules (the names follow the order Keras built the graph in).
 def _keras_names() -> dict[str, str]:
-    names = {"conv2d_1": "conv1", "batch_normalization_1": "bn1", "conv2d_2": "conv2", "batch_normalization_2": "bn2",
-             "conv2d_7": "classifier.1"}
+    names = {
+        "conv2d_1": "conv1",
+        "batch_normalization_1": "bn1",
+        "conv2d_2": "conv2",
+        "batch_normalization_2": "bn2",
+        "conv2d_7": "classifier.1",
+    }
     for i in range(4):
         b = f"blocks.{i}"
-        names.update({f"separable_conv2d_{2 * i + 1}": f"{b}.sep1", f"separable_conv2d_{2 * i + 2}": f"{b}.sep2",
-                      f"batch_normalization_{3 * i + 4}": f"{b}.bn1", f"batch_normalization_{3 * i + 5}": f"{b}.bn2",
-                      f"conv2d_{i + 3}": f"{b}.shortcut", f"batch_normalization_{3 * i + 3}": f"{b}.bn_shortcut"})
+        names.update(
+            {
+                f"separable_conv2d_{2 * i + 1}": f"{b}.sep1",
+                f"separable_conv2d_{2 * i + 2}": f"{b}.sep2",
+                f"batch_normalization_{3 * i + 4}": f"{b}.bn1",
+                f"batch_normalization_{3 * i + 5}": f"{b}.bn2",
+                f"conv2d_{i + 3}": f"{b}.shortcut",
+                f"batch_normalization_{3 * i + 3}": f"{b}.bn_shortcut",
+            }
+        )
     return names
 
 
@@ -120,8 +132,10 @@ _KERNELS = {  # Keras weight name -> (our parameter, how its axes map to torch's
     "depthwise_kernel": ("depthwise.weight", (2, 3, 0, 1)),  # (kh, kw, in, 1) -> (in, 1, kh, kw)
     "pointwise_kernel": ("pointwise.weight", (3, 2, 0, 1)),
     "bias": ("bias", None),
-    "gamma": ("weight", None), "beta": ("bias", None),
-    "moving_mean": ("running_mean", None), "moving_variance": ("running_var", None),
+    "gamma": ("weight", None),
+    "beta": ("bias", None),
+    "moving_mean": ("running_mean", None),
+    "moving_variance": ("running_var", None),
 }
 
 

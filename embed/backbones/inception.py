@@ -13,8 +13,7 @@ from embed.backbones import Backbone, NamedRelease, register_backbone
 # facenet-pytorch's load_weights() downloads these into $TORCH_HOME/checkpoints/.
 _RELEASES = {
     "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
-    "casia-webface":
-        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
+    "casia-webface": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
 }
 
 

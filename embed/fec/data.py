@@ -94,17 +94,22 @@ def read_fec_csv(path: Path, images: Path) -> Triplets:
                 continue
             where = f"{path}:{line_no}"
             if len(row) < 18 or (len(row) - 16) % 2:
-                raise ConfigError(f"{where}: {len(row)} fields, expected 15 image fields, the triplet type and "
-                                  f"annotator/annotation pairs; fix: pass an unmodified FEC CSV")
+                raise ConfigError(
+                    f"{where}: {len(row)} fields, expected 15 image fields, the triplet type and "
+                    f"annotator/annotation pairs; fix: pass an unmodified FEC CSV"
+                )
             if row[15] not in TRIPLET_TYPES:
-                raise ConfigError(f"{where}: triplet type {row[15]!r} is not one of {', '.join(TRIPLET_TYPES)}; "
-                                  f"fix: pass an unmodified FEC CSV")
+                raise ConfigError(
+                    f"{where}: triplet type {row[15]!r} is not one of {', '.join(TRIPLET_TYPES)}; "
+                    f"fix: pass an unmodified FEC CSV"
+                )
             try:
-                boxes = [tuple(float(v) for v in row[5 * k + 1: 5 * k + 5]) for k in range(3)]
+                boxes = [tuple(float(v) for v in row[5 * k + 1 : 5 * k + 5]) for k in range(3)]
                 votes = [int(v) for v in row[17::2]]
             except ValueError:
-                raise ConfigError(f"{where}: a face box or annotation is not a number; "
-                                  f"fix: pass an unmodified FEC CSV") from None
+                raise ConfigError(
+                    f"{where}: a face box or annotation is not a number; fix: pass an unmodified FEC CSV"
+                ) from None
             if any(v not in (1, 2, 3) for v in votes):
                 raise ConfigError(f"{where}: annotations must be 1, 2 or 3, got {votes}; fix: correct the row")
             top = Counter(votes).most_common()
@@ -126,8 +131,10 @@ def read_fec_csv(path: Path, images: Path) -> Triplets:
             odd.append(top[0][0] - 1)
             types.append(row[15])
     if not rows:
-        raise ConfigError(f"{path}: no usable triplet ({dict(skipped) or 'the file is empty'}); fix: put the FEC "
-                          f"images under {images} (named as in the URLs) before training")
+        raise ConfigError(
+            f"{path}: no usable triplet ({dict(skipped) or 'the file is empty'}); fix: put the FEC "
+            f"images under {images} (named as in the URLs) before training"
+        )
     if skipped:
         log.warning("%s: %d triplets used; left out: %s", path, len(rows), dict(skipped))
     return Triplets(faces, np.asarray(rows, dtype=np.int64), np.asarray(odd, dtype=np.int64), types, skipped)
@@ -138,8 +145,9 @@ def read_affectnet(folder: Path, split: str) -> Expressions:
     folder = Path(folder)
     table = folder / f"{split}.csv"
     if not table.is_file():
-        raise ConfigError(f"{table}: no such file; fix: pass the AffectNet folder holding training.csv and "
-                          f"validation.csv to --affectnet")
+        raise ConfigError(
+            f"{table}: no such file; fix: pass the AffectNet folder holding training.csv and validation.csv to --affectnet"
+        )
     base = folder / "Manually_Annotated_Images" if (folder / "Manually_Annotated_Images").is_dir() else folder
     faces, labels, skipped = [], [], Counter()
     with table.open(newline="") as f:
@@ -147,8 +155,10 @@ def read_affectnet(folder: Path, split: str) -> Expressions:
         cols = set(reader.fieldnames or ())
         path_col = next((c for c in ("subDirectory_filePath", "image") if c in cols), None)
         if path_col is None or "expression" not in cols:
-            raise ConfigError(f"{table}: needs an image column (subDirectory_filePath or image) and an expression "
-                              f"column, found {sorted(cols)}; fix: use AffectNet's own CSV header")
+            raise ConfigError(
+                f"{table}: needs an image column (subDirectory_filePath or image) and an expression "
+                f"column, found {sorted(cols)}; fix: use AffectNet's own CSV header"
+            )
         has_box = {"face_x", "face_y", "face_width", "face_height"} <= cols
         for line_no, row in enumerate(reader, 2):
             where = f"{table}:{line_no}"

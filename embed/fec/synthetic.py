@@ -73,8 +73,11 @@ def generate_fec_sample(root: Path, per_class: int = 4, triplets: int = 96, seed
             for _ in range(n):
                 same, other = rng.choice(CLASSES, 2, replace=False)
                 pair = rng.choice(len(by_class[same]), 2, replace=False)
-                members = [by_class[same][pair[0]], by_class[same][pair[1]],
-                           by_class[other][rng.integers(len(by_class[other]))]]
+                members = [
+                    by_class[same][pair[0]],
+                    by_class[same][pair[1]],
+                    by_class[other][rng.integers(len(by_class[other]))],
+                ]
                 order = rng.permutation(3)
                 row = []
                 for j in order:

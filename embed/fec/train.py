@@ -69,9 +69,14 @@ def triplet_loss(emb: torch.Tensor, odd: torch.Tensor, margin: float) -> torch.T
 
 def predict_odd(emb: torch.Tensor) -> torch.Tensor:
     """(B, 3, D) -> (B,) index of the image farthest from the closest pair."""
-    d = torch.stack([((emb[:, 1] - emb[:, 2]) ** 2).sum(1),  # pair (1, 2) closest -> 0 is odd
-                     ((emb[:, 0] - emb[:, 2]) ** 2).sum(1),  # pair (0, 2) -> 1
-                     ((emb[:, 0] - emb[:, 1]) ** 2).sum(1)], 1)  # pair (0, 1) -> 2
+    d = torch.stack(
+        [
+            ((emb[:, 1] - emb[:, 2]) ** 2).sum(1),  # pair (1, 2) closest -> 0 is odd
+            ((emb[:, 0] - emb[:, 2]) ** 2).sum(1),  # pair (0, 2) -> 1
+            ((emb[:, 0] - emb[:, 1]) ** 2).sum(1),
+        ],
+        1,
+    )  # pair (0, 1) -> 2
     return d.argmin(1)
 
 
@@ -157,18 +162,25 @@ class ExpressionSet(Dataset):
 
 
 def _crops(images: list[FaceImage], cfg: FecTrainConfig) -> _Crops:
-    keep = cfg.workers == 0 and len(images) * 3 * FEC.input_size ** 2 <= CROP_CACHE_BYTES
+    keep = cfg.workers == 0 and len(images) * 3 * FEC.input_size**2 <= CROP_CACHE_BYTES
     return _Crops(images, FEC.input_size, keep)
 
 
 def _loader(data: Dataset, cfg: FecTrainConfig, shuffle: bool, seed: int = 0) -> DataLoader:
-    return DataLoader(data, batch_size=cfg.batch, shuffle=shuffle, num_workers=cfg.workers,
-                      generator=torch.Generator().manual_seed(seed), drop_last=False)
+    return DataLoader(
+        data,
+        batch_size=cfg.batch,
+        shuffle=shuffle,
+        num_workers=cfg.workers,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=False,
+    )
 
 
 @torch.inference_mode()
-def evaluate(model: FECModel, triplets: DataLoader, expressions: DataLoader | None,
-             device: torch.device) -> tuple[float, float | None]:
+def evaluate(
+    model: FECModel, triplets: DataLoader, expressions: DataLoader | None, device: torch.device
+) -> tuple[float, float | None]:
     """Triplet accuracy (the odd one found) and expression accuracy."""
     model.eval()
     hits = total = 0
@@ -197,15 +209,25 @@ class FecResult:
         return self.history[self.best_epoch]
 
     def as_dict(self) -> dict:
-        return {"weights": str(self.weights), "best_epoch": self.best_epoch,
-                "untrained_triplet_accuracy": self.history[0].triplet_accuracy,
-                "triplet_accuracy": self.best.triplet_accuracy, "expression_accuracy": self.best.expression_accuracy,
-                "epochs_run": len(self.history) - 1}
+        return {
+            "weights": str(self.weights),
+            "best_epoch": self.best_epoch,
+            "untrained_triplet_accuracy": self.history[0].triplet_accuracy,
+            "triplet_accuracy": self.best.triplet_accuracy,
+            "expression_accuracy": self.best.expression_accuracy,
+            "epochs_run": len(self.history) - 1,
+        }
 
 
-def train_from_files(triplets: Path, images: Path, cfg: FecTrainConfig, out_dir: Path,
-                     val_triplets: Path | None = None, affectnet: Path | None = None,
-                     progress: bool = True) -> FecResult:
+def train_from_files(
+    triplets: Path,
+    images: Path,
+    cfg: FecTrainConfig,
+    out_dir: Path,
+    val_triplets: Path | None = None,
+    affectnet: Path | None = None,
+    progress: bool = True,
+) -> FecResult:
     """Read the datasets (FEC CSVs, AffectNet folder) and train. Without --val-triplets a seeded
     tenth of the training triplets validates (they may share images with the rest: prefer FEC's
     own test CSV)."""
@@ -214,8 +236,9 @@ def train_from_files(triplets: Path, images: Path, cfg: FecTrainConfig, out_dir:
         val = read_fec_csv(val_triplets, images)
     else:
         if len(train) < 10:
-            raise ConfigError(f"{triplets}: {len(train)} usable triplets, too few to hold out a validation tenth; "
-                              f"fix: pass --val-triplets")
+            raise ConfigError(
+                f"{triplets}: {len(train)} usable triplets, too few to hold out a validation tenth; fix: pass --val-triplets"
+            )
         rows = np.random.default_rng(cfg.seed).permutation(len(train))
         cut = len(train) // 10
         train, val = train.subset(np.sort(rows[cut:])), train.subset(np.sort(rows[:cut]))
@@ -225,8 +248,14 @@ def train_from_files(triplets: Path, images: Path, cfg: FecTrainConfig, out_dir:
     return train_fec(train, val, cfg, Path(out_dir), expressions, progress)
 
 
-def train_fec(train: Triplets, val: Triplets, cfg: FecTrainConfig, out_dir: Path,
-              affectnet: tuple[Expressions, Expressions] | None = None, progress: bool = True) -> FecResult:
+def train_fec(
+    train: Triplets,
+    val: Triplets,
+    cfg: FecTrainConfig,
+    out_dir: Path,
+    affectnet: tuple[Expressions, Expressions] | None = None,
+    progress: bool = True,
+) -> FecResult:
     """Train, keep the epoch with the best validation triplet accuracy, write out_dir/fec.pt
     (FECNet's state dict), history.json, config.json and curves.png."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -247,8 +276,13 @@ def train_fec(train: Triplets, val: Triplets, cfg: FecTrainConfig, out_dir: Path
     history: list[EpochLog] = [EpochLog(0, None, acc, expr_acc, 0.0)]
     log.info("untrained: validation triplet accuracy %.3f (chance 1/3)", acc)
     best: tuple[float, int, dict] | None = None
-    columns = [TextColumn("[bold]fec-train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]fec-train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("fec", total=cfg.epochs * len(train_dl), info="")
         for epoch in range(1, cfg.epochs + 1):
@@ -277,8 +311,7 @@ def train_fec(train: Triplets, val: Triplets, cfg: FecTrainConfig, out_dir: Path
             if best is None or acc > best[0]:
                 best = (acc, epoch, copy.deepcopy(model.net.state_dict()))
             expr_text = f" expression {expr_acc:.3f}" if expr_acc is not None else ""
-            bar.update(task, info=f"epoch {epoch}: loss {entry.loss:.3f} triplet acc {acc:.3f}{expr_text} "
-                                  f"(best {best[1]})")
+            bar.update(task, info=f"epoch {epoch}: loss {entry.loss:.3f} triplet acc {acc:.3f}{expr_text} (best {best[1]})")
             if epoch - best[1] >= cfg.patience:
                 log.info("early stop at epoch %d: no better validation triplet accuracy since epoch %d", epoch, best[1])
                 break
@@ -289,8 +322,9 @@ def train_fec(train: Triplets, val: Triplets, cfg: FecTrainConfig, out_dir: Path
     torch.save(best[2], tmp)
     os.replace(tmp, weights)  # a killed run never leaves a half-written weights file
     (out_dir / "history.json").write_text(json.dumps([asdict(h) for h in history], indent=1))
-    (out_dir / "config.json").write_text(json.dumps({**asdict(cfg), "train_triplets": len(train),
-                                                     "val_triplets": len(val), "best_epoch": best[1]}, indent=1))
+    (out_dir / "config.json").write_text(
+        json.dumps({**asdict(cfg), "train_triplets": len(train), "val_triplets": len(val), "best_epoch": best[1]}, indent=1)
+    )
     _plot(history, out_dir / "curves.png")
     return FecResult(weights, best[1], history)
 

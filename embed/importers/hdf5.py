@@ -28,8 +28,10 @@ class Hdf5Importer(Importer):
 
     def __init__(self, columns: list[str] | None = None, fps: float | None = None):
         if columns and len(columns) > 1:
-            raise ConfigError(f"--columns {','.join(columns)}: an HDF5 import reads one dataset per clip; "
-                              f"fix: name one, e.g. --columns embeddings")
+            raise ConfigError(
+                f"--columns {','.join(columns)}: an HDF5 import reads one dataset per clip; "
+                f"fix: name one, e.g. --columns embeddings"
+            )
         super().__init__(columns, fps)
 
     def find(self, src: Path, names: set[str]) -> tuple[dict[str, FeatureFile], list[str]]:
@@ -42,6 +44,7 @@ class Hdf5Importer(Importer):
         feature = self.columns[0] if self.columns else None
         try:
             with h5py.File(src, "r") as h5:
+
                 def visit(path: str, node) -> None:
                     base = path.rsplit("/", 1)[-1]
                     if isinstance(node, h5py.Group):
@@ -70,20 +73,25 @@ class Hdf5Importer(Importer):
                 ds = h5[f.member]
                 values = ds[...]
                 group = ds.parent
-                extra = {n: group[n][...] for n in COMPANIONS if n in group and group[n] is not ds
-                         and group.name.rsplit("/", 1)[-1] == f.name}
+                extra = {
+                    n: group[n][...]
+                    for n in COMPANIONS
+                    if n in group and group[n] is not ds and group.name.rsplit("/", 1)[-1] == f.name
+                }
                 fps = ds.attrs.get("fps", group.attrs.get("fps"))
                 exported = json.loads(h5.attrs.get("config", "{}")) if h5.attrs.get("format") == EXPORT_FORMAT else {}
         except (OSError, KeyError) as e:
             raise ClipError(f"{where}: cannot read it ({e}); fix: re-write the file") from None
         if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
-            raise ClipError(f"{where}: {values.dtype}{list(values.shape)}, expected numbers (T, D); fix: store one "
-                            f"row per frame")
+            raise ClipError(
+                f"{where}: {values.dtype}{list(values.shape)}, expected numbers (T, D); fix: store one row per frame"
+            )
         t = len(values)
         for n, shape in (("timestamps", (t,)), ("face_prob", (t,)), ("boxes", (t, 4))):
             if n in extra and extra[n].shape != shape:
-                raise ClipError(f"{where}: its {n} is {list(extra[n].shape)}, expected {list(shape)}; fix: keep "
-                                f"one per frame")
+                raise ClipError(
+                    f"{where}: its {n} is {list(extra[n].shape)}, expected {list(shape)}; fix: keep one per frame"
+                )
         known = extra.get("timestamps")
         if known is None and fps:
             known = np.arange(t) / float(fps)

@@ -24,7 +24,7 @@ def _match(stem: str, names: set[str]) -> tuple[str, str] | None:
         return stem, PLAIN
     for k in range(len(stem) - 1, 0, -1):
         if stem[k] == "_" and stem[:k] in names:
-            return stem[:k], stem[k + 1:]
+            return stem[:k], stem[k + 1 :]
     return None
 
 
@@ -50,18 +50,22 @@ class NpyImporter(Importer):
             if feature in COMPANIONS:
                 companions.setdefault((name, path.parent), {})[feature] = path
             elif feature in per_clip.setdefault(name, {}):
-                raise ConfigError(f"{path}: a second {feature} file for {name} (also {per_clip[name][feature]}); "
-                                  f"fix: keep one per video")
+                raise ConfigError(
+                    f"{path}: a second {feature} file for {name} (also {per_clip[name][feature]}); fix: keep one per video"
+                )
             else:
                 per_clip[name][feature] = path
         features = sorted({f for files in per_clip.values() for f in files})
         chosen = self.columns or features
         if not self.columns and len(features) > 1:
-            raise ConfigError(f"{src}: holds several features ({', '.join(features)}); "
-                              f"fix: pick with --columns, e.g. --columns {features[0]}")
+            raise ConfigError(
+                f"{src}: holds several features ({', '.join(features)}); "
+                f"fix: pick with --columns, e.g. --columns {features[0]}"
+            )
         if missing := [c for c in chosen if c not in features]:
-            raise ConfigError(f"{src}: no {missing[0]} files (features here: {', '.join(features) or 'none'}); "
-                              f"fix: correct --columns")
+            raise ConfigError(
+                f"{src}: no {missing[0]} files (features here: {', '.join(features) or 'none'}); fix: correct --columns"
+            )
         found = {}
         for name, files in per_clip.items():
             parts = [files.get(c) for c in chosen]
@@ -79,8 +83,10 @@ class NpyImporter(Importer):
             raise ClipError(f"{f.path}: no {gone[0]} file beside it for {f.name}; fix: extract that feature too")
         arrays = [_load(p) for p in f.parts]
         if len({len(a) for a in arrays}) > 1:
-            raise ClipError(f"{f.path}: its features have different frame counts "
-                            f"({', '.join(str(len(a)) for a in arrays)}); fix: extract them at the same fps")
+            raise ClipError(
+                f"{f.path}: its features have different frame counts "
+                f"({', '.join(str(len(a)) for a in arrays)}); fix: extract them at the same fps"
+            )
         values = np.concatenate(arrays, axis=1) if len(arrays) > 1 else arrays[0]
         t = len(values)
         known = None
@@ -90,15 +96,23 @@ class NpyImporter(Importer):
             fps = float(_load(f.companions["fps"], ndim=None).reshape(-1)[0])
             known = np.arange(t) / fps if fps > 0 else None
         if known is not None and len(known) != t:
-            raise ClipError(f"{f.companions.get('timestamps_ms')}: {len(known)} timestamps for {t} frames; "
-                            f"fix: keep the timestamps written with the features")
+            raise ClipError(
+                f"{f.companions.get('timestamps_ms')}: {len(known)} timestamps for {t} frames; "
+                f"fix: keep the timestamps written with the features"
+            )
         timestamps = self.frame_times(np.arange(t), str(f.path), known)
         # A frame the tool could not compute (NaN/inf) is masked like a frame without a face.
         finite = np.isfinite(values).all(axis=1)
-        columns = [f"{Path(p).stem[len(f.name) + 1:] or 'array'}:{a.shape[1]}" for p, a in zip(f.parts, arrays,
-                                                                                            strict=True)]
-        return Features(np.where(finite[:, None], values, 0).astype(np.float32), timestamps,
-                        finite.astype(np.float32), np.full((t, 4), np.nan, np.float32), columns)
+        columns = [
+            f"{Path(p).stem[len(f.name) + 1 :] or 'array'}:{a.shape[1]}" for p, a in zip(f.parts, arrays, strict=True)
+        ]
+        return Features(
+            np.where(finite[:, None], values, 0).astype(np.float32),
+            timestamps,
+            finite.astype(np.float32),
+            np.full((t, 4), np.nan, np.float32),
+            columns,
+        )
 
 
 def _load(path: Path, ndim: int | None = 2) -> np.ndarray:
@@ -107,8 +121,9 @@ def _load(path: Path, ndim: int | None = 2) -> np.ndarray:
     except (OSError, ValueError, EOFError) as e:
         raise ClipError(f"{path}: not a readable .npy file ({str(e).splitlines()[0]}); fix: re-extract it") from None
     if ndim is not None and a.ndim != ndim:
-        raise ClipError(f"{path}: shape {list(a.shape)}, expected {'(T, D)' if ndim == 2 else '(T,)'}; "
-                        f"fix: save one row per frame")
+        raise ClipError(
+            f"{path}: shape {list(a.shape)}, expected {'(T, D)' if ndim == 2 else '(T,)'}; fix: save one row per frame"
+        )
     if not np.issubdtype(a.dtype, np.number):
         raise ClipError(f"{path}: dtype {a.dtype} is not numeric; fix: save the features as numbers")
     return a.astype(np.float64)

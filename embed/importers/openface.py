@@ -44,8 +44,9 @@ class OpenFaceImporter(Importer):
         columns = columns or list(DEFAULT_GROUPS)
         unknown = [c for c in columns if c not in GROUPS]
         if unknown:
-            raise ConfigError(f"--columns {unknown[0]!r}: not an OpenFace column group; "
-                              f"fix: use some of {', '.join(GROUPS)}")
+            raise ConfigError(
+                f"--columns {unknown[0]!r}: not an OpenFace column group; fix: use some of {', '.join(GROUPS)}"
+            )
         super().__init__(columns, fps)
 
     def options(self) -> dict:
@@ -83,8 +84,9 @@ class OpenFaceImporter(Importer):
             if path.stem not in names:
                 unmatched.append(str(path))
             elif path.stem in found:
-                raise ConfigError(f"{path}: a second CSV for {path.stem} (also {found[path.stem].path}); "
-                                  f"fix: keep one per video")
+                raise ConfigError(
+                    f"{path}: a second CSV for {path.stem} (also {found[path.stem].path}); fix: keep one per video"
+                )
             else:
                 found[path.stem] = FeatureFile(path.stem, path)
         return found, unmatched
@@ -94,30 +96,45 @@ class OpenFaceImporter(Importer):
         col = {name: i for i, name in enumerate(header)}
         for needed in ("frame", "timestamp", "confidence", "success"):
             if needed not in col:
-                raise ClipError(f"{f.path}: line 1: no '{needed}' column: not an OpenFace FeatureExtraction CSV; "
-                                f"fix: import FeatureExtraction's per-video CSV")
+                raise ClipError(
+                    f"{f.path}: line 1: no '{needed}' column: not an OpenFace FeatureExtraction CSV; "
+                    f"fix: import FeatureExtraction's per-video CSV"
+                )
         if "face_id" in col and len(np.unique(data[:, col["face_id"]])) > 1:
-            raise ClipError(f"{f.path}: several faces (face_id column); this importer reads FeatureExtraction's "
-                            f"single-face output; fix: re-run FeatureExtraction (not FaceLandmarkVidMulti)")
+            raise ClipError(
+                f"{f.path}: several faces (face_id column); this importer reads FeatureExtraction's "
+                f"single-face output; fix: re-run FeatureExtraction (not FaceLandmarkVidMulti)"
+            )
         frames = data[:, col["frame"]]
         back = np.flatnonzero(np.diff(frames) <= 0)
         if len(back):
             i = int(back[0]) + 1
-            raise ClipError(f"{f.path}: line {i + 2}: frame {frames[i]:g} after frame {frames[i - 1]:g}: rows out "
-                            f"of order; {_FIX}")
+            raise ClipError(
+                f"{f.path}: line {i + 2}: frame {frames[i]:g} after frame {frames[i - 1]:g}: rows out of order; {_FIX}"
+            )
         selected = []
         for group in self.columns:
-            names = [h for h in header if GROUPS[group].fullmatch(h)
-                     and (getattr(self, "common", None) is None or h in self.common)]
+            names = [
+                h
+                for h in header
+                if GROUPS[group].fullmatch(h) and (getattr(self, "common", None) is None or h in self.common)
+            ]
             if not names:
-                raise ClipError(f"{f.path}: no {group} columns; fix: re-run FeatureExtraction with that output "
-                                f"switched on, or leave {group} out of --columns")
+                raise ClipError(
+                    f"{f.path}: no {group} columns; fix: re-run FeatureExtraction with that output "
+                    f"switched on, or leave {group} out of --columns"
+                )
             selected += names
         confidence, success = data[:, col["confidence"]], data[:, col["success"]]
         face = (success > 0) & (confidence >= MIN_CONFIDENCE)
         timestamps = self.frame_times(frames, str(f.path), data[:, col["timestamp"]])
-        return Features(data[:, [col[c] for c in selected]].astype(np.float32), timestamps,
-                        np.where(face, confidence, 0.0).astype(np.float32), _boxes(header, data, face), selected)
+        return Features(
+            data[:, [col[c] for c in selected]].astype(np.float32),
+            timestamps,
+            np.where(face, confidence, 0.0).astype(np.float32),
+            _boxes(header, data, face),
+            selected,
+        )
 
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
@@ -132,8 +149,9 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise ClipError(f"{path}: line {reader.line_num}: {len(row)} fields, the header has "
-                                    f"{len(header)}; {_FIX}")
+                    raise ClipError(
+                        f"{path}: line {reader.line_num}: {len(row)} fields, the header has {len(header)}; {_FIX}"
+                    )
                 rows.append(row)
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as e:

@@ -16,14 +16,14 @@ def read_csv_layout(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
     spec = manifest.datasets[name]
     if not spec.csv:
         raise ConfigError(
-            f"{manifest.path}: datasets.{name} has layout csv but no 'csv' key; "
-            f"fix: add csv: <labels file relative to root>"
+            f"{manifest.path}: datasets.{name} has layout csv but no 'csv' key; fix: add csv: <labels file relative to root>"
         )
     csv_path = root / spec.csv
     if not csv_path.is_file():
         raise ConfigError(f"{manifest.path}: datasets.{name}.csv = {csv_path} does not exist; fix: correct the path")
-    rows = read_label_csv(csv_path, "path", manifest.states, manifest.levels, extra_columns=("split",),
-                          optional_columns=("subject",))
+    rows = read_label_csv(
+        csv_path, "path", manifest.states, manifest.levels, extra_columns=("split",), optional_columns=("subject",)
+    )
     index = DatasetIndex(name=name, root=root)
     for rel, row in rows.items():
         if row["split"] not in SPLITS:

@@ -61,9 +61,7 @@ def read_daisee(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
                 continue
             clip_id = check_clip_id(video.stem, str(video))
             if clip_id in seen:
-                raise ConfigError(
-                    f"{video}: clip id {clip_id} also at {seen[clip_id]}; fix: remove one of the two files"
-                )
+                raise ConfigError(f"{video}: clip id {clip_id} also at {seen[clip_id]}; fix: remove one of the two files")
             seen[clip_id] = on_disk[clip_id] = video
         for clip_id, video in on_disk.items():
             lab = labels.get(clip_id)

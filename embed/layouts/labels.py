@@ -9,7 +9,11 @@ from embed.errors import ConfigError
 
 
 def read_label_csv(
-    path: Path, id_column: str, states: list[str], levels: int, extra_columns: tuple[str, ...] = (),
+    path: Path,
+    id_column: str,
+    states: list[str],
+    levels: int,
+    extra_columns: tuple[str, ...] = (),
     optional_columns: tuple[str, ...] = (),
 ) -> dict[str, dict]:
     """Rows keyed by the id column: {"labels": {state: level}, "line": n, <extra>: value}.
@@ -39,9 +43,7 @@ def read_label_csv(
         if not any(cell.strip() for cell in row):
             continue
         if len(row) < len(header):
-            raise ConfigError(
-                f"{path}: line {lineno}: {len(row)} fields, header has {len(header)}; fix: complete the row"
-            )
+            raise ConfigError(f"{path}: line {lineno}: {len(row)} fields, header has {len(header)}; fix: complete the row")
         key = row[col[id_column]].strip()
         if not key:
             raise ConfigError(f"{path}: line {lineno}: empty '{id_column}'; fix: fill it in or delete the row")
@@ -54,8 +56,7 @@ def read_label_csv(
                 level = None
             if level is None or not 0 <= level < levels:
                 raise ConfigError(
-                    f"{path}: line {lineno}: {state} = {cell!r} is not a level 0..{levels - 1}; "
-                    f"fix: correct the value"
+                    f"{path}: line {lineno}: {state} = {cell!r} is not a level 0..{levels - 1}; fix: correct the value"
                 )
             labels[state] = level
         if key in out:
@@ -63,6 +64,10 @@ def read_label_csv(
                 f"{path}: line {lineno}: duplicate {id_column} {key!r} (first on line {out[key]['line']}); "
                 f"fix: keep one row per clip"
             )
-        out[key] = {"labels": labels, "line": lineno, **{c: row[col[c]].strip() for c in extra_columns},
-                    **{c: (row[col[c]].strip() or None) if c in col else None for c in optional_columns}}
+        out[key] = {
+            "labels": labels,
+            "line": lineno,
+            **{c: row[col[c]].strip() for c in extra_columns},
+            **{c: (row[col[c]].strip() or None) if c in col else None for c in optional_columns},
+        }
     return out

@@ -28,8 +28,9 @@ def head_defaults(name: str) -> dict[str, Any]:
     sig = inspect.signature(head_class(name).__init__)
     skip = {"self", "input_dim", "states", "levels"}
     # Tuples are the immutable defaults in signatures; configs and YAML want lists.
-    return {k: list(p.default) if isinstance(p.default, tuple) else p.default
-            for k, p in sig.parameters.items() if k not in skip}
+    return {
+        k: list(p.default) if isinstance(p.default, tuple) else p.default for k, p in sig.parameters.items() if k not in skip
+    }
 
 
 def resolve_params(name: str, params: dict | None) -> dict[str, Any]:
@@ -37,8 +38,7 @@ def resolve_params(name: str, params: dict | None) -> dict[str, Any]:
     defaults = head_defaults(name)
     unknown = set(params or {}) - set(defaults)
     if unknown:
-        raise ConfigError(f"head '{name}' has no parameter '{sorted(unknown)[0]}'; "
-                          f"fix: use one of {', '.join(defaults)}")
+        raise ConfigError(f"head '{name}' has no parameter '{sorted(unknown)[0]}'; fix: use one of {', '.join(defaults)}")
     merged = {**defaults, **(params or {})}
     for k, v in merged.items():
         if isinstance(defaults[k], list) and not isinstance(v, list | tuple):
@@ -52,8 +52,10 @@ def build_head(name: str, input_dim: int, states: list[str], levels: int, params
     try:
         return head_class(name)(input_dim, states, levels, **merged)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"head '{name}': parameters {params} do not build ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0]}); fix: check their types against {defaults}") from None
+        raise ConfigError(
+            f"head '{name}': parameters {params} do not build ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}); fix: check their types against {defaults}"
+        ) from None
 
 
 class Head(nn.Module):
@@ -77,12 +79,12 @@ class Head(nn.Module):
         squares = torch.zeros(x.shape[2], dtype=torch.float64)
         count = 0
         for i in range(0, len(x), chunk):
-            frames = x[i:i + chunk][valid_mask(lengths[i:i + chunk], x.shape[1])].double()
+            frames = x[i : i + chunk][valid_mask(lengths[i : i + chunk], x.shape[1])].double()
             total += frames.sum(0)
-            squares += (frames ** 2).sum(0)
+            squares += (frames**2).sum(0)
             count += len(frames)
         mean = total / max(count, 1)
-        var = (squares / max(count, 1) - mean ** 2).clamp(min=0) * count / max(count - 1, 1)
+        var = (squares / max(count, 1) - mean**2).clamp(min=0) * count / max(count - 1, 1)
         self.input_mean = mean.float()
         self.input_std = var.sqrt().float().clamp(min=1e-6)
 

@@ -14,16 +14,25 @@ from sequence.heads import Head, mlp
 class RecurrentHead(Head):
     cell: ClassVar[type[nn.RNNBase]]
 
-    def __init__(self, input_dim: int, states: list[str], levels: int, hidden: list[int], fc: list[int],
-                 dropout: float, bidirectional: bool):
+    def __init__(
+        self,
+        input_dim: int,
+        states: list[str],
+        levels: int,
+        hidden: list[int],
+        fc: list[int],
+        dropout: float,
+        bidirectional: bool,
+    ):
         dirs = 2 if bidirectional else 1
         top, width = mlp([hidden[-1] * dirs, *fc], dropout)
         super().__init__(states, levels, width)
         # One single-layer RNN per level of the stack: nn.LSTM(num_layers=k) forces equal sizes,
         # and the original study stacked 512 -> 1024.
         sizes = [input_dim, *(h * dirs for h in hidden[:-1])]
-        self.layers = nn.ModuleList(self.cell(i, h, batch_first=True, bidirectional=bidirectional)
-                                    for i, h in zip(sizes, hidden, strict=True))
+        self.layers = nn.ModuleList(
+            self.cell(i, h, batch_first=True, bidirectional=bidirectional) for i, h in zip(sizes, hidden, strict=True)
+        )
         self.drop = nn.Dropout(dropout)
         self.top = top
 

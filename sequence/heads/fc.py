@@ -16,8 +16,15 @@ class FCHead(Head):
     name = "fc"
     sees_order = False
 
-    def __init__(self, input_dim: int, states: list[str], levels: int, hidden: list[int] = (128, 64),
-                 dropout: float = 0.3, pool: str = "mean"):
+    def __init__(
+        self,
+        input_dim: int,
+        states: list[str],
+        levels: int,
+        hidden: list[int] = (128, 64),
+        dropout: float = 0.3,
+        pool: str = "mean",
+    ):
         if pool not in ("mean", "meanstd", "attention"):
             raise ConfigError(f"head 'fc': pool '{pool}' is not mean, meanstd or attention; fix: pick one of those")
         width_in = input_dim * (2 if pool == "meanstd" else 1)

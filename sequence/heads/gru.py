@@ -13,6 +13,14 @@ class GRUHead(RecurrentHead):
     name = "gru"
     cell = nn.GRU
 
-    def __init__(self, input_dim: int, states: list[str], levels: int, hidden: list[int] = (128,),
-                 fc: list[int] = (64,), dropout: float = 0.3, bidirectional: bool = True):
+    def __init__(
+        self,
+        input_dim: int,
+        states: list[str],
+        levels: int,
+        hidden: list[int] = (128,),
+        fc: list[int] = (64,),
+        dropout: float = 0.3,
+        bidirectional: bool = True,
+    ):
         super().__init__(input_dim, states, levels, list(hidden), list(fc), dropout, bidirectional)

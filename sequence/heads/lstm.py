@@ -13,6 +13,14 @@ class LSTMHead(RecurrentHead):
     name = "lstm"
     cell = nn.LSTM
 
-    def __init__(self, input_dim: int, states: list[str], levels: int, hidden: list[int] = (256, 256),
-                 fc: list[int] = (), dropout: float = 0.3, bidirectional: bool = False):
+    def __init__(
+        self,
+        input_dim: int,
+        states: list[str],
+        levels: int,
+        hidden: list[int] = (256, 256),
+        fc: list[int] = (),
+        dropout: float = 0.3,
+        bidirectional: bool = False,
+    ):
         super().__init__(input_dim, states, levels, list(hidden), list(fc), dropout, bidirectional)

@@ -59,14 +59,23 @@ class _Block(nn.Module):
 class TCNHead(Head):
     name = "tcn"
 
-    def __init__(self, input_dim: int, states: list[str], levels: int, channels: list[int] = (128, 128, 128),
-                 kernel: int = 3, fc: list[int] = (64,), dropout: float = 0.2):
+    def __init__(
+        self,
+        input_dim: int,
+        states: list[str],
+        levels: int,
+        channels: list[int] = (128, 128, 128),
+        kernel: int = 3,
+        fc: list[int] = (64,),
+        dropout: float = 0.2,
+    ):
         channels = list(channels)
         top, width = mlp([2 * channels[-1], *fc], dropout)
         super().__init__(states, levels, width)
         ins = [input_dim, *channels[:-1]]
-        self.blocks = nn.ModuleList(_Block(i, o, kernel, 2 ** k, dropout)
-                                    for k, (i, o) in enumerate(zip(ins, channels, strict=True)))
+        self.blocks = nn.ModuleList(
+            _Block(i, o, kernel, 2**k, dropout) for k, (i, o) in enumerate(zip(ins, channels, strict=True))
+        )
         self.top = top
 
     def features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

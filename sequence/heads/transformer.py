@@ -31,13 +31,21 @@ def sinusoidal(steps: int, dim: int, device: torch.device) -> torch.Tensor:
 class TransformerHead(Head):
     name = "transformer"
 
-    def __init__(self, input_dim: int, states: list[str], levels: int, d_model: int = 128, layers: int = 3,
-                 heads: int = 4, ff: int = 512, dropout: float = 0.1):
+    def __init__(
+        self,
+        input_dim: int,
+        states: list[str],
+        levels: int,
+        d_model: int = 128,
+        layers: int = 3,
+        heads: int = 4,
+        ff: int = 512,
+        dropout: float = 0.1,
+    ):
         super().__init__(states, levels, d_model)
         self.project = nn.Linear(input_dim, d_model)
         self.drop = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True, norm_first=True)
         # Nested tensors are not used with pre-norm layers anyway; saying so keeps torch from warning.
         self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
         self.pool = AttentionPool(d_model)
