@@ -107,6 +107,7 @@ test: weights $(FOOTAGE)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench
+	$(VENV)/bin/ruff format --check embed sequence tests bench
 
 bench: weights $(FOOTAGE)
 	$(PY) bench/embed_bench.py --sweep --json $(call opt,--device,$(DEVICE))
