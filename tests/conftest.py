@@ -105,7 +105,7 @@ def tiny_manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embedded(tiny_manifest) -> dict:
-    """The tiny sample embedded once by the real CLI (random inception weights, CPU)."""
+    """The tiny sample embedded once by the real CLI (the real fer2013 weights, CPU)."""
     proc = run_cli("run", "--manifest", str(tiny_manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
     info = last_json(run_cli("info", "--manifest", str(tiny_manifest), "--backbone", "fer2013", "--json").stdout)
     return {"run": proc, "info": info, "store": Path(info["store"]), "manifest": tiny_manifest}
@@ -113,7 +113,7 @@ def tiny_embedded(tiny_manifest) -> dict:
 
 def copy_tiny(tiny_embedded: dict, dest: Path, with_cache: bool = False) -> Path:
     """The tiny sample's videos under a new manifest (dataset 'tiny', mtimes kept), optionally with
-    a copy of its embedded inception store; returns the manifest."""
+    a copy of its embedded fer2013 store; returns the manifest."""
     import shutil
 
     shutil.copytree(tiny_embedded["manifest"].parent / "data" / "tiny", dest / "data", copy_function=shutil.copy2)
