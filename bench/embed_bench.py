@@ -42,7 +42,8 @@ import torch
 
 from embed.backbones import get_backbone
 from embed.cache import CacheStore, ClipData, source_fingerprint
-from embed.faces import DetectorConfig, FaceTracker, StreamTracker, crop_faces
+from embed.extraction import DetectorConfig
+from embed.faces import FaceTracker, StreamTracker, crop_faces
 from embed.layouts import Clip, DatasetIndex
 from embed.manifest import SampleSpec
 from embed.pipeline import Embedder, embed_dataset

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from embed import face_search
+from embed.extraction import DetectorConfig
 from embed.face_search import Window, search
-from embed.faces import DetectorConfig, FaceTracker
+from embed.faces import FaceTracker
 from embed.manifest import SampleSpec
 from embed.sample import generate_sample
 from embed.video import decode_video

@@ -42,7 +42,7 @@ WeightsOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most this many frames per second.")]
-# Detector defaults live in one place, embed.faces.DetectorConfig (not imported here: it needs torch).
+# Detector defaults live in one place, embed.extraction.DetectorConfig.
 DetectEveryOpt = Annotated[
     int | None, typer.Option("--detect-every", min=1, help="Run MTCNN on every k-th frame [default: 5].")
 ]
@@ -55,7 +55,7 @@ MinFaceOpt = Annotated[
 
 
 def _detector(detect_every: int | None, detect_width: int | None, min_face_size: int | None):
-    from embed.faces import DetectorConfig
+    from embed.extraction import DetectorConfig
 
     given = {"detect_every": detect_every, "detect_width": detect_width, "min_face_size": min_face_size}
     return DetectorConfig(**{k: v for k, v in given.items() if v is not None})
@@ -117,11 +117,14 @@ def run(
         from embed.layouts import read_dataset
         from embed.locking import writer_lock
         from embed.manifest import load_manifest
-        from embed.pipeline import EmbedSpec, embed_dataset
         from embed.stores import per_store
 
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
+        index = read_dataset(m, name)
+        # After the manifest and labels are read: a mistake there is reported before seconds of torch imports.
+        from embed.pipeline import EmbedSpec, embed_dataset
+
         names = [b.strip() for b in backbone.split(",") if b.strip()]
         spec = EmbedSpec(
             tuple(names),
@@ -133,7 +136,6 @@ def run(
             chunk_frames,
             allow_truncated,
         )
-        index = read_dataset(m, name)
         # On a cluster only the workers build the networks; here the stores are named from the spec.
         embedder = None if workers or scheduler else spec.build()
         configs, faces_config = (
@@ -213,9 +215,9 @@ def _locate_store(
     named by its extraction config (it may not exist yet); any other name is an imported store's."""
     from embed.backbones import backbone_names, get_backbone
     from embed.cache import store_path
+    from embed.extraction import extraction_config
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
-    from embed.pipeline import extraction_config
     from embed.stores import find_store
 
     m = load_manifest(manifest)

@@ -12,7 +12,7 @@ face_prob 0 and a NaN box: they are flagged, never dropped.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache, cached_property
 
 import numpy as np
@@ -20,47 +20,8 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
+from embed.extraction import DetectorConfig
 from embed.face_search import Window, search
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    # MTCNN on every k-th frame: at 5, 0.95 mean IoU with detection on every frame (3: 0.953,
-    # 10: 0.941) for 1/5 of the detection time (`bench/embed_bench.py --sweep`).
-    detect_every: int = 5
-    detect_width: int = 320  # frames are downscaled to this width for detection
-    min_face_size: int = 40  # smallest face MTCNN looks for, in detection pixels
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    min_prob: float = 0.9  # weaker detections count as "no face"
-    smooth: int = 3  # moving-average window over consecutive detections (1 = off)
-    margin: float = 0.2  # crop side = (1 + margin) * max(box w, box h)
-    # Region search (StreamTracker): between whole-frame searches MTCNN refines only candidates
-    # centred within a square of `search_region` face sizes around the track, from the pyramid levels
-    # for faces within a factor `search_sizes` of its size (embed/face_search.py). Off (0) by default:
-    # it keeps the boxes (0.0000 IoU lost) but on DAiSEE-shaped close-ups, where nearly every MTCNN
-    # candidate lies on the face, it saved no time on the 2-core CPU (`bench/embed_bench.py`, README).
-    search_region: float = 0.0
-    search_sizes: float = 2.5
-    full_search_every: int = 60  # frames (2 s at 30 fps): with region search, the whole frame this often
-
-    def __post_init__(self) -> None:
-        if self.search_region > 0 and (self.full_search_every < 1 or self.search_sizes < 1):
-            raise ValueError(
-                f"region search needs full_search_every >= 1 frame and search_sizes >= 1 "
-                f"(got {self.full_search_every} and {self.search_sizes})"
-            )
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["thresholds"] = list(self.thresholds)
-        if self.search_region <= 0:  # whole-frame search, as before region search existed: same store keys
-            for k in ("search_region", "search_sizes", "full_search_every"):
-                del d[k]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DetectorConfig:
-        return cls(**{**d, "thresholds": tuple(d["thresholds"])})
 
 
 @dataclass

@@ -24,11 +24,12 @@ import numpy as np
 # At import, not inside the run: a Ctrl-C that lands in an import is not a clean KeyboardInterrupt (3.11).
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from embed.backbones import Backbone, LoadedBackbone, get_backbone, require_expressions
-from embed.cache import PREPROCESSING_VERSION, CacheStore, ClipData, ClipWriter, source_fingerprint, source_unchanged
+from embed.backbones import LoadedBackbone, get_backbone, require_expressions
+from embed.cache import CacheStore, ClipData, ClipWriter, source_fingerprint, source_unchanged
 from embed.devices import resolve_device
 from embed.errors import ClipError, ConfigError
-from embed.faces import DetectorConfig, FaceTrack, FaceTracker, StoredTrack, StreamTracker, TrackedChunk, crop_faces
+from embed.extraction import DetectorConfig, extraction_config, faces_config
+from embed.faces import FaceTrack, FaceTracker, StoredTrack, StreamTracker, TrackedChunk, crop_faces
 from embed.layouts import Clip, DatasetIndex
 from embed.memory import release_free_heap
 from embed.video import FrameChunk, Truncation, VideoStream
@@ -42,39 +43,6 @@ DECODE_AHEAD = 2
 # A live source is processed a few frames at a time: a window's line waits for its last frame's chunk.
 LIVE_CHUNK_FRAMES = 5
 LIVE_WAITING = 2
-
-
-def extraction_config(spec: Backbone, weights_identity: str, detector: DetectorConfig, max_fps: float | None) -> dict:
-    """Everything that determines what is written; its hash is the store key (embed.cache)."""
-    return {
-        "backbone": spec.name,
-        "weights": weights_identity,
-        "dim": spec.dim,
-        "input_size": spec.input_size,
-        "detector": detector.as_dict(),
-        "frames": {"max_fps": max_fps, "crop": "roi_align-bilinear-square"},
-        "preprocessing_version": PREPROCESSING_VERSION,
-    }
-
-
-def faces_config(detector: DetectorConfig, max_fps: float | None) -> dict:
-    """The config of a face-track store: what determines the boxes, and nothing about any backbone,
-    so every backbone embedded with the same detector settings shares one detection pass."""
-    return {
-        "backbone": "faces",
-        "weights": f"mtcnn:facenet-pytorch-{_facenet_version()}",
-        "dim": 0,
-        "input_size": 0,
-        "detector": detector.as_dict(),
-        "frames": {"max_fps": max_fps},
-        "preprocessing_version": PREPROCESSING_VERSION,
-    }
-
-
-def _facenet_version() -> str:
-    from importlib.metadata import version
-
-    return version("facenet-pytorch")
 
 
 class Embedder:

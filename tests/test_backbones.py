@@ -56,9 +56,13 @@ def test_inception_vggface2_release_loaded_through_facenet(_offline_torch_home):
 
 
 def test_resnet18_imagenet_release_loaded_through_torchvision():
-    from torchvision.models import resnet18
+    from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
+    from torchvision.models import ResNet18_Weights, resnet18
 
     spec = get_backbone("resnet18")
+    # The release locations named without importing the libraries are the libraries' own.
+    assert spec.releases()["imagenet"].url == ResNet18_Weights.IMAGENET1K_V1.url
+    assert get_backbone("inception").releases()["vggface2"].cached_file.parent == Path(get_torch_home()) / "checkpoints"
     torch.manual_seed(5)
     net = resnet18(weights=None)
     target = spec.releases()["imagenet"].cached_file

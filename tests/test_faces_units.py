@@ -6,7 +6,8 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from embed.faces import DetectorConfig, _interpolate, _pick, _smooth_runs, crop_faces, square_boxes
+from embed.extraction import DetectorConfig
+from embed.faces import _interpolate, _pick, _smooth_runs, crop_faces, square_boxes
 
 NAN4 = [np.nan] * 4
 

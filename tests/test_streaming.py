@@ -20,8 +20,9 @@ import zarr
 from torchvision.ops import box_iou
 
 from embed.cache import TIME_CHUNK
+from embed.extraction import DetectorConfig
 from embed.face_search import search
-from embed.faces import DetectorConfig, FaceTracker, StreamTracker
+from embed.faces import FaceTracker, StreamTracker
 from embed.sample import write_video
 from embed.video import VideoStream, decode_video
 from tests import footage

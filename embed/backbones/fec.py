@@ -7,11 +7,15 @@ release: weights come from a file trained with `python -m embed fec-train`, or `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from facenet_pytorch import InceptionResnetV1
 from torch import nn
 
 from embed.backbones import Backbone, register_backbone
+
+if TYPE_CHECKING:
+    from facenet_pytorch import InceptionResnetV1
 
 _TRUNK_LAYERS = (
     "conv2d_1a",
@@ -51,7 +55,10 @@ class DenseBlock(nn.Module):
 class FECNet(nn.Module):
     def __init__(self, trunk: InceptionResnetV1 | None = None, dim: int = 128):
         super().__init__()
-        trunk = trunk or InceptionResnetV1(pretrained=None, classify=False)
+        if trunk is None:
+            from facenet_pytorch import InceptionResnetV1  # imports torchvision: only when a network is built
+
+            trunk = InceptionResnetV1(pretrained=None, classify=False)
         self.trunk = nn.Sequential(*(getattr(trunk, name) for name in _TRUNK_LAYERS))
         dense = DenseBlock(512)
         self.head = nn.Sequential(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facenet_pytorch import InceptionResnetV1
-from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
 from torch import nn
 
 from embed.backbones import Backbone, NamedRelease, register_backbone
+from embed.packaged_weights import weights_dir
 
 # facenet-pytorch's load_weights() downloads these into $TORCH_HOME/checkpoints/.
 _RELEASES = {
@@ -28,6 +27,8 @@ class Inception(Backbone):
     default_weights = "vggface2"
 
     def architecture(self) -> nn.Module:
+        from facenet_pytorch import InceptionResnetV1  # imports torchvision: only when a network is built
+
         return InceptionResnetV1(pretrained=None, classify=False)
 
     def prepare_state_dict(self, state: dict) -> dict:
@@ -35,8 +36,10 @@ class Inception(Backbone):
         return {k: v for k, v in state.items() if not k.startswith("logits.")}
 
     def releases(self) -> dict[str, NamedRelease]:
-        home = Path(get_torch_home()) / "checkpoints"
-        return {k: NamedRelease(url, home / Path(url).name) for k, url in _RELEASES.items()}
+        # facenet-pytorch's get_torch_home()/checkpoints, the same rule as weights_dir()
+        return {k: NamedRelease(url, weights_dir() / Path(url).name) for k, url in _RELEASES.items()}
 
     def load_release(self, name: str) -> nn.Module:
+        from facenet_pytorch import InceptionResnetV1
+
         return InceptionResnetV1(pretrained=name, classify=False)

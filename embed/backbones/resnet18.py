@@ -7,9 +7,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights, resnet18
 
 from embed.backbones import Backbone, NamedRelease, register_backbone
+
+# torchvision's ResNet18_Weights.IMAGENET1K_V1.url, named here so that listing releases and keying
+# stores need not import torchvision (seconds of start-up); tests hold it equal to torchvision's.
+IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
 @register_backbone
@@ -22,16 +25,20 @@ class ResNet18(Backbone):
     default_weights = "imagenet"
 
     def architecture(self) -> nn.Module:
+        from torchvision.models import resnet18
+
         net = resnet18(weights=None)
         net.fc = nn.Identity()
         return net
 
     def releases(self) -> dict[str, NamedRelease]:
-        url = ResNet18_Weights.IMAGENET1K_V1.url
         # torch.hub's load_state_dict_from_url caches under <hub dir>/checkpoints.
-        return {"imagenet": NamedRelease(url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url))}
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(IMAGENET_URL)
+        return {"imagenet": NamedRelease(IMAGENET_URL, cached)}
 
     def load_release(self, name: str) -> nn.Module:
+        from torchvision.models import ResNet18_Weights, resnet18
+
         net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
         net.fc = nn.Identity()
         return net

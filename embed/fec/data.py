@@ -28,7 +28,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from embed.errors import ConfigError
-from embed.faces import DetectorConfig, crop_faces
+from embed.extraction import DetectorConfig
+from embed.faces import crop_faces
 
 log = logging.getLogger(__name__)
 
