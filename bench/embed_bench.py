@@ -42,12 +42,15 @@ import torch
 
 from embed.backbones import get_backbone
 from embed.cache import CacheStore, ClipData, source_fingerprint
+from embed.crops import crop_faces
+from embed.detector import FaceDetector
+from embed.embedder import Embedder
 from embed.extraction import DetectorConfig
-from embed.faces import FaceTracker, StreamTracker, crop_faces
 from embed.layouts import Clip, DatasetIndex
 from embed.manifest import SampleSpec
-from embed.pipeline import Embedder, embed_dataset
+from embed.pipeline import embed_dataset
 from embed.sample import generate_sample
+from embed.tracking import StreamTracker, track_frames
 from embed.video import decode_video
 
 FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
@@ -86,7 +89,7 @@ def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(ious(a, b)))
 
 
-class ShippedMTCNN(FaceTracker):
+class ShippedMTCNN(FaceDetector):
     """The tracker before issue 14: facenet-pytorch's own MTCNN.detect, contiguous weights, for every search."""
 
     def find_faces(self, small: np.ndarray, windows: list) -> tuple[list, list]:
@@ -97,7 +100,7 @@ class ShippedMTCNN(FaceTracker):
         return copy.deepcopy(self.mtcnn).to(memory_format=torch.contiguous_format)
 
 
-def track_in_chunks(tracker: FaceTracker, frames: np.ndarray) -> tuple[np.ndarray, float]:
+def track_in_chunks(tracker: FaceDetector, frames: np.ndarray) -> tuple[np.ndarray, float]:
     """Boxes of the clip tracked as the pipeline does (64-frame chunks), and the seconds it took."""
     stream, parts = StreamTracker(tracker, batch_frames=64), []
     t0 = time.perf_counter()
@@ -110,10 +113,10 @@ def track_in_chunks(tracker: FaceTracker, frames: np.ndarray) -> tuple[np.ndarra
 
 def tracker_agreement(videos: list[Path], footage: list[Path], device: torch.device) -> dict:
     """The default tracker and region search against MTCNN's whole-frame search on every frame."""
-    every = FaceTracker(DetectorConfig(detect_every=1, smooth=1), device)
+    every = FaceDetector(DetectorConfig(detect_every=1, smooth=1), device)
     trackers = {
-        "default": FaceTracker(DetectorConfig(), device),
-        "region": FaceTracker(DetectorConfig(search_region=2.5), device),
+        "default": FaceDetector(DetectorConfig(), device),
+        "region": FaceDetector(DetectorConfig(search_region=2.5), device),
         "shipped": ShippedMTCNN(DetectorConfig(), device),
     }
     per_frame = {k: [] for k in trackers}
@@ -124,7 +127,7 @@ def tracker_agreement(videos: list[Path], footage: list[Path], device: torch.dev
         kind = "footage" if v in footage else "bench"
         frames = decode_video(v).frames
         frames_of[kind] += len(frames)
-        ref = every.track(frames).boxes
+        ref = track_frames(every, frames).boxes
         for name, tracker in trackers.items():
             tracker.detect(frames[:2])  # first-call set-up outside the timing
             boxes, s = track_in_chunks(tracker, frames)
@@ -176,7 +179,7 @@ def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     video = decode_video(path)
     times = {"decode": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    track = embedder.tracker.track(video.frames)
+    track = track_frames(embedder.detector, video.frames)
     times["detect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     crops = [
@@ -259,7 +262,7 @@ def main() -> None:
     # measured in alternating rounds and each keeps its best round: c/b compares like with like.
     index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
     video = decode_video(videos[0])
-    track = FaceTracker(embedder.tracker.config, device).track(video.frames)
+    track = track_frames(FaceDetector(embedder.detector.config, device), video.frames)
     crops = crop_faces(video.frames, track.boxes, backbone.spec.input_size, 0.2)
     embedder.warm_up()
     pipe_s, ceiling, rounds = float("inf"), 0.0, []
@@ -281,7 +284,7 @@ def main() -> None:
     bytes_per_clip = sum(f.stat().st_size for f in store.path.glob("clips/**/*") if f.is_file()) / len(videos)
 
     # Naive: full-resolution MTCNN on each frame, then the CNN on that one face.
-    naive = FaceTracker(
+    naive = FaceDetector(
         DetectorConfig(detect_every=1, detect_width=video.frames.shape[2], min_face_size=20, smooth=1), device
     )
     frames = video.frames[: args.naive_frames]
@@ -303,11 +306,15 @@ def main() -> None:
 
     # detect_every: time and box agreement with detection on every frame.
     sweep = []
-    ref = FaceTracker(DetectorConfig(detect_every=1, smooth=1), device).track(video.frames).boxes if args.sweep else None
+    ref = (
+        track_frames(FaceDetector(DetectorConfig(detect_every=1, smooth=1), device), video.frames).boxes
+        if args.sweep
+        else None
+    )
     for k in (1, 2, 3, 5, 10) if args.sweep else ():
-        tracker = FaceTracker(DetectorConfig(detect_every=k), device)
+        tracker = FaceDetector(DetectorConfig(detect_every=k), device)
         t0 = time.perf_counter()
-        boxes = tracker.track(video.frames).boxes
+        boxes = track_frames(tracker, video.frames).boxes
         sweep.append(
             {
                 "detect_every": k,
@@ -320,13 +327,13 @@ def main() -> None:
     # End to end on the real footage, with the tracker before issue 14 (facenet-pytorch's own
     # MTCNN.detect) and with ours, alternating, best of each.
     footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", None) for f in footage])
-    ours, footage_fps = embedder.tracker, {"facenet_pytorch": 0.0, "ours": 0.0}
+    ours, footage_fps = embedder.detector, {"facenet_pytorch": 0.0, "ours": 0.0}
     for r in range(args.rounds):
         for name, tracker in (("facenet_pytorch", ShippedMTCNN(DetectorConfig(), device)), ("ours", ours)):
-            embedder.tracker = tracker
+            embedder.detector = tracker
             fps = end_to_end_fps(embedder, footage_index, tmp / f"footage-{name}-{r}")
             footage_fps[name] = max(footage_fps[name], round(fps, 1))
-    embedder.tracker = ours
+    embedder.detector = ours
 
     names = list(dict.fromkeys([args.backbone, *([args.beside] if args.beside else [])]))
     side_by_side = beside(names, videos, footage, device, args.rounds, tmp)

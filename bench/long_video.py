@@ -34,9 +34,10 @@ from embed_bench import bench_weights, machine  # noqa: E402
 
 from embed.backbones import get_backbone  # noqa: E402
 from embed.cache import CacheStore  # noqa: E402
+from embed.embedder import CHUNK_FRAMES, Embedder  # noqa: E402
 from embed.layouts import Clip, DatasetIndex  # noqa: E402
 from embed.manifest import SampleSpec  # noqa: E402
-from embed.pipeline import CHUNK_FRAMES, Embedder, embed_dataset  # noqa: E402
+from embed.pipeline import embed_dataset  # noqa: E402
 from embed.sample import generate_sample, write_video  # noqa: E402
 from embed.video import VideoStream  # noqa: E402
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from embed import face_search
+from embed.detector import FaceDetector
 from embed.extraction import DetectorConfig
 from embed.face_search import Window, search
-from embed.faces import FaceTracker
 from embed.manifest import SampleSpec
 from embed.sample import generate_sample
 from embed.video import decode_video
@@ -69,7 +69,7 @@ def count_candidates(run):
         face_search._refine = refine
 
 
-def probe(tracker: FaceTracker, frames: np.ndarray, factors: list[float]) -> dict:
+def probe(tracker: FaceDetector, frames: np.ndarray, factors: list[float]) -> dict:
     small, scale = tracker.downscale(frames)
     t0 = time.perf_counter()
     boxes, probs = tracker.mtcnn.detect(small)
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     factors = [float(x) for x in args.factors.split(",")]
-    tracker = FaceTracker(DetectorConfig())
+    tracker = FaceDetector(DetectorConfig())
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-region-"))
     generate_sample(
         tmp / "data",

@@ -481,3 +481,36 @@ async def _read_arrays_async(
 
     results = await asyncio.gather(*(one(c) for c in clip_ids))
     return dict(zip(clip_ids, results, strict=True))
+
+
+def resume_writers(
+    embedding: list[ClipWriter], face_writer: ClipWriter | None, resumable_track: bool
+) -> tuple[int, dict | None]:
+    """Where one clip continues (0: from the start) and the tracker's state there, with every writer
+    brought to that frame: where the backbone store that wrote least stopped. The face-track store is
+    written after them, so a kill between the writes leaves it behind: it is refilled from a backbone
+    store's track (the same one) rather than sending every store back."""
+    start = min(w.frames_written for w in embedding)
+    state = next((w.track_state for w in embedding if w.frames_written == start), None)
+    if start and state is None and resumable_track:
+        start = 0  # nothing says how the track went on: start the clip afresh
+    for w in embedding:
+        with writing(w.store):
+            w.rewind(start, state)
+    if face_writer is not None:
+        with writing(face_writer.store):
+            if face_writer.frames_written < start:
+                face_writer.copy_track(embedding[0], start, state)
+            face_writer.rewind(start, state)
+    return start, state
+
+
+@contextlib.contextmanager
+def writing(store: CacheStore):
+    try:
+        yield
+    except OSError as e:
+        raise ConfigError(
+            f"{store.path}: cannot write the cache ({e.strerror or e}); fix: free disk space or "
+            f"make the cache directory writable; complete clips are kept"
+        ) from None

@@ -117,18 +117,19 @@ def run(
         from embed.layouts import read_dataset
         from embed.locking import writer_lock
         from embed.manifest import load_manifest
-        from embed.stores import per_store
+        from embed.stores import split_per_store
 
         m = load_manifest(manifest)
         name, _ = m.dataset(dataset)
         index = read_dataset(m, name)
         # After the manifest and labels are read: a mistake there is reported before seconds of torch imports.
-        from embed.pipeline import EmbedSpec, embed_dataset
+        from embed.embedder import EmbedSpec
+        from embed.pipeline import embed_dataset
 
         names = [b.strip() for b in backbone.split(",") if b.strip()]
         spec = EmbedSpec(
             tuple(names),
-            tuple(per_store(weights, len(names), "weights")),
+            tuple(split_per_store(weights, len(names), "weights")),
             device,
             _detector(detect_every, detect_width, min_face_size).as_dict(),
             max_fps,

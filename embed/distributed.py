@@ -22,19 +22,13 @@ import time
 import torch
 
 from embed.cache import CacheStore
+from embed.clip_embedding import embed_clip
+from embed.decode_ahead import decode_ahead
+from embed.embedder import Embedder, EmbedSpec
 from embed.errors import ConfigError
 from embed.layouts import Clip, DatasetIndex
-from embed.pipeline import (
-    ClipOutcome,
-    Embedder,
-    EmbedSpec,
-    RunReport,
-    decode_ahead,
-    embed_clip,
-    pending,
-    progress_bar,
-    rate_text,
-)
+from embed.pipeline import pending
+from embed.run_report import ClipOutcome, RunReport, progress_bar, rate_text
 
 log = logging.getLogger(__name__)
 _EMBEDDERS: dict[tuple, Embedder] = {}  # per worker process: models are built once, not per task

@@ -25,7 +25,7 @@ def expression_track(
 ) -> dict:
     """Write out_dir/expressions.{csv,png}; returns what `embed expressions --json` prints. Both files
     are written under a temporary name and renamed when whole; a video without a face is a ClipError."""
-    from embed.pipeline import stream_video
+    from embed.streaming import stream_video
 
     spec = get_backbone(backbone)
     require_expressions(spec)

@@ -75,7 +75,7 @@ def pyramid(height: int, width: int, min_face: float, factor: float) -> list[flo
 def _refine(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, net, size: int):
     """One refinement stage: each candidate cut from its frame (clipped to it by facenet-pytorch's
     `pad`), resampled to size x size as facenet-pytorch does, through the net. The batch goes in
-    channels-last: with the nets' weights channels-last too (FaceTracker.mtcnn), oneDNN's kernels
+    channels-last: with the nets' weights channels-last too (FaceDetector.mtcnn), oneDNN's kernels
     for that layout ran the R- and O-nets 2.2x faster on the 2-core CPU, outputs within 3e-6
     (resampling all candidates at once from a summed-area table was measured too: bit-equal, no faster)."""
     h, w = imgs.shape[2:4]

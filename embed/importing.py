@@ -140,6 +140,11 @@ def import_features(
         if c.path is not None:
             by_name.setdefault(c.path.stem, c)
     files, unmatched = importer.find(Path(src), set(by_name))
+    if not files and not unmatched:  # a mistyped or wrong folder must not read as an import of nothing
+        raise ConfigError(
+            f"{src}: no {fmt} feature file in it ({importer.describe}); fix: pass the folder (or file) "
+            f"the tool wrote its output to, or the --format that matches it"
+        )
     per_clip: dict[str, FeatureFile] = {}
     for n, f in sorted(files.items()):
         clip = by_name[n].clip_id

@@ -30,7 +30,7 @@ def _weights_match(identity: str, weights: str | None) -> bool:
         return weights is None
 
 
-def per_store(value: str | None, n: int, what: str) -> list[str | None]:
+def split_per_store(value: str | None, n: int, what: str) -> list[str | None]:
     """`a,b,c` for n stores (backbones), one value for all of them, or nothing (each one's default)."""
     if value is None:
         return [None] * n

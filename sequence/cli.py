@@ -290,8 +290,9 @@ def predict(
         ),
     ] = 0.0,
     min_face_fraction: Annotated[
-        float, typer.Option(help="Windows with fewer face frames than this share are not scored (null states).")
-    ] = 0.5,
+        float | None,
+        typer.Option(help="Windows with fewer face frames than this share are not scored (null states) [default: 0.5]."),
+    ] = None,
     input_format: Annotated[str | None, typer.Option(help="PyAV/FFmpeg input format (v4l2, mpegts, ...).")] = None,
     input_option: Annotated[
         list[str] | None,
@@ -311,10 +312,11 @@ def predict(
         return
     try:
         from sequence.predict import predict_video
+        from sequence.run import Run
 
         result = predict_video(
             video,
-            run,
+            Run.open(run),
             weights,
             device or "auto",
             window,
@@ -342,10 +344,11 @@ def _predict_live(
 ) -> None:
     try:
         from sequence.live import is_terminal, predict_live, status_printer
+        from sequence.run import Run
 
         report = predict_live(
             video,
-            run,
+            Run.open(run),
             weights,
             device or "auto",
             window,

@@ -23,11 +23,10 @@ from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, tra
 from sequence.fusion import FusedStore, open_input, reopen_input
 from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import INTERVAL_METRICS, by_subject, evaluate, majority_levels
+from sequence.run import Run
 from sequence.runs import (
     create_run_dir,
     finish_run,
-    load_model,
-    load_run,
     mean_sd,
     save_model,
     write_csv,
@@ -230,15 +229,15 @@ def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:
 def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto", by_subject: bool = False) -> dict:
     """Re-evaluate a finished run from its folder and the cache; rewrites metrics.json (and, with
     by_subject, writes per-subject figures)."""
-    run = load_run(run_dir)
-    cfg = TrainConfig.model_validate({k: v for k, v in run["config"].items() if k in TrainConfig.model_fields})
-    store = reopen_input(manifest.cache_path, run["config"]["dataset"], run["store"])
+    run = Run.open(run_dir)
+    cfg = TrainConfig.model_validate({k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
+    store = reopen_input(manifest.cache_path, run.config["dataset"], run.store)
     dev = resolve_device(device)
-    data, report = _load(manifest, run["config"]["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
+    data, report = _load(manifest, run.config["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     metrics = {
-        **run["metrics"],
-        **_evaluate(load_model(run_dir, dev), data, train, manifest, cfg.batch, dev, Path(run_dir), report.subject_of),
+        **run.metrics,
+        **_evaluate(run.model(dev), data, train, manifest, cfg.batch, dev, run.path, report.subject_of),
     }
     write_json(Path(run_dir) / "metrics.json", metrics)
     out = {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}

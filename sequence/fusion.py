@@ -20,7 +20,7 @@ import numpy as np
 from embed.cache import CacheStore, span_seconds
 from embed.errors import ConfigError
 from embed.lookahead import read_ahead
-from embed.stores import find_store, per_store
+from embed.stores import find_store, split_per_store
 
 log = logging.getLogger(__name__)
 ALIGN_BLOCK = 256  # clips whose timestamps are read at a time when aligning
@@ -154,7 +154,7 @@ def open_input(
         return find_store(cache_dir, dataset, names[0], weights, key)
     if len(set(names)) != len(names):
         raise ConfigError(f"--backbone {backbone}: a store named twice; fix: name each store once")
-    ws, ks = per_store(weights, len(names), "weights"), per_store(key, len(names), "key")
+    ws, ks = split_per_store(weights, len(names), "weights"), split_per_store(key, len(names), "key")
     return FusedStore([find_store(cache_dir, dataset, n, w, k) for n, w, k in zip(names, ws, ks, strict=True)])
 
 

@@ -1,6 +1,6 @@
 """Live prediction: the four states of a camera, a network stream or a pipe, while it goes on.
 
-Frames stream through stage one (embed.pipeline.stream_video, live: small chunks, frames skipped
+Frames stream through stage one (Run.stream, live: small chunks, frames skipped
 rather than queued when the pipeline is behind); each window of the run's clip length, every `hop`
 seconds, is scored as soon as its last frame is embedded, and one JSON line per window goes to
 stdout. Only the frames of windows still open are held, so memory stays flat for hours. At the end
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from embed.errors import ClipError, ConfigError
-from sequence.predict import MIN_FACE_FRACTION, WindowScorer, rate_cap, stream_inputs, window_rows, write_timeline
-from sequence.runs import load_run
+from sequence.run import Run
+from sequence.windows import MIN_FACE_FRACTION, enough_faces, face_fraction, state_summary, window_rows, write_timeline
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,14 @@ def _ema(prev: dict | None, probs: dict[str, np.ndarray], alpha: float) -> dict[
 
 def predict_live(
     source: str,
-    run_dir: Path,
+    run: Run,
     weights: str | None = None,
     device: str = "auto",
     window: float | None = None,
     hop: float = 1.0,
     smooth: float = 0.0,
     out_dir: Path | None = None,
-    min_face_fraction: float = MIN_FACE_FRACTION,
+    min_face_fraction: float | None = None,
     input_format: str | None = None,
     input_options: dict[str, str] | None = None,
     emit: Callable[[str], None] | None = None,
@@ -130,11 +130,7 @@ def predict_live(
 ) -> LiveReport:
     """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
     default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning)."""
-    from embed.pipeline import stream_video  # the one stage-one entry stage two may use
-
-    run = load_run(run_dir)
-    cfg = run["config"]
-    configs, w = stream_inputs(run, weights)
+    cfg = run.config
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0 or smooth < 0:
         raise ConfigError(
@@ -142,20 +138,12 @@ def predict_live(
             f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5"
         )
     emit = emit or (lambda line: print(line, flush=True))
-    scorer = WindowScorer(Path(run_dir), cfg, device)
-    frames = stream_video(
-        source,
-        weights=w,
-        device=device,
-        config=configs,
-        input_format=input_format,
-        input_options=input_options,
-        live=True,
-        rate_cap=rate_cap(cfg),
-        ready=lambda: print(
-            f"live: reading {source} (windows of {window:g} s every {hop:g} s)", file=sys.stderr, flush=True
-        ),
-    )
+    scorer = run.scorer(device)
+
+    def ready() -> None:
+        print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)", file=sys.stderr, flush=True)
+
+    frames = run.stream(source, weights, device, input_format, input_options, live=True, ready=ready)
     buffer, report, smoothed = WindowBuffer(window, hop), LiveReport(), None
     kept: list[tuple[float, float]] = []
     kept_probs: dict[str, list[np.ndarray]] = {s: [] for s in cfg["states"]}
@@ -164,19 +152,15 @@ def predict_live(
     def publish(windows) -> None:
         nonlocal smoothed
         for start, end, arrays, last in windows:
-            faces = arrays[1] > 0
-            fraction = float(faces.mean()) if len(faces) else 0.0
             line = {
                 "t_start": round(start, 3),
                 "t_end": round(end, 3),
-                "frames": int(len(faces)),
-                "face_fraction": round(fraction, 3),
+                "frames": int(len(arrays[1])),
+                "face_fraction": round(face_fraction(arrays[1]), 3),
             }
-            if faces.any() and fraction >= min_face_fraction:
+            if enough_faces(arrays[1], min_face_fraction or MIN_FACE_FRACTION):
                 probs = {s: p[0] for s, p in scorer.score([arrays]).items()}
-                line["states"] = {
-                    s: {"level": int(p.argmax()), "probs": [round(float(v), 4) for v in p]} for s, p in probs.items()
-                }
+                line["states"] = {s: state_summary(p) for s, p in probs.items()}
                 kept.append((start, end))
                 for s, p in probs.items():
                     kept_probs[s].append(p)
@@ -212,10 +196,10 @@ def predict_live(
         log.warning("%s; ending with the %d windows it had", report.ended, report.windows)
         publish(buffer.complete(final=True))
     if kept:
-        name = Path(source).stem if source not in ("-",) and "://" not in source else "live"
-        out = Path(out_dir) if out_dir else Path(run_dir) / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = Path(run.source_name(source, input_format) or "live").stem
+        out = Path(out_dir) if out_dir else run.path / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         report.timeline = write_timeline(
-            out, kept, {s: np.stack(p) for s, p in kept_probs.items()}, f"{source} (live) — {Path(run_dir).name}"
+            out, kept, {s: np.stack(p) for s, p in kept_probs.items()}, f"{source} (live) — {run.path.name}"
         )
     return report
 

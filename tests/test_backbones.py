@@ -161,7 +161,7 @@ def _real_face_crops(size: int = 64) -> torch.Tensor:
     from facenet_pytorch import MTCNN
     from skimage import data
 
-    from embed.faces import crop_faces
+    from embed.crops import crop_faces
     from embed.video import decode_video
     from tests.footage import DEFAULT_DIR
 

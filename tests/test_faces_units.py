@@ -6,8 +6,9 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
+from embed.crops import crop_faces, square_boxes
 from embed.extraction import DetectorConfig
-from embed.faces import _interpolate, _pick, _smooth_runs, crop_faces, square_boxes
+from embed.tracking import _interpolate, _pick, _smooth_runs, track_frames
 
 NAN4 = [np.nan] * 4
 
@@ -94,9 +95,9 @@ def test_region_search_is_in_the_store_key_only_when_on():
 
 def test_frames_smaller_than_the_smallest_face_have_no_face_rather_than_an_error():
     """MTCNN's pyramid is empty there (facenet-pytorch's own detect fails inside torch.cat)."""
-    from embed.faces import FaceTracker
+    from embed.detector import FaceDetector
 
-    tracker = FaceTracker()
+    tracker = FaceDetector()
     frames = np.full((4, 30, 30, 3), 128, np.uint8)
     assert tracker.detect(frames)[:2] == ([None] * 4, [None] * 4)
-    assert (tracker.track(frames).probs == 0).all()
+    assert (track_frames(tracker, frames).probs == 0).all()

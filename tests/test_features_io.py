@@ -125,6 +125,16 @@ def test_a_reimport_skips_unchanged_files_and_redoes_changed_ones(openface, tmp_
     assert again["store"] == first["store"] and again["complete"] == len(openface["clips"]) - 1
     emb = zarr.open_group(again["store"], mode="r")["clips"][changed]["embeddings"][...]
     np.testing.assert_allclose(emb[:, again["columns"].index("pose_Tz")], v2[:, header.index("pose_Tz")], atol=1e-3)
+    # A wrong folder (no file of the format at all) is one line naming it and the format, exit 2.
+    stores = sorted((root / "cache").rglob("*.zarr"))
+    (root / "empty").mkdir()
+    proc = run_cli("import", "openface", str(root / "empty"), "--manifest", str(manifest), "--quiet", check=2)
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {root / 'empty'}: no openface feature file in it (OpenFace 2 FeatureExtraction CSVs, one "
+        "<video>.csv per clip); fix: pass the folder (or file) the tool wrote its output to, or the --format "
+        "that matches it"
+    ]
+    assert sorted((root / "cache").rglob("*.zarr")) == stores
 
 
 def test_bad_rows_fail_their_clip_with_file_and_line(tmp_path):
@@ -312,11 +322,12 @@ def test_a_video_features_folder_imports_and_fuses_with_openface(openface, tmp_p
     from embed.manifest import load_manifest
     from sequence.experiment import evaluate_run
     from sequence.predict import predict_video
+    from sequence.run import Run
 
     assert evaluate_run(run, load_manifest(manifest), "cpu")["test"] == result["test"]  # parts found again
     # A part imported from another tool cannot be computed from a video: predict says so.
     with pytest.raises(ConfigError, match="'openface' was imported from openface files.*fix:"):
-        predict_video(tmp_path / "any.mp4", run, device="cpu")
+        predict_video(tmp_path / "any.mp4", Run.open(run), device="cpu")
 
 
 def test_alignment_takes_the_coarser_stream_and_masks_what_a_part_lacks():
@@ -342,6 +353,7 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     from sequence.config import parse_config
     from sequence.experiment import train_run
     from sequence.predict import predict_video
+    from sequence.run import Run
     from tests.conftest import copy_tiny
 
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=True)
@@ -365,7 +377,7 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     rows = [r for r in csv.DictReader(io.StringIO((run / "predictions.csv").read_text())) if r["split"] == "Test"]
     clip = rows[0]["clip"]
     video = next((tmp_path / "data").glob(f"DataSet/Test/*/{clip}/{clip}.*"))
-    predicted = predict_video(video, run, weights="fer2013,random", device="cpu")
+    predicted = predict_video(video, Run.open(run), weights="fer2013,random", device="cpu")
     assert predicted["windows"] == 1
     for s in STATES:
         np.testing.assert_allclose(

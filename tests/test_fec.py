@@ -181,7 +181,11 @@ def test_training_on_the_synthetic_set_beats_chance_and_the_untrained_net(traine
 def test_trained_weights_round_trip_into_stage_one(trained_fec, tiny_embedded, tmp_path):
     """`embed run --backbone fec --weights fec.pt`: the store key records the file's hash, and its
     embeddings are the trained net's (not a random net's)."""
-    from embed.pipeline import embed_video
+    from embed.cache import ClipData
+    from embed.streaming import stream_video
+
+    def embed_video(video, **options) -> ClipData:
+        return ClipData.concat([c.data for c in stream_video(video, **options)])
 
     weights = trained_fec["result"]["weights"]
     manifest = copy_tiny(tiny_embedded, tmp_path)

@@ -346,9 +346,9 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
 
     from embed.cache import CacheStore
     from embed.distributed import embed_dataset_distributed
+    from embed.embedder import EmbedSpec
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
-    from embed.pipeline import EmbedSpec
 
     manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path))
     index = read_dataset(manifest, "tiny")
@@ -508,9 +508,11 @@ def test_a_clip_complete_in_its_stores_but_not_in_the_face_track_store_is_left_a
     """What a dask task retried after its worker died between the two commits finds: the clip is
     complete in the backbone store, its face track is not. Nothing is redone, nothing fails."""
     from embed.cache import CacheStore
+    from embed.clip_embedding import embed_clip
+    from embed.decode_ahead import decode_ahead
+    from embed.embedder import EmbedSpec
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
-    from embed.pipeline import EmbedSpec, decode_ahead, embed_clip
 
     manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path, with_cache=True))
     clip = read_dataset(manifest, "tiny").clips[0]

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from embed.faces import FaceTracker
+from embed.detector import FaceDetector
 from embed.manifest import SampleSpec
 from embed.sample import SAMPLE_STATES, _sample_levels, generate_sample
+from embed.tracking import track_frames
 from embed.video import decode_video
 from tests.conftest import TINY_SAMPLE
 
@@ -88,10 +89,10 @@ def test_sample_labels_are_as_imbalanced_as_daisee(split):
 
 def test_mtcnn_finds_the_face_in_sample_frames(two_samples):
     meta, root, _, _ = two_samples
-    tracker = FaceTracker()
+    tracker = FaceDetector()
     for video in sorted(root.glob("DataSet/*/*/*/*"))[:3]:
         decoded = decode_video(video)
-        track = tracker.track(decoded.frames)
+        track = track_frames(tracker, decoded.frames)
         assert (track.probs > 0.9).all(), video
         truth = meta["clips"][video.stem]["face_box"]
         assert _iou(track.boxes[0], truth) > 0.6, (track.boxes[0], truth)

@@ -184,21 +184,20 @@ def test_windows_scored_in_groups_equal_all_windows_at_once(tiny_run, monkeypatc
     not the video's length): the probabilities must not depend on how windows are grouped, though
     each group pads to its own longest window. A 40-s video at 10 fps with faceless stretches."""
     from embed.cache import ClipData
-    from sequence import predict
-    from sequence.runs import load_run
+    from sequence import windows
+    from sequence.run import Run
 
-    run = Path(tiny_run["result"]["run"])
-    scorer = predict.WindowScorer(run, load_run(run)["config"], "cpu")
+    scorer = Run.open(tiny_run["result"]["run"]).scorer("cpu")
     rng = np.random.default_rng(0)
     t = np.arange(400, dtype=np.float32) / 10
     prob = np.where((t % 13) < 10, 0.99, 0.0).astype(np.float32)  # a face 10 s out of every 13
     emb = (rng.standard_normal((400, 128)) * (prob[:, None] > 0)).astype(np.float16)
     clip = ClipData(emb, t, prob, np.zeros((400, 4), np.float32))
-    spans = predict.windows(t, 1.0, 0.5)
-    monkeypatch.setattr(predict, "SCORE_WINDOWS", 10_000)
-    kept_all, whole = predict.score_windows(clip, spans, scorer)
-    monkeypatch.setattr(predict, "SCORE_WINDOWS", 7)
-    kept, grouped = predict.score_windows(clip, spans, scorer)
+    spans = windows.windows(t, 1.0, 0.5)
+    monkeypatch.setattr(windows, "SCORE_WINDOWS", 10_000)
+    kept_all, whole = windows.score_windows(clip, spans, scorer)
+    monkeypatch.setattr(windows, "SCORE_WINDOWS", 7)
+    kept, grouped = windows.score_windows(clip, spans, scorer)
     assert kept == kept_all and 7 * 3 < len(kept) < len(spans)  # several groups, and faceless windows left out
     for s in STATES:
         np.testing.assert_allclose(grouped[s], whole[s], atol=1e-5)

@@ -20,10 +20,11 @@ import zarr
 from torchvision.ops import box_iou
 
 from embed.cache import TIME_CHUNK
+from embed.detector import FaceDetector
 from embed.extraction import DetectorConfig
 from embed.face_search import search
-from embed.faces import FaceTracker, StreamTracker
 from embed.sample import write_video
+from embed.tracking import StreamTracker, track_frames
 from embed.video import VideoStream, decode_video
 from tests import footage
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
@@ -96,8 +97,8 @@ def test_chunked_equals_whole_where_the_face_vanishes_and_returns_across_chunk_b
 
 def test_stream_tracker_in_chunks_equals_the_whole_video_on_real_footage(real):
     video = decode_video(real / "face_noface.mov")
-    tracker = FaceTracker(DetectorConfig())
-    whole = tracker.track(video.frames)
+    tracker = FaceDetector(DetectorConfig())
+    whole = track_frames(tracker, video.frames)
     for size in (5, 33):
         stream, parts = StreamTracker(tracker, batch_frames=size), []
         for a in range(0, len(video.frames), size):
@@ -112,14 +113,14 @@ def test_stream_tracker_in_chunks_equals_the_whole_video_on_real_footage(real):
 
 
 def test_real_footage_faces_where_the_footage_puts_them(real):
-    every = FaceTracker(DetectorConfig(detect_every=1, smooth=1))  # MTCNN on every frame: the reference
-    tracker = FaceTracker(DetectorConfig())
+    every = FaceDetector(DetectorConfig(detect_every=1, smooth=1))  # MTCNN on every frame: the reference
+    tracker = FaceDetector(DetectorConfig())
     single = decode_video(real / "single_face.mp4")
-    assert (tracker.track(single.frames).probs > 0).all()  # a face-only video: a face in every frame
+    assert (track_frames(tracker, single.frames).probs > 0).all()  # a face-only video: a face in every frame
     for name in ("face_noface.mov", "noface_face.mov"):  # HEVC .mov decodes
         v = decode_video(real / name)
         assert v.frames.shape[1:] == (540, 960, 3)
-        ours, ref = tracker.track(v.frames).probs > 0, every.track(v.frames).probs > 0
+        ours, ref = track_frames(tracker, v.frames).probs > 0, track_frames(every, v.frames).probs > 0
         assert 0 < ref.sum() < len(ref)  # the face leaves (or enters) mid-way
         np.testing.assert_array_equal(ours, ref)  # the boundary falls on the same frame
 
@@ -238,8 +239,8 @@ def test_a_run_killed_inside_a_long_clip_resumes_from_its_last_chunk_and_equals_
 @pytest.mark.parametrize("stop_after", [40, 100])  # before and after the face leaves (frame 72)
 def test_the_tracker_resumed_from_its_json_state_equals_one_uninterrupted_pass(real, stop_after):
     video = decode_video(real / "face_noface.mov")
-    tracker = FaceTracker(DetectorConfig())
-    whole = tracker.track(video.frames)
+    tracker = FaceDetector(DetectorConfig())
+    whole = track_frames(tracker, video.frames)
     stream, parts, state = StreamTracker(tracker, batch_frames=16), [], None
     for a in range(0, len(video.frames), 16):
         if (c := stream.push(a, video.frames[a : a + 16], video.timestamps[a : a + 16])) is not None:
@@ -256,7 +257,7 @@ def test_the_tracker_resumed_from_its_json_state_equals_one_uninterrupted_pass(r
     np.testing.assert_array_equal(np.concatenate([p.track.probs for p in parts]) > 0, whole.probs > 0)
 
 
-class _SearchLog(FaceTracker):
+class _SearchLog(FaceDetector):
     """The tracker, noting which frames each MTCNN call searched and whether in a region (a spy: it
     changes nothing)."""
 
@@ -284,7 +285,7 @@ def _two_shots(real: Path) -> tuple[np.ndarray, int]:
 def test_the_whole_frame_search_is_facenet_pytorchs_mtcnn_on_real_footage(real):
     from facenet_pytorch import MTCNN
 
-    tracker = FaceTracker(DetectorConfig())
+    tracker = FaceDetector(DetectorConfig())
     shipped = MTCNN(keep_all=True, min_face_size=40, thresholds=[0.6, 0.7, 0.7], post_process=False)
     for name in ("WolfgangLanger_Pexels.mp4", "face_noface.mov"):
         small, _ = tracker.downscale(decode_video(real / name).frames[::6])
@@ -300,10 +301,10 @@ def test_the_whole_frame_search_is_facenet_pytorchs_mtcnn_on_real_footage(real):
 
 def test_region_search_finds_the_whole_frames_face_and_recovers_when_the_face_jumps_at_a_cut(real):
     frames, cut = _two_shots(real)
-    whole = FaceTracker(DetectorConfig()).track(frames)
-    every = FaceTracker(DetectorConfig(detect_every=1, smooth=1)).track(frames)
+    whole = track_frames(FaceDetector(DetectorConfig()), frames)
+    every = track_frames(FaceDetector(DetectorConfig(detect_every=1, smooth=1)), frames)
     region = _SearchLog(DetectorConfig(search_region=2.5))
-    found = region.track(frames)
+    found = track_frames(region, frames)
     np.testing.assert_array_equal(found.probs > 0, whole.probs > 0)
     assert (found.probs > 0).all()  # a face in every frame, both sides of the cut
     # The same face as the whole-frame search: candidates outside the region cannot change it.
@@ -325,8 +326,8 @@ def test_region_search_finds_the_whole_frames_face_and_recovers_when_the_face_ju
 
 def test_region_search_in_chunks_and_resumed_equals_the_whole_video(real):
     frames, _ = _two_shots(real)
-    tracker = FaceTracker(DetectorConfig(search_region=2.5))
-    whole = tracker.track(frames)
+    tracker = FaceDetector(DetectorConfig(search_region=2.5))
+    whole = track_frames(tracker, frames)
     stream, parts, state = StreamTracker(tracker, batch_frames=16), [], None
     for a in range(0, len(frames), 16):
         if (c := stream.push(a, frames[a : a + 16], np.zeros(len(frames[a : a + 16]), np.float32))) is not None:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from embed.crops import crop_faces
 from embed.errors import ConfigError
 from embed.extraction import DetectorConfig
-from embed.faces import crop_faces
 
 log = logging.getLogger(__name__)
 

@@ -1,27 +1,29 @@
-"""Face tracking with facenet-pytorch's MTCNN, and square face crops from full-resolution frames.
+"""One face box per frame from MTCNN detections on a few of them.
 
-MTCNN (its three networks run by embed/face_search.py) runs batched on frames downscaled to
-`detect_width`, only every `detect_every`-th frame (and the last, and every frame between two
-detections that disagree on whether there is a face); boxes
-in between are interpolated from the neighbouring detections, which is what makes detection a small
-share of stage one's time. The tracker takes a video in chunks (StreamTracker) and gives the same
-boxes as on the whole video. Frames whose nearest detection found no face get
-face_prob 0 and a NaN box: they are flagged, never dropped.
+The detector (embed.detector) runs only every `detect_every`-th frame (and the last, and every
+frame between two detections that disagree on whether there is a face); boxes in between are
+interpolated from the neighbouring detections and smoothed, which keeps detection a small share of
+stage one's time. StreamTracker takes a video in chunks and gives the same boxes as on the whole
+video. Frames whose nearest detection found no face get face_prob 0 and a NaN box: they are
+flagged, never dropped.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import box_iou
 
-from embed.extraction import DetectorConfig
-from embed.face_search import Window, search
+from embed.errors import ClipError
+from embed.memory import release_free_heap
+
+if TYPE_CHECKING:
+    from embed.detector import FaceDetector
+    from embed.video import FrameChunk
 
 
 @dataclass
@@ -115,8 +117,8 @@ class StreamTracker:
     never on how the video was chunked.
     """
 
-    def __init__(self, tracker: FaceTracker, resume: dict | None = None, batch_frames: int = 64):
-        self.tracker, self.config, self.batch_frames = tracker, tracker.config, batch_frames
+    def __init__(self, detector: FaceDetector, resume: dict | None = None, batch_frames: int = 64):
+        self.detector, self.config, self.batch_frames = detector, detector.config, batch_frames
         self.half = max(self.config.smooth, 1) // 2
         r = resume or {}
         self.emitted = int(r.get("emitted", 0))  # frames before this are handed out (the buffer starts here)
@@ -209,7 +211,7 @@ class StreamTracker:
     def _search(self, indices: list[int], around: list) -> dict[int, tuple]:
         if not indices:
             return {}
-        boxes, probs, _ = self.tracker.detect(np.stack([self._frame(i) for i in indices]), around=around)
+        boxes, probs, _ = self.detector.detect(np.stack([self._frame(i) for i in indices]), around=around)
         return dict(zip(indices, zip(boxes, probs, strict=True), strict=True))
 
     def _has_face(self, raw: tuple) -> bool:
@@ -310,128 +312,27 @@ class StoredTrack:
         return None
 
 
-class FaceTracker:
-    """MTCNN over a clip's frames -> one smoothed face box per frame."""
-
-    def __init__(self, config: DetectorConfig | None = None, device: str | torch.device = "cpu"):
-        self.config = config or DetectorConfig()
-        self.device = torch.device(device)
-
-    @cached_property
-    def mtcnn(self):
-        from facenet_pytorch import MTCNN  # its P/R/O-net weights ship inside the wheel
-
-        c = self.config
-        mtcnn = MTCNN(
-            keep_all=True,
-            min_face_size=c.min_face_size,
-            thresholds=list(c.thresholds),
-            post_process=False,
-            device=self.device,
-        )
-        return mtcnn.to(memory_format=torch.channels_last)  # see face_search._refine
-
-    def downscale(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
-        """Frames resized to detect_width, and the scale factor. Pillow's antialiased bilinear resize
-        on uint8 (the filter torch's antialias=True copies) takes 1.4 ms a 640x480 frame; torch's
-        needs the frames as float first and took 3.3 ms (measured on the 2-core CPU)."""
-        h, w = frames.shape[1:3]
-        scale = min(1.0, self.config.detect_width / w)
-        if scale == 1.0:
-            return frames, 1.0
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-
-        def resize(f: np.ndarray) -> np.ndarray:
-            return np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR))
-
-        # Pillow releases the GIL while resizing: torch's threads' worth of them run at once.
-        small = np.stack(list(_thread_pool(max(1, torch.get_num_threads())).map(resize, frames)))
-        return small, size[0] / w
-
-    def detect(self, frames: np.ndarray, batch: int = 64, around: list | None = None) -> tuple[list, list, float]:
-        """Raw MTCNN output (all faces) on the given frames, boxes in source pixels; where `around`
-        gives a frame a face box (source pixels), only the region around it is searched
-        (embed/face_search.py)."""
-        all_boxes, all_probs, scale = [], [], 1.0
-        c = self.config
-        for i in range(0, len(frames), batch):
-            small, scale = self.downscale(frames[i : i + batch])  # per batch: bounded memory
-            windows = [
-                None if b is None else Window.around(b * scale, c.search_region, c.search_sizes)
-                for b in (around or [None] * len(frames))[i : i + batch]
-            ]
-            boxes, probs = self.find_faces(small, windows)
-            all_boxes += [None if b is None else np.asarray(b, np.float32) / scale for b in boxes]
-            all_probs += [None if p is None else np.asarray(p, np.float32) for p in probs]
-        return all_boxes, all_probs, scale
-
-    def find_faces(self, small: np.ndarray, windows: list[Window | None]) -> tuple[list, list]:
-        """MTCNN on frames already downscaled, boxes in their pixels. A frame smaller than the
-        smallest face MTCNN looks for has an empty pyramid, hence no face (where facenet-pytorch's own
-        detect fails inside torch.cat)."""
-        return search(self.mtcnn, small, windows)
-
-    def track(self, frames: np.ndarray) -> FaceTrack:
-        """The track of a whole clip held in memory (the streamed tracker fed one chunk)."""
-        stream = StreamTracker(self, batch_frames=len(frames) + 1)  # one batch, as before streaming
-        parts = [c for c in (stream.push(0, frames, np.zeros(len(frames), np.float32)), stream.finish()) if c]
-        return FaceTrack(np.concatenate([c.track.boxes for c in parts]), np.concatenate([c.track.probs for c in parts]))
+def track_frames(detector: FaceDetector, frames: np.ndarray) -> FaceTrack:
+    """The track of frames held in memory (a still image sequence, a benchmark's clip): the streamed
+    tracker fed them as one chunk."""
+    stream = StreamTracker(detector, batch_frames=len(frames) + 1)
+    parts = [c for c in (stream.push(0, frames, np.zeros(len(frames), np.float32)), stream.finish()) if c]
+    return FaceTrack(np.concatenate([c.track.boxes for c in parts]), np.concatenate([c.track.probs for c in parts]))
 
 
-def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
-    """Square boxes around each face box's centre, side (1 + margin) * its longer side."""
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + margin) / 2
-    return np.stack([cx - half, cy - half, cx + half, cy + half], 1)
-
-
-def crop_faces(
-    frames: np.ndarray, boxes: np.ndarray, size: int, margin: float, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8.
-
-    roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
-    the part of a box outside the frame reads as black. It runs in one call on the frames' common
-    window (the union of the boxes plus a 2-pixel border for the bilinear neighbours, clipped to the
-    frame) rather than on whole frames: converting 300 full 640x480 frames to float cost more than
-    the CNN's convolutions it fed (1.3 s of a 3.7 s clip, measured), and one call per frame on its
-    own window took 0.85-0.92 s per 300 frames against 0.31-0.36 s for one call per 32-frame chunk
-    (side by side, same clip, machine under load; crops equal within 0.001 there, and within 0.01
-    of 0..255 on pure-noise frames, from float32 rounding of the shifted boxes: test_faces_units);
-    what remains is roi_align's own sampling, spread over torch's threads by _roi_align.
-    A seated face moves little over a chunk, so the window stays near one face's size (at worst a
-    chunk of whole frames). Inside the window roi_align samples exactly what it would on the whole
-    frame, and at the frame's edges the window's edges are the frame's.
-    """
-    n = len(frames)
-    if n == 0:
-        return torch.zeros(0, 3, size, size, device=device)
-    sq = square_boxes(boxes, margin)
-    h, w = frames.shape[1:3]
-    x0 = int(np.clip(np.floor(sq[:, 0].min()) - 2, 0, w - 1))
-    y0 = int(np.clip(np.floor(sq[:, 1].min()) - 2, 0, h - 1))
-    x1 = int(np.clip(np.ceil(sq[:, 2].max()) + 3, x0 + 1, w))
-    y1 = int(np.clip(np.ceil(sq[:, 3].max()) + 3, y0 + 1, h))
-    window = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y1, x0:x1])).to(device, non_blocking=True)
-    window = window.permute(0, 3, 1, 2).float()
-    rois = np.concatenate([np.arange(n, dtype=np.float32)[:, None], sq - np.array([x0, y0, x0, y0], np.float32)], 1)
-    return _roi_align(window, torch.from_numpy(rois.astype(np.float32)).to(device), size)
-
-
-def _roi_align(window: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
-    """roi_align, on the CPU split across torch's threads: torchvision's CPU kernel runs on one
-    thread, and the op releases the GIL, so threads parallelise it (32 crops: 28.6 -> 16.5 ms on
-    2 cores). Each crop is computed exactly as in one call."""
-
-    def run(r: torch.Tensor) -> torch.Tensor:
-        return roi_align(window, r, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-
-    k = torch.get_num_threads() if window.device.type == "cpu" else 1
-    if k < 2 or len(rois) < 2 * k:
-        return run(rois)
-    return torch.cat(list(_thread_pool(k).map(run, torch.tensor_split(rois, k))))
-
-
-@cache
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="faces")
+def tracked_chunks(
+    chunks: Iterable[FrameChunk], tracker: StreamTracker | StoredTrack, finish_on_error: bool = False
+) -> Iterator[TrackedChunk]:
+    """Decoded chunks of a video, tracked; with finish_on_error (a live stream that breaks off), the
+    frames that did arrive are tracked to the end and handed out before the error is raised."""
+    try:
+        for chunk in chunks:
+            if (tracked := tracker.push(chunk.start, chunk.frames, chunk.timestamps)) is not None:
+                yield tracked
+            release_free_heap()  # else the resident size creeps up with the video's length (embed.memory)
+    except ClipError:
+        if finish_on_error and (tracked := tracker.finish()) is not None:
+            yield tracked
+        raise
+    if (tracked := tracker.finish()) is not None:
+        yield tracked

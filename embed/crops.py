@@ -1,0 +1,63 @@
+"""Square face crops, cut and resized from full-resolution frames with torchvision's roi_align."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from embed.devices import thread_pool
+
+
+def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Square boxes around each face box's centre, side (1 + margin) * its longer side."""
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + margin) / 2
+    return np.stack([cx - half, cy - half, cx + half, cy + half], 1)
+
+
+def crop_faces(
+    frames: np.ndarray, boxes: np.ndarray, size: int, margin: float, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8.
+
+    roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
+    the part of a box outside the frame reads as black. It runs in one call on the frames' common
+    window (the union of the boxes plus a 2-pixel border for the bilinear neighbours, clipped to the
+    frame) rather than on whole frames: converting 300 full 640x480 frames to float cost more than
+    the CNN's convolutions it fed (1.3 s of a 3.7 s clip, measured), and one call per frame on its
+    own window took 0.85-0.92 s per 300 frames against 0.31-0.36 s for one call per 32-frame chunk
+    (side by side, same clip, machine under load; crops equal within 0.001 there, and within 0.01
+    of 0..255 on pure-noise frames, from float32 rounding of the shifted boxes: test_faces_units);
+    what remains is roi_align's own sampling, spread over torch's threads by _roi_align.
+    A seated face moves little over a chunk, so the window stays near one face's size (at worst a
+    chunk of whole frames). Inside the window roi_align samples exactly what it would on the whole
+    frame, and at the frame's edges the window's edges are the frame's.
+    """
+    n = len(frames)
+    if n == 0:
+        return torch.zeros(0, 3, size, size, device=device)
+    sq = square_boxes(boxes, margin)
+    h, w = frames.shape[1:3]
+    x0 = int(np.clip(np.floor(sq[:, 0].min()) - 2, 0, w - 1))
+    y0 = int(np.clip(np.floor(sq[:, 1].min()) - 2, 0, h - 1))
+    x1 = int(np.clip(np.ceil(sq[:, 2].max()) + 3, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(sq[:, 3].max()) + 3, y0 + 1, h))
+    window = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y1, x0:x1])).to(device, non_blocking=True)
+    window = window.permute(0, 3, 1, 2).float()
+    rois = np.concatenate([np.arange(n, dtype=np.float32)[:, None], sq - np.array([x0, y0, x0, y0], np.float32)], 1)
+    return _roi_align(window, torch.from_numpy(rois.astype(np.float32)).to(device), size)
+
+
+def _roi_align(window: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
+    """roi_align, on the CPU split across torch's threads: torchvision's CPU kernel runs on one
+    thread, and the op releases the GIL, so threads parallelise it (32 crops: 28.6 -> 16.5 ms on
+    2 cores). Each crop is computed exactly as in one call."""
+
+    def run(r: torch.Tensor) -> torch.Tensor:
+        return roi_align(window, r, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+    k = torch.get_num_threads() if window.device.type == "cpu" else 1
+    if k < 2 or len(rois) < 2 * k:
+        return run(rois)
+    return torch.cat(list(thread_pool(k).map(run, torch.tensor_split(rois, k))))

@@ -1,0 +1,130 @@
+"""The Embedder: one face detector and one or more frozen backbones, turning tracked frames into
+per-frame embeddings; EmbedSpec, the picklable recipe a dask worker builds one from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embed.backbones import LoadedBackbone, get_backbone
+from embed.crops import crop_faces
+from embed.detector import FaceDetector
+from embed.devices import resolve_device
+from embed.errors import ClipError
+from embed.extraction import DetectorConfig, extraction_config, faces_config
+from embed.tracking import TrackedChunk
+from embed.video import VideoStream
+
+CROP_CHUNK = 32  # face crops cut in one roi_align call (see crop_faces)
+# Frames decoded, tracked, embedded and written at a time. 64 frames of 640x480 are 59 MB; the
+# decoder runs up to DECODE_AHEAD chunks ahead (embed.decode_ahead).
+CHUNK_FRAMES = 64
+
+
+class Embedder:
+    """Decoded frames -> one face track -> per-frame embeddings from each of its backbones."""
+
+    def __init__(
+        self,
+        backbones: LoadedBackbone | list[LoadedBackbone],
+        detector: DetectorConfig | None = None,
+        max_fps: float | None = None,
+        batch_size: int = 64,
+        chunk_frames: int = CHUNK_FRAMES,
+        allow_truncated: bool = False,
+    ):
+        self.backbones = [backbones] if isinstance(backbones, LoadedBackbone) else list(backbones)
+        self.backbone = self.backbones[0]
+        self.detector = FaceDetector(detector or DetectorConfig(), self.backbone.device)
+        self.max_fps, self.batch_size = max_fps, batch_size
+        self.chunk_frames, self.allow_truncated = chunk_frames, allow_truncated
+
+    def config_of(self, b: LoadedBackbone) -> dict:
+        return extraction_config(b.spec, b.weights_identity, self.detector.config, self.max_fps)
+
+    @property
+    def config(self) -> dict:
+        return self.config_of(self.backbone)
+
+    @property
+    def faces_config(self) -> dict:
+        return faces_config(self.detector.config, self.max_fps)
+
+    def stream(self, path: Path | str) -> VideoStream:
+        return VideoStream(path, self.chunk_frames, self.max_fps, self.allow_truncated)
+
+    def warm_up(self) -> None:
+        """Run the detector and each CNN once on a blank frame (lazy set-up, first-call costs)."""
+        frame = np.zeros((1, 240, 320, 3), dtype=np.uint8)
+        self.detector.detect(frame)
+        for b in self.backbones:
+            b.embed(
+                crop_faces(
+                    frame,
+                    np.array([[100, 60, 220, 200]], np.float32),
+                    b.spec.input_size,
+                    self.detector.config.margin,
+                    b.device,
+                ),
+                self.batch_size,
+            )
+
+    def embed_chunk(self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>") -> np.ndarray:
+        """(n, dim) float16 embeddings of a tracked chunk's frames; zeros where there is no face."""
+        return self.embed_faces(chunk, backbone, source)[0]
+
+    def embed_faces(
+        self, chunk: TrackedChunk, backbone: LoadedBackbone, source: Path | str = "<frames>", expressions: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """embed_chunk's embeddings and, with `expressions`, the backbone's (n, E) float32 expression
+        probabilities from the same pass (NaN where there is no face)."""
+        has_face = np.flatnonzero(chunk.track.probs > 0)
+        emb = np.zeros((len(chunk), backbone.spec.dim), dtype=np.float16)
+        probs = np.full((len(chunk), len(backbone.spec.expressions)), np.nan, np.float32) if expressions else None
+        size = backbone.spec.input_size
+        for i in range(0, len(has_face), CROP_CHUNK):
+            idx = has_face[i : i + CROP_CHUNK]
+            crops = crop_faces(chunk.frames[idx], chunk.track.boxes[idx], size, self.detector.config.margin, backbone.device)
+            if probs is None:
+                emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
+            else:
+                e, p = backbone.embed_with_expressions(crops, self.batch_size)
+                emb[idx], probs[idx] = e.numpy().astype(np.float16), p.numpy()
+        if not np.isfinite(emb).all():
+            raise ClipError(f"{source}: the backbone produced non-finite values (float16 overflow?)")
+        return emb, probs
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """Everything needed to build an Embedder, picklable: what a dask worker receives."""
+
+    backbones: tuple[str, ...]
+    weights: tuple[str | None, ...]
+    device: str | None = "auto"
+    detector: dict | None = None
+    max_fps: float | None = None
+    batch_size: int = 64
+    chunk_frames: int = CHUNK_FRAMES
+    allow_truncated: bool = False
+
+    def configs(self) -> tuple[list[dict], dict]:
+        """Each backbone's extraction config and the face-track config, without building a network
+        (a dask coordinator names the stores; only the workers load the models)."""
+        detector = DetectorConfig.from_dict(self.detector) if self.detector else DetectorConfig()
+        specs = [get_backbone(b) for b in self.backbones]
+        return (
+            [
+                extraction_config(sp, sp.identity(w), detector, self.max_fps)
+                for sp, w in zip(specs, self.weights, strict=True)
+            ],
+            faces_config(detector, self.max_fps),
+        )
+
+    def build(self, device: str | None = None) -> Embedder:
+        dev = resolve_device(device or self.device)
+        loaded = [get_backbone(b).build(w, dev) for b, w in zip(self.backbones, self.weights, strict=True)]
+        detector = DetectorConfig.from_dict(self.detector) if self.detector else None
+        return Embedder(loaded, detector, self.max_fps, self.batch_size, self.chunk_frames, self.allow_truncated)

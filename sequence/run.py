@@ -1,0 +1,113 @@
+"""One finished run folder, opened once: its config, the stores it was trained on, its metrics and,
+when asked, its model. Predict, live and evaluate work from a Run, as a checkpoint carries its config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embed.devices import resolve_device
+from embed.errors import ConfigError
+from embed.identity import WeightsIdentity
+from embed.stores import split_per_store
+from sequence.runs import load_model, load_run
+
+if TYPE_CHECKING:
+    from embed.streaming import EmbeddedChunk
+    from sequence.windows import WindowScorer
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    store: dict
+    metrics: dict
+    data: dict
+    _models: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: Path | str) -> Run:
+        """A finished run (a ConfigError for a killed, running or missing one)."""
+        r = load_run(Path(path))
+        return cls(r["path"], r["config"], r["store"], r["metrics"], r["data"])
+
+    @property
+    def states(self) -> list[str]:
+        return self.config["states"]
+
+    def model(self, device: str | None = "auto"):
+        """The trained head on a device, loaded from model.pt once per device."""
+        dev = resolve_device(device)
+        if str(dev) not in self._models:
+            self._models[str(dev)] = load_model(self.path, dev)
+        return self._models[str(dev)]
+
+    def scorer(self, device: str | None = "auto") -> WindowScorer:
+        from sequence.windows import WindowScorer
+
+        return WindowScorer(self.model(device), self.config, resolve_device(device))
+
+    def stream_inputs(self, weights: str | None = None) -> tuple[list[dict], list[str]]:
+        """The extraction configs this run's input is computed with from a video, and each backbone's
+        --weights (comma-separated in `weights` for a fused run, as on `sequence train`). Features
+        imported from another tool cannot be computed here: a ConfigError says which."""
+        configs = [p["config"] for p in self.store["parts"]] if "parts" in self.store else [self.store["config"]]
+        for c in configs:
+            if c.get("importer"):
+                raise ConfigError(
+                    f"{self.path}: its input '{c['backbone']}' was imported from {c['importer']} "
+                    f"files, which affectseq cannot compute from a video; fix: extract them for this "
+                    f"video with the same tool and import them, or predict with a run trained on "
+                    f"`embed run` stores only"
+                )
+        given = split_per_store(weights, len(configs), "weights")
+        recorded = split_per_store(self.config.get("weights"), len(configs), "weights")
+        return configs, [
+            g or WeightsIdentity.parse(c["weights"]).weights_arg(r) for c, r, g in zip(configs, recorded, given, strict=True)
+        ]
+
+    def rate_cap(self) -> float | None:
+        """At most this many frames per second reach the model: the rate its cache holds (10 % slack
+        for jitter), so a faster camera is thinned to what the model was trained on."""
+        rate = self.config.get("frame_rate")
+        return rate * 1.1 if rate else None
+
+    def stream(
+        self,
+        source: str | Path,
+        weights: str | None = None,
+        device: str | None = "auto",
+        input_format: str | None = None,
+        input_options: dict[str, str] | None = None,
+        live: bool = False,
+        ready: Callable[[], None] | None = None,
+    ) -> Iterator[EmbeddedChunk]:
+        """A video or live source embedded through stage one exactly as this run's cache was: a file
+        at every frame the cache's policy keeps, a stream thinned to the run's frame rate."""
+        from embed.streaming import stream_video  # the one stage-one entry stage two may use
+        from embed.video import is_file_source
+
+        configs, w = self.stream_inputs(weights)
+        is_file = is_file_source(source, input_format)
+        if is_file and not Path(source).is_file():
+            raise ConfigError(f"{source}: no such video; fix: pass the path of a video file")
+        return stream_video(
+            source,
+            weights=w,
+            device=device,
+            config=configs,
+            input_format=input_format,
+            input_options=input_options,
+            live=live,
+            rate_cap=None if is_file else self.rate_cap(),
+            ready=ready,
+        )
+
+    def source_name(self, source: str | Path, input_format: str | None = None) -> str | None:
+        """A file source's name; None for a stream, a device or a pipe."""
+        from embed.video import is_file_source
+
+        return Path(str(source)).name if is_file_source(source, input_format) else None
