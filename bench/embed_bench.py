@@ -11,7 +11,7 @@ is the mean IoU of the default tracker's boxes against a whole-frame MTCNN searc
 over every frame of the real footage (data/footage, `make footage`) and the bench clips;
 `region_search` the same for region search (DetectorConfig.search_region) with both trackers' time;
 `detect_fps_footage` and `pipeline_fps_footage` the tracker's and `embed run`'s frames/s on the
-footage with facenet-pytorch's own MTCNN.detect (as before issue 14) and with embed/face_search.py.
+footage with facenet-pytorch's own MTCNN.detect (the shipped detector) and with embed/face_search.py.
 With --sweep, the detect-every trade-off behind DetectorConfig's default. With --json the last
 line on stdout is {"naive_fps", "ceiling_fps", "pipeline_fps", "vs_naive", "vs_ceiling", "iou_vs_full",
 "device", "backbone", ...}.
@@ -90,7 +90,7 @@ def mean_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ShippedMTCNN(FaceDetector):
-    """The tracker before issue 14: facenet-pytorch's own MTCNN.detect, contiguous weights, for every search."""
+    """The shipped detector: facenet-pytorch's own MTCNN.detect, contiguous weights, for every search."""
 
     def find_faces(self, small: np.ndarray, windows: list) -> tuple[list, list]:
         return self.shipped.detect(small)
@@ -324,7 +324,7 @@ def main() -> None:
         )
 
     agreement = tracker_agreement(videos, footage, device)
-    # End to end on the real footage, with the tracker before issue 14 (facenet-pytorch's own
+    # End to end on the real footage, with the shipped detector (facenet-pytorch's own
     # MTCNN.detect) and with ours, alternating, best of each.
     footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", None) for f in footage])
     ours, footage_fps = embedder.detector, {"facenet_pytorch": 0.0, "ours": 0.0}

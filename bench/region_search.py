@@ -1,4 +1,4 @@
-"""Does running MTCNN on a crop around the face keep its boxes? (issue 14's first idea: it does not)
+"""Does running MTCNN on a crop around the face keep its boxes? (it does not)
 
 For each detection frame (every 4th) of the real footage and DAiSEE-shaped bench clips, MTCNN is run
 on the whole frame (as the tracker does: downscaled to detect_width) and on a square region of
@@ -8,7 +8,7 @@ and MTCNN's time on regions against whole frames. Then the tracker's region sear
 whole frame (embed/face_search.py): per pyramid-level window (faces within 2x or 2.5x of the tracked
 one) the mean and lowest IoU of its boxes against the whole-frame search, and how many candidates the
 R- and O-nets refined in the windows (`candidates`) against the whole same frames
-(`candidates_full_frame`). README, "Region search (issue 14)".
+(`candidates_full_frame`). docs/performance.md, "Region search".
     .venv/bin/python bench/region_search.py [--factors 2,3,4] [--json]
 """
 

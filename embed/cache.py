@@ -294,10 +294,10 @@ class CacheStore:
         """Only some arrays of many complete clips, read concurrently on zarr's own event loop.
 
         zarr 3's synchronous API funnels every call through one event-loop thread, so a thread pool
-        gains little (measured: 420 against 343 clips/s for one thread); issuing all reads as
-        coroutines at once lets zarr overlap them (see iter_arrays for reading thousands). With
-        known_complete (the caller has just read the clips' attributes) each array is opened by its
-        path, skipping a second read of the clip group's metadata.
+        gains little; issuing all reads as coroutines at once lets zarr overlap them (see
+        iter_arrays for reading thousands). With known_complete (the caller has just read the
+        clips' attributes) each array is opened by its path, skipping a second read of the clip
+        group's metadata.
         """
         unknown = set(names) - set(ARRAYS)
         if unknown:
@@ -308,11 +308,10 @@ class CacheStore:
         self, clip_ids: list[str], names: tuple[str, ...], block: int = 128, known_complete: bool = False
     ) -> Iterator[tuple[list[str], dict[str, dict]]]:
         """read_arrays a block of clips at a time, reading the next block while the caller handles
-        this one. Blocks rather than one gather over thousands of clips: zarr's event loop ran
-        those at 369 clips/s against 490-517 for blocks of 64-256 (3,000 clips, 2 cores), and
-        only two blocks' raw arrays are alive at a time. Worker processes instead of the thread
-        were measured too and gained nothing on 2 cores (392-447 against 417-476 clips/s at 5,358
-        clips): shipping each block back cost what the second core saved."""
+        this one. Blocks rather than one gather over thousands of clips: zarr's event loop runs
+        one huge gather slower than blocks of 64-256, and only two blocks' raw arrays are alive at a
+        time. Worker processes instead of the thread gained nothing on 2 cores: shipping each block
+        back costs what the second core saves (docs/performance.md, "Stage two")."""
         blocks = [clip_ids[i : i + block] for i in range(0, len(clip_ids), block)]
         reads = read_ahead(lambda ids: self.read_arrays(ids, names, 64, known_complete), blocks)
         yield from zip(blocks, reads, strict=True)
@@ -348,8 +347,8 @@ class ClipWriter:
     """One clip's arrays, written chunk by chunk; `complete` is written by finish(), last.
 
     The first TIME_CHUNK frames are held (embeddings are small: 1 MB for 1,024 x 512 float16) and
-    written together; a clip that ends before that is written in one piece, exactly as a whole
-    clip always was. From then on every append writes its rows, then `frames_written` and the
+    written together, so a clip shorter than that is one chunk per array, read back in one piece.
+    From then on every append writes its rows, then `frames_written` and the
     tracker state that lets a killed run continue after those rows.
     """
 

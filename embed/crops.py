@@ -24,15 +24,11 @@ def crop_faces(
     roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
     the part of a box outside the frame reads as black. It runs in one call on the frames' common
     window (the union of the boxes plus a 2-pixel border for the bilinear neighbours, clipped to the
-    frame) rather than on whole frames: converting 300 full 640x480 frames to float cost more than
-    the CNN's convolutions it fed (1.3 s of a 3.7 s clip, measured), and one call per frame on its
-    own window took 0.85-0.92 s per 300 frames against 0.31-0.36 s for one call per 32-frame chunk
-    (side by side, same clip, machine under load; crops equal within 0.001 there, and within 0.01
-    of 0..255 on pure-noise frames, from float32 rounding of the shifted boxes: test_faces_units);
-    what remains is roi_align's own sampling, spread over torch's threads by _roi_align.
-    A seated face moves little over a chunk, so the window stays near one face's size (at worst a
-    chunk of whole frames). Inside the window roi_align samples exactly what it would on the whole
-    frame, and at the frame's edges the window's edges are the frame's.
+    frame), not on whole frames: converting whole 640x480 frames to float costs more than the CNN
+    they feed, and one call per frame costs more than one per chunk. A seated face moves little over
+    a chunk, so the window stays near one face's size. Inside the window roi_align samples exactly
+    what it would on the whole frame (crops equal within float32 rounding of the shifted boxes:
+    test_faces_units), and at the frame's edges the window's edges are the frame's.
     """
     n = len(frames)
     if n == 0:

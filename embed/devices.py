@@ -11,7 +11,9 @@ import torch
 from embed.errors import ConfigError
 
 
-def resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

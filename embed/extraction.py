@@ -29,7 +29,7 @@ class DetectorConfig:
     # centred within a square of `search_region` face sizes around the track, from the pyramid levels
     # for faces within a factor `search_sizes` of its size (embed/face_search.py). Off (0) by default:
     # it keeps the boxes (0.0000 IoU lost) but on DAiSEE-shaped close-ups, where nearly every MTCNN
-    # candidate lies on the face, it saved no time on the 2-core CPU (`bench/embed_bench.py`, README).
+    # candidate lies on the face, it saved no time on the 2-core CPU (`bench/embed_bench.py`, docs/performance.md).
     search_region: float = 0.0
     search_sizes: float = 2.5
     full_search_every: int = 60  # frames (2 s at 30 fps): with region search, the whole frame this often

@@ -11,7 +11,7 @@ candidates. `search` runs the same three stages with facenet-pytorch's own netwo
   tracked face's size are skipped for it, and its candidates centred outside a square around the
   face are dropped before the R-net.
 
-Why not run MTCNN on a crop around the face (issue 14's first idea): its pyramid sizes are rounded
+Why not run MTCNN on a crop around the face (the obvious idea): its pyramid sizes are rounded
 per image, so the same face in the same pixels comes out of a crop with other boxes (0.92-0.95 IoU
 against the whole frame; `bench/region_search.py`). In a window every level that is computed is the
 whole frame's own level and every candidate is cut from the whole frame, so a kept candidate is

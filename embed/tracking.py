@@ -162,7 +162,7 @@ class StreamTracker:
 
         Detection waits until `batch_frames` frames are waiting for it, so that MTCNN and the CNN
         after it see batches of a chunk's size: a clip shorter than that is detected in one batch at
-        finish(), as a whole clip always was (one MTCNN call instead of two costs ~0.1 s a clip)."""
+        finish() (one MTCNN call instead of two)."""
         skip = self.arrived - start  # frames handed out before a resume come again: drop them
         if skip < 0:
             raise ValueError(f"frames {self.arrived}..{start - 1} never arrived")

@@ -30,7 +30,7 @@ class FramePolicy:
       speech front ends append delta features. Frame-to-frame change is tiny beside the differences
       between clips (~1e-4 against ~1e-2 per dimension for the sample's random-weight Inception),
       so after standardisation a head barely sees motion; standardised on their own, deltas make
-      motion as visible as appearance (sample Confusion, a motion cue: see the README).
+      motion as visible as appearance (the sample's Confusion is a motion cue: README, "Quick start").
     Frames without a face (face_prob 0) never enter: they are masked out before choosing, and a clip
     with fewer face frames than `frames` is shorter (its length says so).
     """

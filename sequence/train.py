@@ -38,9 +38,8 @@ def _batches(data: SequenceSet, rows: torch.Tensor, batch: int, device: torch.de
     Not a DataLoader: a batch is one slice of the padded split tensor (x[rows, :longest]), not a
     collation of per-clip items; a streamed split reads each batch's clips from the store with one
     concurrent zarr read and the next batch is read on a thread meanwhile (embed.lookahead). Loader
-    worker processes were measured for the same reads and gained nothing on 2 cores (392-447 against
-    417-476 clips/s at DAiSEE size: embed.cache.CacheStore.iter_arrays), since shipping each batch back
-    through a pipe cost what the second core saved. The draws are torch's own samplers (fit)."""
+    worker processes gain nothing for these reads (embed.cache.CacheStore.iter_arrays says why).
+    The draws are torch's own samplers (fit)."""
 
     def fetch(idx: torch.Tensor):
         lengths = data.lengths[idx]

@@ -1,4 +1,4 @@
-"""Honest evaluation (issue 13): balanced accuracy, QWK and MCC; bootstrap intervals that resample
+"""Honest evaluation: balanced accuracy, QWK and MCC; bootstrap intervals that resample
 subjects; seeds aggregated; runs compared; subjects checked for leakage and reported one by one.
 The training runs here are on imported per-frame features (no video to decode), through the real CLI."""
 

@@ -1,4 +1,4 @@
-"""Features from anywhere (issue 12): OpenFace CSVs and video_features .npy folders imported through the
+"""Features from anywhere: OpenFace CSVs and video_features .npy folders imported through the
 real CLI, trained on, exported to HDF5/npy and read back with h5py/numpy alone, imported again; and
 stage two fusing several stores of one dataset."""
 
