@@ -163,7 +163,7 @@ def end_to_end_fps(embedder: Embedder, index: DatasetIndex, root: Path) -> float
     t0 = time.perf_counter()
     done = embed_dataset(
         index,
-        CacheStore.create(root, index.name, embedder.config),
+        CacheStore.create(root, index.name, embedder.configs[0]),
         embedder,
         progress=False,
         faces=CacheStore.create(root, index.name, embedder.faces_config),
@@ -173,7 +173,7 @@ def end_to_end_fps(embedder: Embedder, index: DatasetIndex, root: Path) -> float
 
 def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     """Each step of one clip alone, in seconds per 300 frames: decode, detect, crop, cnn, write."""
-    backbone, device = embedder.backbone, embedder.backbone.device
+    backbone, device = embedder.backbones[0], embedder.device
     size = backbone.spec.input_size
     t0 = time.perf_counter()
     video = decode_video(path)
@@ -190,7 +190,7 @@ def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     t0 = time.perf_counter()
     emb = np.concatenate([backbone.embed(c, 32).numpy() for c in crops]).astype(np.float16)
     times["cnn"] = time.perf_counter() - t0
-    store = CacheStore.create(root, "steps", embedder.config)
+    store = CacheStore.create(root, "steps", embedder.configs[0])
     t0 = time.perf_counter()
     writer = store.clip_writer(path.stem, source_fingerprint(path))
     for i in range(0, len(emb), 64):
@@ -223,7 +223,7 @@ def beside(names: list[str], videos: list[Path], footage: list[Path], device: to
     for n, b in best.items():
         total = sum(b["steps"].values())
         out[n] = {
-            "weights": embedders[n].backbone.weights_identity,
+            "weights": embedders[n].backbones[0].weights_identity,
             "pipeline_fps": round(b["pipeline_fps"], 1),
             "pipeline_fps_footage": round(b["pipeline_fps_footage"], 1),
             "step_seconds_per_300_frames": {k: round(v, 3) for k, v in b["steps"].items()},
@@ -267,7 +267,7 @@ def main() -> None:
     embedder.warm_up()
     pipe_s, ceiling, rounds = float("inf"), 0.0, []
     for r in range(args.rounds):
-        store = CacheStore.create(tmp / f"cache{r}", "bench", embedder.config)
+        store = CacheStore.create(tmp / f"cache{r}", "bench", embedder.configs[0])
         faces = CacheStore.create(tmp / f"cache{r}", "bench", embedder.faces_config)  # as `embed run` does
         t0 = time.perf_counter()
         report = embed_dataset(index, store, embedder, progress=False, faces=faces)

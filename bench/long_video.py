@@ -106,7 +106,7 @@ def throughput(videos: list[Path], tmp: Path, device: torch.device, name: str, r
         for name, chunk in (("streamed", CHUNK_FRAMES), ("whole", 1 << 30)):
             embedder = Embedder(backbone, chunk_frames=chunk)
             cache = tmp / f"cache-{name}-{r}"
-            store = CacheStore.create(cache, "bench", embedder.config)
+            store = CacheStore.create(cache, "bench", embedder.configs[0])
             faces = CacheStore.create(cache, "bench", embedder.faces_config)
             t0 = time.perf_counter()
             report = embed_dataset(index, store, embedder, progress=False, faces=faces)

@@ -40,10 +40,6 @@ from embed.errors import ConfigError
 from embed.identity import file_sha256
 from embed.lookahead import read_ahead
 
-# Bump whenever the code changes what is written for the same config (new keys, never old stores).
-# 2: crops taken from each face's window of the frame (float rounding differs by <0.02/255).
-# 3: detection frames downscaled by Pillow instead of torch (pixels differ by <= 1 level).
-PREPROCESSING_VERSION = 3
 CACHE_FORMAT = "affectseq-cache/1"
 # Frames per zarr chunk along T. A long video's arrays grow chunk by chunk from here on.
 TIME_CHUNK = 1024
@@ -317,26 +313,35 @@ class CacheStore:
         yield from zip(blocks, reads, strict=True)
 
     def summary(self) -> dict:
-        attrs = self.clip_attrs()
-        complete = [a for a in attrs.values() if a.get("complete") is True]
-        failures = [
-            {"clip": k, "error": a["error"]}
+        return summarise(self.clip_attrs())
+
+    @staticmethod
+    def summary_at(path: Path | str) -> dict:
+        """summary() of the store at path, or of an empty one where none has been written yet."""
+        return CacheStore(path).summary() if (Path(path) / "zarr.json").is_file() else summarise({})
+
+
+def summarise(attrs: dict[str, dict]) -> dict:
+    """Counts, failures, truncated and part-written clips from the clips' attributes."""
+    complete = [a for a in attrs.values() if a.get("complete") is True]
+    failures = [
+        {"clip": k, "error": a["error"]}
+        for k, a in sorted(attrs.items())
+        if a.get("complete") is not True and a.get("error")
+    ]
+    return {
+        "complete": len(complete),
+        "failed": len(failures),
+        "frames": sum(a.get("frames", 0) for a in complete),
+        "failures": failures,
+        "truncated": sorted(k for k, a in attrs.items() if a.get("complete") is True and a.get("truncated")),
+        "partial": {
+            k: a["frames_written"]
             for k, a in sorted(attrs.items())
-            if a.get("complete") is not True and a.get("error")
-        ]
-        return {
-            "complete": len(complete),
-            "failed": len(failures),
-            "frames": sum(a.get("frames", 0) for a in complete),
-            "failures": failures,
-            "truncated": sorted(k for k, a in attrs.items() if a.get("complete") is True and a.get("truncated")),
-            "partial": {
-                k: a["frames_written"]
-                for k, a in sorted(attrs.items())
-                if a.get("complete") is not True and a.get("frames_written")
-            },
-            "clips": attrs,
-        }
+            if a.get("complete") is not True and a.get("frames_written")
+        },
+        "clips": attrs,
+    }
 
 
 def _same_source(recorded: dict | None, now: dict) -> bool:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ConfigError
+from embed.extraction import DetectorConfig
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
 app = typer.Typer(
@@ -42,21 +43,24 @@ WeightsOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most this many frames per second.")]
-# Detector defaults live in one place, embed.extraction.DetectorConfig.
+_DET = DetectorConfig()  # the detector's defaults, for the help texts
 DetectEveryOpt = Annotated[
-    int | None, typer.Option("--detect-every", min=1, help="Run MTCNN on every k-th frame [default: 5].")
+    int | None,
+    typer.Option("--detect-every", min=1, help=f"Run MTCNN on every k-th frame [default: {_DET.detect_every}]."),
 ]
 DetectWidthOpt = Annotated[
-    int | None, typer.Option("--detect-width", min=32, help="Width frames are shrunk to for detection [default: 320].")
+    int | None,
+    typer.Option(
+        "--detect-width", min=32, help=f"Frames shrunk to this width for detection [default: {_DET.detect_width}]."
+    ),
 ]
 MinFaceOpt = Annotated[
-    int | None, typer.Option("--min-face-size", min=8, help="Smallest face, in detection pixels [default: 40].")
+    int | None,
+    typer.Option("--min-face-size", min=8, help=f"Smallest face in detection pixels [default: {_DET.min_face_size}]."),
 ]
 
 
 def _detector(detect_every: int | None, detect_width: int | None, min_face_size: int | None):
-    from embed.extraction import DetectorConfig
-
     given = {"detect_every": detect_every, "detect_width": detect_width, "min_face_size": min_face_size}
     return DetectorConfig(**{k: v for k, v in given.items() if v is not None})
 
@@ -137,13 +141,8 @@ def run(
             chunk_frames,
             allow_truncated,
         )
-        # On a cluster only the workers build the networks; here the stores are named from the spec.
+        configs, faces_config = spec.configs()  # the stores' names; on a cluster only the workers build networks
         embedder = None if workers or scheduler else spec.build()
-        configs, faces_config = (
-            spec.configs()
-            if embedder is None
-            else ([embedder.config_of(b) for b in embedder.backbones], embedder.faces_config)
-        )
         stores = [CacheStore.create(m.cache_path, name, c) for c in configs]
         faces = CacheStore.create(m.cache_path, name, faces_config)
         with writer_lock([s.path for s in [*stores, faces]]):
@@ -212,31 +211,11 @@ def _locate_store(
     detect_width: int | None,
     min_face_size: int | None,
 ):
-    """(dataset index, extraction config, store path) that these options name. A backbone's store is
-    named by its extraction config (it may not exist yet); any other name is an imported store's."""
-    from embed.backbones import backbone_names, get_backbone
-    from embed.cache import store_path
-    from embed.extraction import extraction_config
-    from embed.layouts import read_dataset
     from embed.manifest import load_manifest
-    from embed.stores import find_store
+    from embed.stores import locate_store
 
-    m = load_manifest(manifest)
-    name, _ = m.dataset(dataset)
-    index = read_dataset(m, name)
-    if backbone not in backbone_names():
-        store = find_store(m.cache_path, name, backbone, weights)
-        return index, store.config, store.path
-    spec = get_backbone(backbone)
-    config = extraction_config(spec, spec.identity(weights), _detector(detect_every, detect_width, min_face_size), max_fps)
-    return index, config, store_path(m.cache_path, name, config)
-
-
-def _sources(index, store) -> dict[str, Path]:
-    """Each clip's source file: the video, or for an imported store the feature file it was read from."""
-    if store.config.get("importer"):
-        return {k: Path(a["source"]["path"]) for k, a in store.clip_attrs().items() if (a.get("source") or {}).get("path")}
-    return {c.clip_id: c.path for c in index.clips}
+    detector = _detector(detect_every, detect_width, min_face_size)
+    return locate_store(load_manifest(manifest), dataset, backbone, weights, detector, max_fps)
 
 
 @app.command()
@@ -261,11 +240,7 @@ def info(
         )
     except ConfigError as e:
         fail(str(e))
-    summary = (
-        CacheStore(path).summary()
-        if (path / "zarr.json").is_file()
-        else {"complete": 0, "failed": 0, "frames": 0, "failures": [], "truncated": [], "partial": {}, "clips": {}}
-    )
+    summary = CacheStore.summary_at(path)
     done = {k for k, a in summary["clips"].items() if a.get("complete") is True}
     failed = {f["clip"] for f in summary["failures"]}
     # An imported store's clips come from feature files, whether or not a video is here.
@@ -319,6 +294,7 @@ def verify(
     setup_logging(quiet=True)
     from embed.cache import CacheStore
     from embed.locking import writer_lock
+    from embed.stores import clip_sources
 
     try:
         index, _, path = _locate_store(
@@ -327,7 +303,7 @@ def verify(
         store = CacheStore(path, mode="a")
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
-    sources = _sources(index, store)
+    sources = clip_sources(index, store)
     complete = store.complete_ids()
     broken = [{"clip": c, "problem": p} for c in complete if (p := store.check_clip(c, sources.get(c)))]
     repaired = 0

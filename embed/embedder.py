@@ -36,8 +36,8 @@ class Embedder:
         allow_truncated: bool = False,
     ):
         self.backbones = [backbones] if isinstance(backbones, LoadedBackbone) else list(backbones)
-        self.backbone = self.backbones[0]
-        self.detector = FaceDetector(detector or DetectorConfig(), self.backbone.device)
+        self.device = self.backbones[0].device  # one device for the detector and every backbone
+        self.detector = FaceDetector(detector or DetectorConfig(), self.device)
         self.max_fps, self.batch_size = max_fps, batch_size
         self.chunk_frames, self.allow_truncated = chunk_frames, allow_truncated
 
@@ -45,8 +45,9 @@ class Embedder:
         return extraction_config(b.spec, b.weights_identity, self.detector.config, self.max_fps)
 
     @property
-    def config(self) -> dict:
-        return self.config_of(self.backbone)
+    def configs(self) -> list[dict]:
+        """Each backbone's extraction config, in order: what names its store."""
+        return [self.config_of(b) for b in self.backbones]
 
     @property
     def faces_config(self) -> dict:

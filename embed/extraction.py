@@ -1,6 +1,6 @@
 """What determines a store's contents: the face detector's settings and each store's extraction
-config, whose hash is the store key (embed.cache.config_key). Light on purpose (no torch, no
-torchvision): commands that only name or read stores (info, verify, ls, train) import it, not the networks."""
+config, whose hash is the store key (embed.cache.config_key). Light on purpose (no torch, no zarr):
+commands that only name or read stores (info, verify, ls, train) import it, not the networks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
-from embed.cache import PREPROCESSING_VERSION
+# Bump whenever the code changes what is written for the same config (new keys, never old stores).
+# 2: crops taken from each face's window of the frame (float rounding differs by <0.02/255).
+# 3: detection frames downscaled by Pillow instead of torch (pixels differ by <= 1 level).
+PREPROCESSING_VERSION = 3
 
 if TYPE_CHECKING:
     from embed.backbones import Backbone

@@ -7,10 +7,17 @@ mean importing face detection: the configs in the stores themselves are the trut
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from embed.cache import PREPROCESSING_VERSION, CacheStore
+from embed.cache import CacheStore
 from embed.errors import ConfigError
+from embed.extraction import PREPROCESSING_VERSION
 from embed.identity import WeightsIdentity
+
+if TYPE_CHECKING:
+    from embed.extraction import DetectorConfig
+    from embed.layouts import DatasetIndex
+    from embed.manifest import Manifest
 
 
 def list_stores(cache_dir: Path, dataset: str = "*") -> list[CacheStore]:
@@ -76,3 +83,36 @@ def find_store(
             f"fix: pass --weights or --key to pick one"
         )
     return stores[0]
+
+
+def locate_store(
+    manifest: Manifest,
+    dataset: str | None,
+    backbone: str,
+    weights: str | None,
+    detector: DetectorConfig | None = None,
+    max_fps: float | None = None,
+) -> tuple[DatasetIndex, dict, Path]:
+    """(dataset index, extraction config, store path) that a backbone name and its settings mean. A
+    backbone's store is named by its extraction config (it may not exist yet); any other name is an
+    imported store's, found among the stores on disk."""
+    from embed.backbones import backbone_names, get_backbone
+    from embed.cache import store_path
+    from embed.extraction import DetectorConfig, extraction_config
+    from embed.layouts import read_dataset
+
+    name, _ = manifest.dataset(dataset)
+    index = read_dataset(manifest, name)
+    if backbone not in backbone_names():
+        store = find_store(manifest.cache_path, name, backbone, weights)
+        return index, store.config, store.path
+    spec = get_backbone(backbone)
+    config = extraction_config(spec, spec.identity(weights), detector or DetectorConfig(), max_fps)
+    return index, config, store_path(manifest.cache_path, name, config)
+
+
+def clip_sources(index: DatasetIndex, store: CacheStore) -> dict[str, Path]:
+    """Each clip's source file: the video, or for an imported store the feature file it was read from."""
+    if store.config.get("importer"):
+        return {k: Path(a["source"]["path"]) for k, a in store.clip_attrs().items() if (a.get("source") or {}).get("path")}
+    return {c.clip_id: c.path for c in index.clips}

@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ClipError, ConfigError
+from sequence.config import default as _setting
+
+
+def _default(name: str) -> str:
+    return f"[default: {_setting(name)}]"
+
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
 app = typer.Typer(
@@ -30,20 +35,6 @@ DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, last on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-
-
-def _param(values: list[str]) -> dict:
-    """--param hidden=512,1024 --param dropout=0.5 -> {"hidden": [512, 1024], "dropout": 0.5}."""
-    out = {}
-    for item in values:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--param {item!r}: expected key=value; fix: e.g. --param hidden=256,256")
-        if value == "" or "," in value:
-            out[key] = [yaml.safe_load(v) for v in value.split(",") if v != ""]
-        else:
-            out[key] = yaml.safe_load(value)
-    return out
 
 
 def _with_ci(m: dict, key: str) -> str:
@@ -121,21 +112,23 @@ def train(
         str | None, typer.Option("--weights", "-w", help="Pick the store by weights, as on `embed run`.")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Pick the store by key (prefix).")] = None,
-    head: Annotated[str | None, typer.Option(help="lstm, gru, fc, tcn [default: lstm].")] = None,
+    head: Annotated[str | None, typer.Option(help=f"Head: lstm, gru, fc, tcn or transformer {_default('head')}.")] = None,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Head parameter key=value (lists comma-separated), repeatable.")
     ] = None,
-    frames: Annotated[int | None, typer.Option(help="Frames per clip, uniform over time; 0: all [100].")] = None,
+    frames: Annotated[
+        int | None, typer.Option(help=f"Frames per clip, uniform over time; 0: all {_default('frames')}.")
+    ] = None,
     stride: Annotated[int | None, typer.Option(help="Keep every k-th face frame first.")] = None,
     train_clips: Annotated[int | None, typer.Option(help="Seeded random subset of Train [all].")] = None,
-    loss: Annotated[str | None, typer.Option(help="weighted_ce, ce, focal or ordinal [weighted_ce].")] = None,
+    loss: Annotated[str | None, typer.Option(help=f"weighted_ce, ce, focal or ordinal {_default('loss')}.")] = None,
     sampler: Annotated[str | None, typer.Option(help="shuffle or weighted (class-balanced draws).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Most epochs [60].")] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size [32].")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate [3e-4].")] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs [15].")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Most epochs {_default('epochs')}.")] = None,
+    batch: Annotated[int | None, typer.Option(help=f"Batch size {_default('batch')}.")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"AdamW learning rate {_default('lr')}.")] = None,
+    patience: Annotated[int | None, typer.Option(help=f"Early-stopping patience in epochs {_default('patience')}.")] = None,
     select: Annotated[str | None, typer.Option(help="Validation score: macro_f1, accuracy or loss.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for init, subset and batch order [0].")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Seed for init, subset and batch order {_default('seed')}.")] = None,
     seeds: Annotated[
         str | None,
         typer.Option(
@@ -157,16 +150,11 @@ def train(
     setup_logging(quiet)
     try:
         from embed.manifest import load_manifest
-        from sequence.config import parse_config
+        from sequence.config import config_from_options, parse_seeds
         from sequence.experiment import train_run
 
         m = load_manifest(manifest)
-        raw = {}
-        if config is not None:
-            if not config.is_file():
-                raise ConfigError(f"{config}: no such file; fix: pass an existing YAML file to --config")
-            raw = yaml.safe_load(config.read_text()) or {}
-        given = {
+        options = {
             "dataset": dataset,
             "backbone": backbone,
             "weights": weights,
@@ -186,21 +174,11 @@ def train(
             "device": device,
             "stream": stream,
         }
-        raw.update({k: v for k, v in given.items() if v is not None})
-        if param:
-            raw["head_params"] = {**raw.get("head_params", {}), **_param(param)}
-        cfg = parse_config(raw, str(config) if config else "options")
+        cfg = config_from_options(config, options, param)
         if seeds is not None:
             from sequence.experiment import train_seeds
 
-            if seed is not None:
-                raise ConfigError("--seed and --seeds: give one; fix: --seeds 0,1,2 runs each of those seeds")
-            try:
-                seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-            except ValueError:
-                raise ConfigError(f"--seeds {seeds!r}: not comma-separated integers; fix: e.g. --seeds 0,1,2") from None
-            if len(set(seed_list)) != len(seed_list) or not seed_list:
-                raise ConfigError(f"--seeds {seeds!r}: give distinct seeds; fix: e.g. --seeds 0,1,2")
+            seed_list = parse_seeds(seeds, seed)
             out = train_seeds(m, cfg, seed_list, progress=not quiet)
         else:
             result = train_run(m, cfg, progress=not quiet)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embed.errors import ConfigError
@@ -56,3 +58,49 @@ def parse_config(raw: dict, where: str) -> TrainConfig:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{where}: {_describe(e.errors()[0])}") from None
+
+
+def default(name: str) -> Any:
+    """A setting's default, for help texts (one place holds it)."""
+    return TrainConfig.model_fields[name].default
+
+
+def parse_params(values: list[str]) -> dict:
+    """--param hidden=512,1024 --param dropout=0.5 -> {"hidden": [512, 1024], "dropout": 0.5}."""
+    out = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--param {item!r}: expected key=value; fix: e.g. --param hidden=256,256")
+        if value == "" or "," in value:
+            out[key] = [yaml.safe_load(v) for v in value.split(",") if v != ""]
+        else:
+            out[key] = yaml.safe_load(value)
+    return out
+
+
+def config_from_options(file: Path | None, options: dict, params: list[str] | None = None) -> TrainConfig:
+    """A run's settings: a YAML file's (as a grid's base), overridden by the options given (None:
+    not given) and by --param values merged into its head_params."""
+    raw: dict = {}
+    if file is not None:
+        if not file.is_file():
+            raise ConfigError(f"{file}: no such file; fix: pass an existing YAML file to --config")
+        raw = yaml.safe_load(file.read_text()) or {}
+    raw.update({k: v for k, v in options.items() if v is not None})
+    if params:
+        raw["head_params"] = {**raw.get("head_params", {}), **parse_params(params)}
+    return parse_config(raw, str(file) if file else "options")
+
+
+def parse_seeds(seeds: str, seed: int | None = None) -> list[int]:
+    """--seeds 0,1,2 -> [0, 1, 2]: distinct integers, and not beside --seed."""
+    if seed is not None:
+        raise ConfigError("--seed and --seeds: give one; fix: --seeds 0,1,2 runs each of those seeds")
+    try:
+        out = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: not comma-separated integers; fix: e.g. --seeds 0,1,2") from None
+    if len(set(out)) != len(out) or not out:
+        raise ConfigError(f"--seeds {seeds!r}: give distinct seeds; fix: e.g. --seeds 0,1,2")
+    return out

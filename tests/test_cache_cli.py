@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
-from embed.cache import PREPROCESSING_VERSION, CacheStore
+from embed.cache import CacheStore
 from embed.errors import ConfigError
+from embed.extraction import PREPROCESSING_VERSION
 from embed.stores import find_store
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 

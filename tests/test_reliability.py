@@ -354,7 +354,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     index = read_dataset(manifest, "tiny")
     spec = EmbedSpec(("fer2013",), (None,), "cpu", None, None, 64)
     embedder = spec.build()
-    store = CacheStore.create(manifest.cache_path, "tiny", embedder.config)
+    store = CacheStore.create(manifest.cache_path, "tiny", embedder.configs[0])
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
     watcher = Client(cluster)
@@ -518,7 +518,7 @@ def test_a_clip_complete_in_its_stores_but_not_in_the_face_track_store_is_left_a
     clip = read_dataset(manifest, "tiny").clips[0]
     embedder = EmbedSpec(("fer2013",), (None,), "cpu").build()
     store = CacheStore(manifest.cache_path / "tiny" / tiny_embedded["store"].name, mode="a")
-    assert store.config == embedder.config and store.is_complete(clip.clip_id, clip.path)
+    assert store.config == embedder.configs[0] and store.is_complete(clip.clip_id, clip.path)
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
     before = store.attrs_of(clip.clip_id)
     for _, chunks in decode_ahead([embedder.stream(clip.path)]):
