@@ -4,7 +4,6 @@ each backbone into the stores, with a progress bar and a report; Ctrl-C ends in 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from embed.cache import CacheStore, source_unchanged
@@ -28,19 +27,6 @@ def pending(clips: list[Clip], stores: list[CacheStore]) -> tuple[list[Clip], in
         ):
             todo.append(clip)
     return todo, len(clips) - len(todo)
-
-
-PAUSE_ENV = "AFFECTSEQ_PAUSE_AFTER_CLIPS"
-
-
-def _pause_point(done: int) -> None:
-    """For tests that interrupt a run: with AFFECTSEQ_PAUSE_AFTER_CLIPS=N the run says so on stderr
-    after its N-th clip and waits (a minute at most) to be signalled, so that the signal lands at a
-    known point on a fast machine and a slow one alike, instead of after a guessed sleep."""
-    pause = os.environ.get(PAUSE_ENV)
-    if pause and done == int(pause):
-        log.warning("paused after %d clips (%s)", done, PAUSE_ENV)
-        time.sleep(60)
 
 
 def embed_dataset(
@@ -79,7 +65,6 @@ def embed_dataset(
                 live["frames"] = 0
                 report.add(embed_clip(embedder, clip, chunks, stores, faces, on_frames))
                 bar.update(task, advance=1, rate=rate_text(report, time.perf_counter() - start))
-                _pause_point(report.embedded + len(report.failures))
     except KeyboardInterrupt:
         report.interrupted = True
     report.seconds = time.perf_counter() - start

@@ -22,8 +22,10 @@ def feed(src: str, out, stop_after: float | None = None, realtime: bool = True) 
     n = 0
     with av.open(src) as inp:
         vin = inp.streams.video[0]
-        # Small I/O buffer and flushed packets: each frame reaches the pipe when it is muxed, as live.
-        container = av.open(out, "w", format="mpegts", buffer_size=1880, options={"flush_packets": "1"})
+        # Small I/O buffer, flushed packets and one PES packet per frame (the muxer would otherwise
+        # gather small frames): each frame reaches the pipe when it is muxed, as live.
+        options = {"flush_packets": "1", "pes_payload_size": "0"}
+        container = av.open(out, "w", format="mpegts", buffer_size=1880, options=options)
         vout = container.add_stream_from_template(vin)
         start, t0 = time.monotonic(), None
         for packet in inp.demux(vin):

@@ -3,7 +3,6 @@ signals, real files and stores."""
 
 import contextlib
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -20,138 +19,12 @@ import zarr
 from embed.sample import write_video
 from embed.video import decode_video
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
-
-ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
-RUN = ["--backbone", "fer2013", "--device", "cpu", "--quiet"]
-
-
-def _store(manifest):
-    return Path(last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)["store"])
-
-
-def _popen(manifest, *extra, env: dict | None = None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    # The child gets the default SIGINT disposition whatever the test process inherited: Python only
-    # turns SIGINT into KeyboardInterrupt when it does not start with the signal ignored.
-    return subprocess.Popen(
-        [sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def _wait_for_lock(store: Path, proc, timeout=60):
-    lock = Path(str(store) + ".lock")
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if lock.is_file() and lock.read_text().startswith("pid"):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the run never took its lock")
-
-
-def _complete_clips_match(store: Path, reference: Path) -> int:
-    """Every clip the store says is complete equals the uninterrupted run's; returns how many.
-    Embeddings to within 1e-3 (values ~0.04): CPU convolution kernels are not bitwise reproducible
-    across processes (a few float16 ulps, measured), while a partial or wrong clip is off by far more."""
-    ref = zarr.open_group(str(reference), mode="r")["clips"]
-    n = 0
-    if not (store / "zarr.json").is_file():
-        return 0
-    for cid, g in zarr.open_group(str(store), mode="r")["clips"].groups():
-        if g.attrs.get("complete") is True:
-            for name in ARRAYS:
-                a, b = g[name][...].astype(np.float32), ref[cid][name][...].astype(np.float32)
-                np.testing.assert_allclose(
-                    a, b, rtol=0, atol=1e-3 if name == "embeddings" else 0.05, err_msg=f"{cid}/{name}"
-                )
-            n += 1
-    return n
-
-
-def test_a_second_writer_refuses_while_the_first_holds_the_store(tiny_embedded, tmp_path):
-    """The first writer is this test process holding the store's writer lock (the very lock an
-    `embed run` takes), so the overlap is certain rather than a race against a fast tiny run."""
-    from embed.locking import writer_lock
-
-    manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
-    with writer_lock([store]):
-        second = run_cli("run", "--manifest", str(manifest), *RUN, check=2)
-    errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and f"{store}: being written by another `embed run` (pid {os.getpid()}); fix:" in errors[0]
-    assert not [p for p in (store / "clips").iterdir() if p.is_dir()]  # it embedded nothing
-    run_cli("run", "--manifest", str(manifest), *RUN)  # released: the next run proceeds
-    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
-
-
-def _wait_for_line(proc, needle: str, timeout: float = 300) -> list[str]:
-    """stderr lines of proc up to and including the first that contains needle (proc keeps running)."""
-    lines, end = [], time.time() + timeout
-    while time.time() < end:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"never printed {needle!r}: {''.join(lines)}")
-
-
-def test_ctrl_c_exits_cleanly_with_a_summary_and_keeps_complete_clips(tiny_embedded, tmp_path):
-    manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
-    # The run pauses after its third clip (embed.pipeline's test pause point): Ctrl-C lands there.
-    proc = _popen(manifest, env={"AFFECTSEQ_PAUSE_AFTER_CLIPS": "3"})
-    _wait_for_line(proc, "paused after 3 clips")
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted: complete clips are kept; rerun to continue" in err and "stage one summary" in err
-    assert _complete_clips_match(store, tiny_embedded["store"]) == 3
-    proc = run_cli("run", "--manifest", str(manifest), *RUN)
-    assert "4 embedded now, 3 already complete" in proc.stderr
-    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_moments_never_leaves_wrong_complete_clips(tiny_embedded, tmp_path):
-    manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
-    rng = random.Random(1234)
-
-    def started() -> subprocess.Popen:
-        shutil.rmtree(store, ignore_errors=True)  # every trial from an empty store: kills land mid-work
-        Path(str(store) + ".lock").unlink(missing_ok=True)  # (left by the killed run; flock died with it)
-        proc = _popen(manifest)
-        _wait_for_lock(store, proc)
-        return proc
-
-    # How long the work takes here, from the lock to the exit: kill moments are drawn inside it, so
-    # they land in mid-work on a fast machine and a slow one alike (not after a guessed sleep).
-    proc, t0 = started(), time.monotonic()
-    proc.communicate(timeout=300)
-    work = time.monotonic() - t0
-    kills = 0
-    for _ in range(10):  # 10, not more: the whole suite must stay within 25 minutes on CI's 2 cores
-        proc = started()
-        time.sleep(rng.uniform(0.0, 0.7 * work))
-        if proc.poll() is None:
-            proc.kill()
-            kills += 1
-        proc.communicate(timeout=60)
-        _complete_clips_match(store, tiny_embedded["store"])  # whatever is complete is right
-    assert kills >= 7, (kills, work)
-    run_cli("run", "--manifest", str(manifest), *RUN)
-    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
+from tests.embed_runs import RUN, complete_clips_match, store_of
 
 
 def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
+    store = store_of(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     clean = last_json(run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
     assert clean["checked"] == 7 and clean["broken"] == []
@@ -179,7 +52,7 @@ def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_pat
 
 def test_a_replaced_video_is_detected_by_its_fingerprint_and_reembedded(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
+    store = store_of(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
     videos[0].write_bytes(videos[1].read_bytes())
@@ -311,7 +184,7 @@ def test_a_cache_that_cannot_be_written_stops_with_a_clear_error_and_keeps_compl
     import resource
 
     manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
+    store = store_of(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
     videos[0].write_bytes(videos[1].read_bytes())  # one clip to redo
@@ -330,7 +203,7 @@ def test_a_cache_that_cannot_be_written_stops_with_a_clear_error_and_keeps_compl
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"{store}: cannot write the cache" in errors[0] and "fix: free disk space" in errors[0]
-    assert _complete_clips_match(store, tiny_embedded["store"]) == 6
+    assert complete_clips_match(store, tiny_embedded["store"]) == 6
     g = zarr.open_group(str(store), mode="r")["clips"]
     assert g[videos[0].stem].attrs.get("complete") is not True
 
@@ -396,7 +269,7 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
 
 def test_a_read_only_cache_stops_with_a_clear_error_and_keeps_complete_clips(tiny_embedded, tmp_path):
     manifest = copy_tiny(tiny_embedded, tmp_path)
-    store = _store(manifest)
+    store = store_of(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
     videos[0].write_bytes(videos[1].read_bytes())  # one clip to redo
@@ -425,7 +298,7 @@ def test_a_read_only_cache_stops_with_a_clear_error_and_keeps_complete_clips(tin
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and str(store.parent) in errors[0] and "fix: make the cache directory writable" in errors[0]
     # It stopped before writing anything: every clip is as it was (the stale one is verify's to find).
-    assert _complete_clips_match(store, tiny_embedded["store"]) == 7
+    assert complete_clips_match(store, tiny_embedded["store"]) == 7
 
 
 @pytest.mark.slow
