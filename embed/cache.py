@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -33,7 +34,6 @@ import numpy as np
 import zarr
 import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BloscCodec
-from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from embed.errors import ConfigError
@@ -298,7 +298,7 @@ class CacheStore:
         unknown = set(names) - set(ARRAYS)
         if unknown:
             raise ValueError(f"unknown cache arrays {sorted(unknown)}; known: {', '.join(ARRAYS)}")
-        return sync(_read_arrays_async(str(self.path), clip_ids, names, concurrency, known_complete))
+        return _run(_read_arrays_async(str(self.path), clip_ids, names, concurrency, known_complete))
 
     def iter_arrays(
         self, clip_ids: list[str], names: tuple[str, ...], block: int = 128, known_complete: bool = False
@@ -460,6 +460,24 @@ class ClipWriter:
                 "complete": True,
             }
         )
+
+
+@functools.cache
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One event loop on a daemon thread for this process's concurrent reads: zarr's async API runs on
+    any loop, and a persistent one (as zarr's own synchronous API keeps) costs nothing per call, where
+    asyncio.run would build a loop and its thread pool for every block of clips."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="affectseq-zarr-reads", daemon=True).start()
+    return loop
+
+
+# A forked child (a dask or multiprocessing worker) has the loop object but not its thread: it starts its own.
+os.register_at_fork(after_in_child=_event_loop.cache_clear)
+
+
+def _run(coro):
+    return asyncio.run_coroutine_threadsafe(coro, _event_loop()).result()
 
 
 async def _read_arrays_async(
