@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +11,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from embed.cli_options import (
+    BackboneOpt,
+    DatasetOpt,
+    DetectEveryOpt,
+    DetectWidthOpt,
+    DeviceOpt,
+    JsonOpt,
+    ManifestOpt,
+    MaxFpsOpt,
+    MinFaceOpt,
+    QuietOpt,
+    WeightsOpt,
+)
 from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ConfigError
 from embed.extraction import DetectorConfig
+from embed.fec.cli import fec_train
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
 app = typer.Typer(
@@ -25,39 +38,6 @@ app = typer.Typer(
     help="Stage one of affectseq: videos -> cached per-frame face embeddings.",
 )
 log = logging.getLogger("embed")
-
-ManifestOpt = Annotated[Path, typer.Option("--manifest", "-m", help="Data manifest (YAML).")]
-DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", "-d", help="Dataset name [default: the manifest's default_dataset].")
-]
-BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="fer2013, inception, resnet18 or fec.")]
-WeightsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--weights",
-        "-w",
-        help="A named release (fer2013, vggface2, casia-webface, imagenet), a state-dict file, "
-        "or random[:seed] [default: the backbone's release].",
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-MaxFpsOpt = Annotated[float | None, typer.Option("--max-fps", help="Keep at most this many frames per second.")]
-_DET = DetectorConfig()  # the detector's defaults, for the help texts
-DetectEveryOpt = Annotated[
-    int | None,
-    typer.Option("--detect-every", min=1, help=f"Run MTCNN on every k-th frame [default: {_DET.detect_every}]."),
-]
-DetectWidthOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--detect-width", min=32, help=f"Frames shrunk to this width for detection [default: {_DET.detect_width}]."
-    ),
-]
-MinFaceOpt = Annotated[
-    int | None,
-    typer.Option("--min-face-size", min=8, help=f"Smallest face in detection pixels [default: {_DET.min_face_size}]."),
-]
 
 
 def _detector(detect_every: int | None, detect_width: int | None, min_face_size: int | None):
@@ -110,7 +90,7 @@ def run(
     ] = False,
     workers: Annotated[int | None, typer.Option(min=1, help="Start a local dask cluster of N worker processes.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Send clips to this dask scheduler (tcp://HOST:PORT).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every clip of a dataset into its backbones' cache stores (skips clips already complete,
@@ -413,7 +393,7 @@ def import_(
         ),
     ] = None,
     fps: Annotated[float | None, typer.Option(min=0.001, help="Frame rate for files without usable timestamps.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import per-frame features another tool extracted into a cache store stage two trains on
@@ -471,7 +451,7 @@ def export(
     weights: WeightsOpt = None,
     key: Annotated[str | None, typer.Option(help="Pick the store by key (prefix).")] = None,
     split: Annotated[str | None, typer.Option(help="Only this split (Train, Validation or Test).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a store's complete clips to HDF5 or NumPy files, readable without zarr or affectseq."""
@@ -576,80 +556,7 @@ def sample(manifest: ManifestOpt = Path("data_manifest.yaml"), dataset: DatasetO
         fail(str(e))
 
 
-@app.command("fec-train")
-def fec_train(
-    triplets: Annotated[Path, typer.Option(help="FEC triplet CSV to train on (faceexp-comparison-data-train-public.csv).")],
-    images: Annotated[Path, typer.Option(help="Folder holding the FEC images, named as in the CSV's URLs.")],
-    val_triplets: Annotated[
-        Path | None, typer.Option(help="FEC triplet CSV to validate on (the -test- CSV) [a seeded tenth of --triplets].")
-    ] = None,
-    affectnet: Annotated[
-        Path | None,
-        typer.Option(help="AffectNet folder with training.csv and validation.csv (expression 0-7) [triplets only]."),
-    ] = None,
-    trunk_weights: Annotated[
-        str, typer.Option(help="Inception-ResNet-V1 trunk: vggface2, casia-webface, a state-dict file or random[:seed].")
-    ] = "vggface2",
-    unfreeze: Annotated[int, typer.Option(min=0, help="Trunk blocks, from mixed_7a back, trained too.")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs.")] = 20,
-    batch: Annotated[int, typer.Option(min=1, help="Triplets per step (and as many AffectNet images).")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-4,
-    margin: Annotated[float, typer.Option(help="Triplet-loss margin.")] = 0.2,
-    alpha: Annotated[float, typer.Option(help="Weight of the AffectNet cross-entropy.")] = 0.1,
-    patience: Annotated[int, typer.Option(min=1, help="Epochs without a better validation triplet accuracy.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed for init, order and the validation tenth.")] = 0,
-    device: DeviceOpt = "auto",
-    workers: Annotated[int, typer.Option(min=0, help="Image-decoding processes (0: in this one).")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Output folder [<runs_dir>/fec/<time> of the manifest].")] = None,
-    manifest: ManifestOpt = Path("data_manifest.yaml"),
-    as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or info logs.")] = False,
-) -> None:
-    """Train the FEC-style expression backbone; writes fec.pt for `embed run --backbone fec --weights`."""
-    setup_logging(quiet)
-    try:
-        from embed.devices import resolve_device
-        from embed.fec.train import FecTrainConfig, train_from_files
-
-        if out is None:
-            from embed.manifest import load_manifest
-
-            if not manifest.is_file():
-                raise ConfigError(f"{manifest}: no manifest to find runs_dir in; fix: pass --out DIR")
-            out = load_manifest(manifest).runs_path / "fec" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        cfg = FecTrainConfig(
-            trunk_weights=trunk_weights,
-            unfreeze=unfreeze,
-            margin=margin,
-            alpha=alpha,
-            epochs=epochs,
-            batch=batch,
-            lr=lr,
-            patience=patience,
-            seed=seed,
-            device=str(resolve_device(device)),
-            workers=workers,
-        )
-        result = train_from_files(triplets, images, cfg, out, val_triplets, affectnet, progress=not quiet)
-    except ConfigError as e:
-        fail(str(e))
-    t = Table(title="fec-train summary", show_header=False)
-    summary = result.as_dict()
-    t.add_row(
-        "trunk",
-        trunk_weights
-        + ("  [bold yellow](RANDOM: no pretrained knowledge)[/]" if trunk_weights.startswith("random") else ""),
-    )
-    t.add_row(
-        "validation triplet accuracy",
-        f"{summary['triplet_accuracy']:.3f} at epoch {summary['best_epoch']} "
-        f"(untrained {summary['untrained_triplet_accuracy']:.3f}, chance 0.333)",
-    )
-    if summary["expression_accuracy"] is not None:
-        t.add_row("validation expression accuracy", f"{summary['expression_accuracy']:.3f} (chance 0.125)")
-    t.add_row("weights", f"{result.weights}  (use: python -m embed run --backbone fec --weights {result.weights})")
-    err.print(t)
-    print(json.dumps(summary) if as_json else result.weights)
+app.command("fec-train")(fec_train)
 
 
 def main() -> None:
