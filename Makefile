@@ -102,7 +102,8 @@ predict: weights
 sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
 
-test: weights $(FOOTAGE)
+# Lint first (ruff check and format --check): CI runs this target, so unformatted code never lands.
+test: lint weights $(FOOTAGE)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
