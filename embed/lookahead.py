@@ -1,7 +1,7 @@
 """One look-ahead: the next item's result computed on a thread while the caller handles this one.
 
 Used for reading blocks of clips from a store (embed.cache) and batches of a streamed split
-(sequence.train). Decoding video ahead (embed.pipeline._DecodeAhead) is not this: it runs many chunks
+(sequence.train). Decoding video ahead (embed.decode_ahead) is not this: it runs many chunks
 ahead across clip boundaries and, on a live source, drops the oldest chunk instead of waiting.
 """
 

@@ -105,7 +105,7 @@ class VideoStream:
         self.fps = 0.0
         self.decoded = 0  # frames decoded, before the max_fps cap
         self.kept = 0  # frames handed out
-        self.dropped = 0  # frames a live consumer skipped because it was behind (embed.pipeline.decode_ahead)
+        self.dropped = 0  # frames a live consumer skipped because it was behind (embed.decode_ahead)
         self.truncation: Truncation | None = None
         self.rotation = 0  # degrees counterclockwise the frames were turned to be upright
 
