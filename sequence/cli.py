@@ -127,7 +127,10 @@ def train(
     batch: Annotated[int | None, typer.Option(help=f"Batch size {_default('batch')}.")] = None,
     lr: Annotated[float | None, typer.Option(help=f"AdamW learning rate {_default('lr')}.")] = None,
     patience: Annotated[int | None, typer.Option(help=f"Early-stopping patience in epochs {_default('patience')}.")] = None,
-    select: Annotated[str | None, typer.Option(help="Validation score: macro_f1, accuracy or loss.")] = None,
+    select: Annotated[
+        str | None,
+        typer.Option(help="Validation score: macro_f1, accuracy or loss; last: keep the final epoch, no early stop."),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for init, subset and batch order {_default('seed')}.")] = None,
     seeds: Annotated[
         str | None,

@@ -36,7 +36,8 @@ class TrainConfig(BaseModel):
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     patience: int = Field(15, ge=1)  # epochs without a better validation score before stopping
-    select: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"  # validation score for early stopping
+    # Validation score for early stopping and the epoch kept; "last": the final epoch, no early stop.
+    select: Literal["macro_f1", "accuracy", "loss", "last"] = "macro_f1"
     seed: int = 0
     device: str = "auto"
     # Read embeddings from the cache batch by batch instead of holding the splits in memory. None:

@@ -96,7 +96,8 @@ def fit(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[dict, list[EpochLog], int]:
-    """Train, keep the parameters of the best validation epoch; returns them, the history and that epoch."""
+    """Train, keep the parameters of the best validation epoch (or the last, with select "last");
+    returns them, the history and that epoch."""
     states = model.states
     train_y = train.y.numpy()
     losses = make_loss(cfg.loss, train_y, levels, device, cfg.focal_gamma)
@@ -148,7 +149,10 @@ def fit(
                 time.perf_counter() - start,
             )
             history.append(entry)
-            score = {"macro_f1": entry.val_macro_f1, "accuracy": entry.val_accuracy, "loss": -val_loss}[cfg.select]
+            # "last": every epoch is the best so far (the final parameters; never an early stop).
+            score = {"macro_f1": entry.val_macro_f1, "accuracy": entry.val_accuracy, "loss": -val_loss, "last": epoch}[
+                cfg.select
+            ]
             if best is None or score > best[0]:
                 best = (score, epoch, copy.deepcopy(model.state_dict()))
             bar.update(

@@ -307,3 +307,30 @@ def test_weighted_sampling_weights_rare_levels_up():
     w = sample_weights(y, 4)
     # state 0: balanced weights 4/(2*3) for level 0, 4/(2*1) for level 1; state 1 likewise for 2 and 3.
     np.testing.assert_allclose(w, [(2 / 3 + 2 / 3) / 2] * 3 + [(2 + 2) / 2])
+
+
+def test_select_last_keeps_the_final_epoch_and_never_stops_early():
+    """The original study's training (configs/study.yaml): every epoch runs, the last one is kept,
+    whatever validation says; the default keeps the best validation epoch and stops early."""
+    from sequence.config import parse_config
+    from sequence.data import SequenceSet
+    from sequence.train import fit
+
+    rng = np.random.default_rng(0)
+    states = ["Boredom", "Engagement", "Confusion", "Frustration"]
+
+    def split(n: int) -> SequenceSet:
+        x = torch.from_numpy(rng.standard_normal((n, 6, 8)).astype(np.float16))
+        y = torch.from_numpy(rng.integers(0, 4, (n, 4)))  # labels unrelated to x: validation wanders
+        return SequenceSet(x, torch.full((n,), 6), y, [f"c{i}" for i in range(n)], np.ones(n))
+
+    train, val = split(24), split(12)
+    for select, expect_all in (("last", True), ("macro_f1", False)):
+        torch.manual_seed(0)
+        model = build_head("fc", 8, states, 4, {"hidden": [8]})
+        cfg = parse_config({"epochs": 12, "patience": 1, "batch": 8, "select": select, "device": "cpu"}, "test")
+        _, history, kept = fit(model, train, val, cfg, 4, torch.device("cpu"), progress=False)
+        if expect_all:
+            assert len(history) == 12 and kept == history[-1].epoch
+        else:
+            assert len(history) < 12  # patience 1 on noise stops early
