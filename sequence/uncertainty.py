@@ -85,14 +85,40 @@ def resample_weights(n: int, groups: list | None, draws: int, rng: np.random.Gen
 def intervals(
     y_true: np.ndarray, y_pred: np.ndarray, levels: int, groups: list | None = None, draws: int = DRAWS, seed: int = SEED
 ) -> dict[str, list[float]]:
-    """{metric: [low, high]}: the 95 % percentile interval of each INTERVAL_METRICS figure."""
+    """{metric: [low, high]}: the 95 % percentile interval of each INTERVAL_METRICS figure; where every
+    resample gives the same value (all right, or all wrong), exact_interval on the number of units."""
     if len(y_true) == 0:
         return {m: [0.0, 0.0] for m in INTERVAL_METRICS}
     w = resample_weights(len(y_true), groups, draws, np.random.default_rng(seed))
     f = figures(confusions(y_true, y_pred, w, levels))
-    return {
-        m: [round(float(np.percentile(f[m], 2.5)), 4), round(float(np.percentile(f[m], 97.5)), 4)] for m in INTERVAL_METRICS
-    }
+    out = {}
+    for m in INTERVAL_METRICS:
+        low, high = float(np.percentile(f[m], 2.5)), float(np.percentile(f[m], 97.5))
+        if high - low < 1e-9:
+            low, high = exact_interval(low, independent_units(groups, len(y_true)), signed=m in SIGNED)
+        out[m] = [round(low, 4), round(high, 4)]
+    return out
+
+
+SIGNED = ("qwk", "mcc")  # figures on [-1, 1]; the others are on [0, 1]
+
+
+def independent_units(groups: list | None, n: int) -> int:
+    """How many independent observations a test split holds: its subjects when known, else its clips."""
+    return len({str(g) for g in groups}) if unit(groups, n) == "subject" else n
+
+
+def exact_interval(value: float, units: int, signed: bool = False) -> tuple[float, float]:
+    """A 95 % interval for a figure every bootstrap resample reproduced exactly. A percentile bootstrap
+    cannot leave a boundary (32 of 32 right reads 1.00 [1.00, 1.00]); the figure is then treated as a
+    proportion of `units` independent observations and given its exact (Clopper-Pearson) binomial
+    interval, so it still says how few they were. Figures on [-1, 1] are mapped to [0, 1] and back."""
+    from scipy.stats import binomtest
+
+    p = (value + 1) / 2 if signed else value
+    ci = binomtest(int(round(p * units)), units).proportion_ci(0.95, method="exact")
+    low, high = float(ci.low), float(ci.high)
+    return (2 * low - 1, 2 * high - 1) if signed else (low, high)
 
 
 def paired_difference(

@@ -243,3 +243,22 @@ def test_select_and_train_clips_decide_the_kept_epoch_and_the_subset(features):
     full = to_tensors(arrays, FramePolicy(), np.zeros((36, 4), np.int64), [f"c{i}" for i in range(36)])
     a, b, c = (train_subset(full, 20, seed).clip_ids for seed in (0, 0, 1))
     assert a == b != c and len(set(a)) == 20 and set(a) <= set(full.clip_ids)
+
+
+def test_an_interval_is_never_zero_width_at_0_or_100_percent():
+    """32 of 32 right (or wrong): every bootstrap resample agrees, and a percentile interval would
+    read 1.00 [1.00, 1.00]. The exact binomial interval on the independent units says how few they
+    were: 32 clips, or only 3 subjects (a far wider interval)."""
+    from scipy.stats import beta
+
+    y = np.array([0, 1, 2, 3] * 8)
+    right, wrong = intervals(y, y, 4), intervals(y, (y + 1) % 4, 4)
+    # Clopper-Pearson by its definition: the 2.5 % quantile of Beta(k, n - k + 1), here k = n = 32.
+    assert right["accuracy"] == [round(float(beta.ppf(0.025, 32, 1)), 4), 1.0]
+    assert wrong["accuracy"] == [0.0, round(float(beta.ppf(0.975, 1, 32)), 4)]
+    for m in ("accuracy", "macro_f1", "balanced_accuracy", "qwk", "mcc"):
+        low, high = right[m]
+        assert high == 1.0 and low < 1.0, (m, right[m])
+    subjects = intervals(y, y, 4, groups=["a"] * 10 + ["b"] * 10 + ["c"] * 12)
+    assert subjects["accuracy"] == [round(float(beta.ppf(0.025, 3, 1)), 4), 1.0]
+    assert subjects["accuracy"][0] < right["accuracy"][0] - 0.5
