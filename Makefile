@@ -85,7 +85,7 @@ train-seq: $(STAMP)
 	$(PY) -m sequence train $(SEQ_OPTS)
 
 experiments: $(STAMP)
-	$(PY) -m sequence experiments $(GRID) --manifest $(MANIFEST)
+	$(PY) -m sequence experiments $(GRID) --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET))
 
 runs: $(STAMP)
 	$(PY) -m sequence runs --manifest $(MANIFEST)

@@ -458,7 +458,15 @@ def compare(
 def experiments(
     grid: Annotated[Path, typer.Argument(help="A grid YAML (see configs/).")],
     manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Run on this dataset [the grid's].")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the table as Markdown.")] = False,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Also set each experiment beside published figures (sequence/reference/NAME.yaml, e.g. study): "
+            "table, reference.csv, reference.json and reference.png in the runs folder."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every configuration of a grid over the cache, then print their comparison table."""
@@ -469,14 +477,29 @@ def experiments(
         from sequence.runs import comparison_rows, load_run
 
         m = load_manifest(manifest)
-        results, failures = run_grid(m, grid, progress=not quiet)
+        published = None
+        if reference is not None:
+            from sequence.reference import load_reference
+
+            published = load_reference(reference)  # a wrong name fails before hours of training
+        results, failures = run_grid(m, grid, progress=not quiet, dataset=dataset)
     except ConfigError as e:
         fail(str(e))
     rows = comparison_rows([load_run(Path(r["run"])) for r in results], m.states)
     _print_rows(rows, markdown, False, False, f"{grid}: {len(results)} runs (test split)", m.states)
+    if published is not None and results:
+        _print_reference(published, results, m, grid)
     for f in failures:
         err.print(f"[red]experiment {f['experiment']} did not run:[/] {f['error']}", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if failures else 0)
+
+
+def _print_reference(published: dict, results: list[dict], m, grid: Path) -> None:
+    from sequence.reference import markdown, write_reference
+
+    rows, paths = write_reference(results, published, m.runs_path, grid.name)
+    print(markdown(rows, published))
+    err.print(f"reference: {paths['csv']}, {paths['png']}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -271,7 +271,12 @@ GRID_KEYS = {"base", "experiments", "grid", "seeds"}
 
 
 def expand_grid(path: Path) -> list[TrainConfig]:
-    """A grid file: `base` (settings for all), `experiments` (a list of settings, each one run),
+    return [cfg for _, cfg in numbered_grid(path)]
+
+
+def numbered_grid(path: Path) -> list[tuple[int, TrainConfig]]:
+    """(experiment number from 1, its configuration) for every run of a grid file: `base` (settings
+    for all), `experiments` (a list of settings, each one run),
     `grid` (lists of values whose every combination is applied to each experiment) and `seeds` (each
     of those run once per seed). All are checked before anything runs."""
     try:
@@ -294,17 +299,20 @@ def expand_grid(path: Path) -> list[TrainConfig]:
             merged = {**base, **exp, **combo}
             if "head_params" in base and "head_params" in exp:
                 merged["head_params"] = {**base["head_params"], **exp["head_params"]}
-            out.append(parse_config(merged, f"{path}: experiment {i}"))
+            out.append((i, parse_config(merged, f"{path}: experiment {i}")))
     return out
 
 
-def run_grid(manifest: Manifest, path: Path, progress: bool = True) -> tuple[list[dict], list[dict]]:
-    """Run every configuration of a grid over the cache (each split loaded once per frame policy).
-    A configuration that cannot run (no cache for its backbone, say) is reported and skipped."""
-    configs = expand_grid(path)
+def run_grid(
+    manifest: Manifest, path: Path, progress: bool = True, dataset: str | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Run every configuration of a grid over the cache (each split loaded once per frame policy), on
+    `dataset` when given instead of the grid's own. A configuration that cannot run (no cache for its
+    backbone, say) is reported and skipped."""
+    configs = [(k, cfg.model_copy(update={"dataset": dataset}) if dataset else cfg) for k, cfg in numbered_grid(path)]
     memo: DataMemo = {}
     results, failures = [], []
-    for i, cfg in enumerate(configs, start=1):
+    for i, (experiment, cfg) in enumerate(configs, start=1):
         log.info(
             "experiment %d/%d: %s %s, %s frames, batch %d",
             i,
@@ -315,8 +323,9 @@ def run_grid(manifest: Manifest, path: Path, progress: bool = True) -> tuple[lis
             cfg.batch,
         )
         try:
-            results.append(train_run(manifest, cfg, progress, memo, command=f"{command_line()}  # experiment {i}"))
+            result = train_run(manifest, cfg, progress, memo, command=f"{command_line()}  # experiment {experiment}")
+            results.append({**result, "experiment": experiment})
         except ConfigError as e:
-            log.error("experiment %d: %s", i, e)
-            failures.append({"experiment": i, "error": str(e)})
+            log.error("experiment %d: %s", experiment, e)
+            failures.append({"experiment": experiment, "error": str(e)})
     return results, failures

@@ -83,3 +83,29 @@ def by_subject_png(path: Path, rows: list[dict], states: list[str], title: str) 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reference_png(path: Path, rows: list[dict], states: list[str], title: str) -> None:
+    """Ours (with its 95 % interval) against the published accuracy, per experiment, one panel per state."""
+    fig, axes = plt.subplots(1, len(states), figsize=(4 * len(states), 3.6), sharey=True, squeeze=False)
+    for ax, s in zip(axes[0], states, strict=True):
+        mine = [r for r in rows if r["state"] == s]
+        x = np.array([r["experiment"] for r in mine])
+        acc = np.array([r["accuracy"] for r in mine])
+        err = np.array(
+            [
+                [a - r["ci_low"] for a, r in zip(acc, mine, strict=True)],
+                [r["ci_high"] - a for a, r in zip(acc, mine, strict=True)],
+            ]
+        )
+        ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, label="ours, 95 % CI")
+        ax.scatter(x, [r["published_accuracy"] for r in mine], marker="x", color="C3", zorder=3, label="published")
+        ax.set_title(s)
+        ax.set_xlabel("experiment")
+        ax.set_xticks(x)
+    axes[0][0].set_ylabel("test accuracy %")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
