@@ -454,6 +454,47 @@ def compare(
         print(json.dumps(out))
 
 
+@app.command("compare-grids")
+def compare_grids(
+    grid_a: Annotated[Path, typer.Argument(help="Grid A (its runs as `sequence experiments` recorded them).")],
+    grid_b: Annotated[Path, typer.Argument(help="Grid B, row by row against A.")],
+    manifest: ManifestOpt = Path("data_manifest.yaml"),
+    dataset: DatasetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each experiment both grids ran, B against A: per state the paired difference of accuracy and
+    macro-F1 with its 95 % interval (all figures with --json), as `sequence compare` does for two runs."""
+    setup_logging(quiet=True)
+    try:
+        from embed.manifest import load_manifest
+        from sequence.compare import compare_grids as compare
+        from sequence.experiment import grid_record
+
+        m = load_manifest(manifest)
+        out = compare(grid_record(m, dataset, grid_a), grid_record(m, dataset, grid_b), m.states, m.levels, m.runs_path)
+    except ConfigError as e:
+        fail(str(e))
+    t = Table(title=f"{grid_b.name} against {grid_a.name}, experiment by experiment (test split)")
+    for col in ("exp", "state", "figure", "A", "B", "B - A [95 %]", "verdict"):
+        t.add_column(col, justify="left" if col in ("state", "figure", "verdict") else "right")
+    for k, cmp in out["experiments"].items():
+        for state, figs in cmp["states"].items():
+            for name in ("accuracy", "macro_f1"):
+                f = figs[name]
+                t.add_row(
+                    str(k),
+                    state,
+                    name,
+                    f"{f['a']:.3f}",
+                    f"{f['b']:.3f}",
+                    f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
+                    "beyond chance" if f["exceeds"] else "within chance",
+                )
+    Console(stderr=True, width=max(err.width, 130)).print(t)
+    if as_json:
+        print(json.dumps(out))
+
+
 @app.command()
 def experiments(
     grid: Annotated[Path, typer.Argument(help="A grid YAML (see configs/).")],

@@ -8,6 +8,7 @@ bootstrap is sequence.uncertainty.paired_difference.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,4 +80,23 @@ def compare_runs(a: Path, b: Path, states: list[str], levels: int, runs_path: Pa
         preds_a = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_a]
         preds_b = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_b]
         out["states"][s] = paired_difference(truth, preds_a, preds_b, levels, groups)
+    return out
+
+
+def compare_grids(record_a: Path, record_b: Path, states: list[str], levels: int, runs_path: Path) -> dict:
+    """Every experiment both grids ran (their records: sequence.experiment.grid_record), B against A
+    with compare_runs: per experiment, state and figure the paired difference and its interval."""
+    records = []
+    for path in (record_a, record_b):
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no record of that grid's runs; fix: run it with `python -m sequence experiments`")
+        records.append(json.loads(Path(path).read_text())["experiments"])
+    shared = sorted(set(records[0]) & set(records[1]), key=int)
+    if not shared:
+        raise ConfigError(f"{record_a} and {record_b} share no experiment number; fix: compare grids with the same rows")
+    out = {"a": str(record_a), "b": str(record_b), "experiments": {}}
+    for k in shared:
+        # Any seed's run names the experiment's row: compare_runs takes its whole seed group.
+        run_a, run_b = (next(iter(r[k].values())) for r in records)
+        out["experiments"][int(k)] = compare_runs(Path(run_a), Path(run_b), states, levels, runs_path)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import shlex
 import sys
@@ -303,6 +304,24 @@ def numbered_grid(path: Path) -> list[tuple[int, TrainConfig]]:
     return out
 
 
+def grid_record(manifest: Manifest, dataset: str | None, grid: Path) -> Path:
+    """Where a grid's runs are listed: <runs_dir>/<dataset>/grid-<grid name>.json (a file, so that
+    listing the run folders never takes it for one)."""
+    name, _ = manifest.dataset(dataset)
+    return manifest.runs_path / name / f"grid-{Path(grid).stem}.json"
+
+
+def record_grid_run(manifest: Manifest, cfg: TrainConfig, grid: Path, experiment: int, run: str) -> None:
+    """Add a finished run to its grid's record (each experiment's runs: one per seed, the newest kept),
+    so that two grids can be compared row by row (sequence.compare.compare_grids)."""
+    path = grid_record(manifest, cfg.dataset, grid)
+    record = json.loads(path.read_text()) if path.is_file() else {"grid": str(grid), "experiments": {}}
+    runs = record["experiments"].setdefault(str(experiment), {})
+    runs[str(cfg.seed)] = run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
 def run_grid(
     manifest: Manifest, path: Path, progress: bool = True, dataset: str | None = None
 ) -> tuple[list[dict], list[dict]]:
@@ -325,6 +344,7 @@ def run_grid(
         try:
             result = train_run(manifest, cfg, progress, memo, command=f"{command_line()}  # experiment {experiment}")
             results.append({**result, "experiment": experiment})
+            record_grid_run(manifest, cfg, path, experiment, result["run"])
         except ConfigError as e:
             log.error("experiment %d: %s", experiment, e)
             failures.append({"experiment": experiment, "error": str(e)})

@@ -262,3 +262,31 @@ def test_an_interval_is_never_zero_width_at_0_or_100_percent():
     subjects = intervals(y, y, 4, groups=["a"] * 10 + ["b"] * 10 + ["c"] * 12)
     assert subjects["accuracy"] == [round(float(beta.ppf(0.025, 3, 1)), 4), 1.0]
     assert subjects["accuracy"][0] < right["accuracy"][0] - 0.5
+
+
+def test_two_grids_compared_row_by_row(features, tmp_path):
+    """Two grids of the same rows, one trained barely (the study's settings stand-in) and one properly:
+    each `experiments` run records its grid's runs, and `compare-grids` sets them side by side row by
+    row with the paired difference and its interval."""
+    manifest = str(features["manifest"])
+    rows = "experiments: [{frames: 20}, {frames: 0}]\n"
+    weak, strong = tmp_path / "weak.yaml", tmp_path / "strong.yaml"
+    weak.write_text("base: {backbone: npy, head: fc, epochs: 1, lr: 1.0e-6, device: cpu}\n" + rows)
+    strong.write_text("base: {backbone: npy, head: fc, epochs: 30, batch: 8, lr: 3.0e-3, device: cpu}\n" + rows)
+    for grid in (weak, strong):
+        run_cli("experiments", str(grid), "--manifest", manifest, "--quiet", module="sequence")
+    runs_dir = features["root"] / "runs" / "feats"
+    record = json.loads((runs_dir / "grid-weak.json").read_text())
+    assert set(record["experiments"]) == {"1", "2"}
+    assert all(Path(r).is_dir() for e in record["experiments"].values() for r in e.values())
+    proc = run_cli("compare-grids", str(weak), str(strong), "--manifest", manifest, "--json", module="sequence")
+    out = last_json(proc.stdout)
+    assert sorted(out["experiments"], key=int) == ["1", "2"]
+    for k in ("1", "2"):
+        boredom = out["experiments"][k]["states"]["Boredom"]["accuracy"]
+        assert boredom["exceeds"] and boredom["ci"][0] > 0, (k, boredom)  # the features carry Boredom
+        assert out["experiments"][k]["a"] == list(record["experiments"][k].values())
+    assert "beyond chance" in proc.stderr
+    # The records are files beside the run folders: `runs` never takes them for an unfinished run.
+    listed = run_cli("runs", "--manifest", manifest, "--json", module="sequence")
+    assert "grid-weak" not in listed.stdout + listed.stderr
