@@ -508,6 +508,10 @@ def experiments(
             "table, reference.csv, reference.json and reference.png in the runs folder."
         ),
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Run the configurations on a local dask cluster of N worker processes.")
+    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Run them on this dask scheduler (tcp://HOST:PORT).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run every configuration of a grid over the cache, then print their comparison table."""
@@ -523,7 +527,13 @@ def experiments(
             from sequence.reference import load_reference
 
             published = load_reference(reference)  # a wrong name fails before hours of training
-        results, failures = run_grid(m, grid, progress=not quiet, dataset=dataset)
+        if workers or scheduler:
+            from sequence.grid_cluster import run_grid_distributed
+
+            results, failures, info = run_grid_distributed(m, grid, workers, scheduler, dataset)
+            err.print(f"dask: {len(results)} runs in {info['seconds']} s ({info['dashboard']})", highlight=False)
+        else:
+            results, failures = run_grid(m, grid, progress=not quiet, dataset=dataset)
     except ConfigError as e:
         fail(str(e))
     rows = comparison_rows([load_run(Path(r["run"])) for r in results], m.states)

@@ -10,6 +10,7 @@ ROOT = Path(__file__).parents[1]
 # What stage two may import from stage one (docs/architecture.md, "Dependency rules").
 SEQUENCE_MAY_IMPORT = {
     "embed.cache",
+    "embed.cluster",
     "embed.console",
     "embed.devices",
     "embed.errors",

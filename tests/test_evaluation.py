@@ -290,3 +290,28 @@ def test_two_grids_compared_row_by_row(features, tmp_path):
     # The records are files beside the run folders: `runs` never takes them for an unfinished run.
     listed = run_cli("runs", "--manifest", manifest, "--json", module="sequence")
     assert "grid-weak" not in listed.stdout + listed.stderr
+
+
+@pytest.mark.slow
+def test_a_grid_on_two_dask_workers_equals_the_serial_grid(features, tmp_path):
+    """The same grid serially and as dask tasks on a local cluster of two workers on loopback: the same
+    runs, the same test figures (seeded training); a configuration that cannot run fails alone."""
+    manifest = str(features["manifest"])
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "base: {backbone: npy, head: fc, epochs: 6, batch: 8, lr: 3.0e-3, device: cpu}\n"
+        "experiments: [{frames: 20}, {frames: 0}, {backbone: nothing}, {frames: 10, seed: 3}]\n"
+    )
+    record = features["root"] / "runs" / "feats" / "grid-grid.json"
+
+    def figures(proc) -> dict:
+        runs = json.loads(record.read_text())["experiments"]
+        assert sorted(runs, key=int) == ["1", "2", "4"]
+        assert "experiment 3 did not run" in proc.stderr and "no embedding store for backbone 'nothing'" in proc.stderr
+        return {k: json.loads((Path(next(iter(r.values()))) / "metrics.json").read_text())["test"] for k, r in runs.items()}
+
+    serial = figures(run_cli("experiments", str(grid), "--manifest", manifest, "--quiet", module="sequence", check=1))
+    proc = run_cli("experiments", str(grid), "--manifest", manifest, "--workers", "2", "--quiet", module="sequence", check=1)
+    assert "dask: 3 runs in" in proc.stderr and "http://127.0.0.1:" in proc.stderr
+    on_dask = figures(proc)  # the record now names the cluster's runs: new folders, the same figures
+    assert on_dask == serial

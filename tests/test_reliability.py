@@ -351,7 +351,7 @@ def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
 def test_a_gpu_worker_restarted_by_its_nanny_comes_back_on_its_own_device():
     """Each local GPU worker's device is set in its nanny's environment, so a worker killed and
     restarted sees the same one. On this CPU machine two GPUs are declared: the variable is what counts."""
-    from embed.distributed import start_local_cluster
+    from embed.cluster import start_local_cluster
 
     cluster, client, _ = start_local_cluster(2, gpus=2)
 

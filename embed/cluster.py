@@ -1,0 +1,66 @@
+"""A dask cluster for either stage: a local one sized for this machine, or one started elsewhere.
+
+`--workers N` starts worker processes on this machine: one worker per GPU when there are GPUs (each
+sees one device, also after its nanny restarts it), else N single-threaded processes with torch
+threads split evenly between them, since oversubscribed cores collapse throughput (MTCNN: 111 -> 38
+frames/s for two 2-thread processes on 2 cores). `--scheduler tcp://HOST:PORT` uses a cluster
+started elsewhere (`dask scheduler` + `dask worker`, or dask-jobqueue on SLURM).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from embed.errors import ConfigError
+
+
+def start_local_cluster(workers: int, gpus: int | None = None):
+    """A cluster of worker processes on loopback sized for this machine (see the module docstring).
+    Returns the cluster, its client and the torch threads each worker should use.
+
+    With GPUs each worker's nanny starts its process with CUDA_VISIBLE_DEVICES set to one device, so
+    a worker the nanny restarts (killed, out of memory) comes back on the same GPU; setting the
+    variable from the client after start-up would be lost then. dask-cuda's LocalCUDACluster does
+    this too, with more (UCX, RMM pools) that one model per GPU does not need; a spec of nannies is
+    what it builds on, and needs no extra package."""
+    from dask.distributed import Client, Nanny, Scheduler, SpecCluster
+
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    n = min(workers, gpus) if gpus else workers
+    threads = max(1, (os.cpu_count() or 1) // n)
+    spec = {
+        i: {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "host": "127.0.0.1",
+                "silence_logs": logging.ERROR,
+                "env": {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {},
+            },
+        }
+        for i in range(n)
+    }
+    cluster = SpecCluster(
+        workers=spec,
+        scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}},
+        silence_logs=logging.ERROR,
+    )
+    return cluster, Client(cluster), threads
+
+
+def connect(workers: int | None, scheduler: str | None):
+    """(cluster or None, client, torch threads per worker or None) for --workers or --scheduler."""
+    from dask.distributed import Client
+
+    try:
+        if scheduler:
+            return None, Client(scheduler, timeout="20s"), None
+        return start_local_cluster(workers or 1)
+    except OSError as e:
+        raise ConfigError(
+            f"--scheduler {scheduler}: cannot reach the dask scheduler ({e}); "
+            f"fix: start one with `dask scheduler` or check the address"
+        ) from None

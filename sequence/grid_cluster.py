@@ -1,0 +1,76 @@
+"""A grid's configurations as dask tasks: each trains on a worker process with its own torch threads
+and writes its run folder as when run alone; this process records each run and collects the table.
+
+A configuration that cannot run (a ConfigError: no cache for its backbone, say) fails alone and is
+reported, never retried; a worker that dies mid-run has its configuration retried elsewhere (dask's
+retries), and since a run folder is only renamed from `.partial` once finished, a killed attempt
+leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from embed.cluster import connect
+from embed.errors import ConfigError
+from embed.manifest import Manifest
+from sequence.config import TrainConfig
+from sequence.experiment import command_line, numbered_grid, record_grid_run, train_run
+
+log = logging.getLogger(__name__)
+
+
+def grid_task(manifest: Manifest, cfg: TrainConfig, experiment: int, command: str, threads: int | None) -> dict:
+    """One configuration, on a worker: train it; a ConfigError comes back as {"error": ...}."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return {**train_run(manifest, cfg, progress=False, command=command), "experiment": experiment}
+    except ConfigError as e:
+        return {"experiment": experiment, "error": str(e)}
+
+
+def run_grid_distributed(
+    manifest: Manifest,
+    path: Path,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    dataset: str | None = None,
+    retries: int = 2,
+) -> tuple[list[dict], list[dict], dict]:
+    """run_grid on a dask cluster: (results in the grid's order, failures, {"seconds", "dashboard"})."""
+    from dask.distributed import as_completed
+
+    configs = [(k, cfg.model_copy(update={"dataset": dataset}) if dataset else cfg) for k, cfg in numbered_grid(path)]
+    cluster, client, threads = connect(workers, scheduler)
+    log.info("dask dashboard: %s", client.dashboard_link)
+    start = time.perf_counter()
+    done: dict[int, dict] = {}
+    try:
+        futures = [
+            client.submit(
+                grid_task, manifest, cfg, k, f"{command_line()}  # experiment {k}", threads, pure=False, retries=retries
+            )
+            for k, cfg in configs
+        ]
+        order = {f.key: i for i, f in enumerate(futures)}
+        for fut in as_completed(futures):
+            i = order[fut.key]
+            result = fut.result()
+            done[i] = result
+            if "error" in result:
+                log.error("experiment %d: %s", result["experiment"], result["error"])
+            else:
+                record_grid_run(manifest, configs[i][1], path, configs[i][0], result["run"])
+    finally:
+        info = {"seconds": round(time.perf_counter() - start, 1), "dashboard": client.dashboard_link}
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    results = [done[i] for i in sorted(done) if "error" not in done[i]]
+    failures = [{"experiment": done[i]["experiment"], "error": done[i]["error"]} for i in sorted(done) if "error" in done[i]]
+    return results, failures, info
