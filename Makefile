@@ -22,6 +22,7 @@ BATCH ?=
 PARAMS ?=
 LOSS ?=
 GRID ?= configs/sample.yaml
+REFERENCE ?=
 VIDEO ?=
 RUN ?=
 TRIPLETS ?=
@@ -85,7 +86,8 @@ train-seq: $(STAMP)
 	$(PY) -m sequence train $(SEQ_OPTS)
 
 experiments: $(STAMP)
-	$(PY) -m sequence experiments $(GRID) --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET))
+	$(PY) -m sequence experiments $(GRID) --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) \
+		$(call opt,--reference,$(REFERENCE)) $(call opt,--workers,$(WORKERS)) $(call opt,--scheduler,$(SCHEDULER))
 
 runs: $(STAMP)
 	$(PY) -m sequence runs --manifest $(MANIFEST)
