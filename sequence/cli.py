@@ -415,6 +415,16 @@ def runs(
     )
 
 
+def _difference_cells(f: dict) -> list[str]:
+    """A, B, B - A with its interval, and the verdict, as both compare tables print them."""
+    return [
+        f"{f['a']:.3f}",
+        f"{f['b']:.3f}",
+        f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
+        "beyond chance" if f["exceeds"] else "within chance",
+    ]
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="Run A: a run folder or a run name from `sequence runs`.")],
@@ -441,14 +451,7 @@ def compare(
         t.add_column(col, justify="left" if col in ("state", "figure", "verdict") else "right")
     for state, figs in out["states"].items():
         for k, (name, f) in enumerate(figs.items()):
-            t.add_row(
-                state if k == 0 else "",
-                name,
-                f"{f['a']:.3f}",
-                f"{f['b']:.3f}",
-                f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
-                "beyond chance" if f["exceeds"] else "within chance",
-            )
+            t.add_row(state if k == 0 else "", name, *_difference_cells(f))
     Console(stderr=True, width=max(err.width, 120)).print(t)
     if as_json:
         print(json.dumps(out))
@@ -480,16 +483,7 @@ def compare_grids(
     for k, cmp in out["experiments"].items():
         for state, figs in cmp["states"].items():
             for name in ("accuracy", "macro_f1"):
-                f = figs[name]
-                t.add_row(
-                    str(k),
-                    state,
-                    name,
-                    f"{f['a']:.3f}",
-                    f"{f['b']:.3f}",
-                    f"{f['difference']:+.3f} [{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]",
-                    "beyond chance" if f["exceeds"] else "within chance",
-                )
+                t.add_row(str(k), state, name, *_difference_cells(figs[name]))
     Console(stderr=True, width=max(err.width, 130)).print(t)
     if as_json:
         print(json.dumps(out))
