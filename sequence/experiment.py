@@ -275,11 +275,11 @@ def expand_grid(path: Path) -> list[TrainConfig]:
     return [cfg for _, cfg in numbered_grid(path)]
 
 
-def numbered_grid(path: Path) -> list[tuple[int, TrainConfig]]:
-    """(experiment number from 1, its configuration) for every run of a grid file: `base` (settings
-    for all), `experiments` (a list of settings, each one run),
-    `grid` (lists of values whose every combination is applied to each experiment) and `seeds` (each
-    of those run once per seed). All are checked before anything runs."""
+def numbered_grid(path: Path, dataset: str | None = None) -> list[tuple[int, TrainConfig]]:
+    """(experiment number from 1, its configuration) for every run of a grid file, on `dataset` when
+    given instead of the grid's own. A grid file: `base` (settings for all), `experiments` (a list of
+    settings, each one run), `grid` (lists of values whose every combination is applied to each
+    experiment) and `seeds` (each of those run once per seed). All are checked before anything runs."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -300,6 +300,8 @@ def numbered_grid(path: Path) -> list[tuple[int, TrainConfig]]:
             merged = {**base, **exp, **combo}
             if "head_params" in base and "head_params" in exp:
                 merged["head_params"] = {**base["head_params"], **exp["head_params"]}
+            if dataset:
+                merged["dataset"] = dataset
             out.append((i, parse_config(merged, f"{path}: experiment {i}")))
     return out
 
@@ -328,7 +330,7 @@ def run_grid(
     """Run every configuration of a grid over the cache (each split loaded once per frame policy), on
     `dataset` when given instead of the grid's own. A configuration that cannot run (no cache for its
     backbone, say) is reported and skipped."""
-    configs = [(k, cfg.model_copy(update={"dataset": dataset}) if dataset else cfg) for k, cfg in numbered_grid(path)]
+    configs = numbered_grid(path, dataset)
     memo: DataMemo = {}
     results, failures = [], []
     for i, (experiment, cfg) in enumerate(configs, start=1):

@@ -45,7 +45,7 @@ def run_grid_distributed(
     """run_grid on a dask cluster: (results in the grid's order, failures, {"seconds", "dashboard"})."""
     from dask.distributed import as_completed
 
-    configs = [(k, cfg.model_copy(update={"dataset": dataset}) if dataset else cfg) for k, cfg in numbered_grid(path)]
+    configs = numbered_grid(path, dataset)
     cluster, client, threads = connect(workers, scheduler)
     log.info("dask dashboard: %s", client.dashboard_link)
     start = time.perf_counter()

@@ -131,6 +131,7 @@ def predict_live(
     """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
     default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning)."""
     cfg = run.config
+    min_face_fraction = MIN_FACE_FRACTION if min_face_fraction is None else min_face_fraction
     window = window or cfg["clip_seconds"]
     if window <= 0 or hop <= 0 or smooth < 0:
         raise ConfigError(
@@ -158,7 +159,7 @@ def predict_live(
                 "frames": int(len(arrays[1])),
                 "face_fraction": round(face_fraction(arrays[1]), 3),
             }
-            if enough_faces(arrays[1], min_face_fraction or MIN_FACE_FRACTION):
+            if enough_faces(arrays[1], min_face_fraction):
                 probs = {s: p[0] for s, p in scorer.score([arrays]).items()}
                 line["states"] = {s: state_summary(p) for s, p in probs.items()}
                 kept.append((start, end))

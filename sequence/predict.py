@@ -24,13 +24,14 @@ def predict_video(
     input_format: str | None = None,
     input_options: dict[str, str] | None = None,
 ) -> dict:
+    min_face_fraction = MIN_FACE_FRACTION if min_face_fraction is None else min_face_fraction
     window = window or run.config["clip_seconds"]
     if window <= 0 or hop <= 0:
         raise ConfigError(f"--window {window} / --hop {hop}: both must be positive seconds; fix: e.g. --window 10 --hop 1")
     chunks = run.stream(video, weights, device, input_format, input_options)
     clip = ClipData.concat([c.data for c in chunks])
     spans = windows(clip.timestamps, window, hop)
-    kept, probs = score_windows(clip, spans, run.scorer(device), min_face_fraction or MIN_FACE_FRACTION)
+    kept, probs = score_windows(clip, spans, run.scorer(device), min_face_fraction)
     name = run.source_name(video, input_format) or "stream"
     result = {
         "video": str(video),
