@@ -144,7 +144,7 @@ class CacheStore:
         try:
             root = zarr.open_group(str(path), mode="a")
             if "format" not in root.attrs:
-                root.attrs.update(
+                root.update_attributes(
                     {
                         "format": CACHE_FORMAT,
                         "dataset": dataset,
@@ -389,7 +389,7 @@ class ClipWriter:
             w = self.store.clip_writer(self.clip_id, self.source, self.extra, resume=False)
             self.group, self.frames_written, self.track_state, self.held = w.group, 0, None, []
             return
-        self.group.attrs.update({"frames_written": frames, "track_state": track_state})
+        self.group.update_attributes({"frames_written": frames, "track_state": track_state})
         for name in self._names():
             arr = self.group[name]
             arr.resize((frames, *arr.shape[1:]))
@@ -427,14 +427,14 @@ class ClipWriter:
                 self.group[name].append(arr, axis=0)
         self.frames_written += len(arrays["timestamps"])
         self.held = []
-        self.group.attrs.update({"frames_written": self.frames_written, "track_state": track_state})
+        self.group.update_attributes({"frames_written": self.frames_written, "track_state": track_state})
 
     def _create(self, arrays: dict[str, np.ndarray], time_chunk: int) -> None:
         for name, arr in arrays.items():
             chunks = (max(1, min(len(arr), time_chunk)), *arr.shape[1:])
-            a = self.group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressors=_compressor(arr))
-            if arr.size:
-                a[...] = arr
+            # With its data: one call writes the metadata and the chunks.
+            shape = {"data": arr} if arr.size else {"shape": arr.shape, "dtype": arr.dtype}
+            self.group.create_array(name, **shape, chunks=chunks, compressors=_compressor(arr))
 
     def finish(self, extra: dict | None = None) -> None:
         """Write what is held and mark the clip complete (the last write)."""
@@ -446,7 +446,7 @@ class ClipWriter:
             self._flush(None)
         stamps, probs = self.group["timestamps"][...], self.group["face_prob"][...]
         self.held = []
-        self.group.attrs.update(
+        self.group.update_attributes(
             {
                 **self.extra,
                 **(extra or {}),

@@ -17,9 +17,15 @@ def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
 
 
 def crop_faces(
-    frames: np.ndarray, boxes: np.ndarray, size: int, margin: float, device: str | torch.device = "cpu"
+    frames: np.ndarray,
+    boxes: np.ndarray,
+    size: int,
+    margin: float,
+    device: str | torch.device = "cpu",
+    rows: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8.
+    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8, or
+    from frames[rows] (N row numbers) without copying those whole frames first.
 
     roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
     the part of a box outside the frame reads as black. It runs in one call on the frames' common
@@ -30,7 +36,7 @@ def crop_faces(
     what it would on the whole frame (crops equal within float32 rounding of the shifted boxes:
     test_faces_units), and at the frame's edges the window's edges are the frame's.
     """
-    n = len(frames)
+    n = len(frames) if rows is None else len(rows)
     if n == 0:
         return torch.zeros(0, 3, size, size, device=device)
     sq = square_boxes(boxes, margin)
@@ -39,7 +45,8 @@ def crop_faces(
     y0 = int(np.clip(np.floor(sq[:, 1].min()) - 2, 0, h - 1))
     x1 = int(np.clip(np.ceil(sq[:, 2].max()) + 3, x0 + 1, w))
     y1 = int(np.clip(np.ceil(sq[:, 3].max()) + 3, y0 + 1, h))
-    window = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y1, x0:x1])).to(device, non_blocking=True)
+    window = frames[:, y0:y1, x0:x1] if rows is None else frames[rows, y0:y1, x0:x1]
+    window = torch.from_numpy(np.ascontiguousarray(window)).to(device, non_blocking=True)
     window = window.permute(0, 3, 1, 2).float()
     rois = np.concatenate([np.arange(n, dtype=np.float32)[:, None], sq - np.array([x0, y0, x0, y0], np.float32)], 1)
     return _roi_align(window, torch.from_numpy(rois.astype(np.float32)).to(device), size)

@@ -87,7 +87,9 @@ class Embedder:
         size = backbone.spec.input_size
         for i in range(0, len(has_face), CROP_CHUNK):
             idx = has_face[i : i + CROP_CHUNK]
-            crops = crop_faces(chunk.frames[idx], chunk.track.boxes[idx], size, self.detector.config.margin, backbone.device)
+            crops = crop_faces(
+                chunk.frames, chunk.track.boxes[idx], size, self.detector.config.margin, backbone.device, rows=idx
+            )
             if probs is None:
                 emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
             else:

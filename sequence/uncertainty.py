@@ -3,58 +3,19 @@ known, and paired comparisons of two runs (or two groups of seed runs) on the sa
 
 Each resample is a confusion matrix: a draw is a vector of clip weights (how often each clip, or each
 subject's clips, was drawn), and the (draws, levels, levels) confusion matrices are one matrix
-product. The five figures are then computed from them in numpy, all draws at once. scikit-learn has
-no batched form, and calling it per draw (1,000 draws x 5 figures x 4 states) would take minutes on
-DAiSEE's 1,784 test clips where this takes well under a second; the functions below are tested
-against scikit-learn's on the unresampled data.
+product. The five figures are then computed from them in numpy, all draws at once (sequence.metrics):
+calling scikit-learn per draw (1,000 draws x 5 figures x 4 states) would take minutes on DAiSEE's
+1,784 test clips where this takes well under a second.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sequence.metrics import INTERVAL_METRICS
+from sequence.metrics import INTERVAL_METRICS, confusions, figures
 
 DRAWS = 1000
 SEED = 0
-
-
-def confusions(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, levels: int) -> np.ndarray:
-    """(B, levels, levels) confusion matrices (rows true, columns predicted) of B weightings of the clips."""
-    onehot = np.zeros((len(y_true), levels * levels), dtype=np.float64)
-    onehot[np.arange(len(y_true)), np.asarray(y_true) * levels + np.asarray(y_pred)] = 1.0
-    return (np.asarray(weights, dtype=np.float64) @ onehot).reshape(-1, levels, levels)
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
-
-
-def figures(c: np.ndarray) -> dict[str, np.ndarray]:
-    """The INTERVAL_METRICS of each (B, L, L) confusion matrix, as scikit-learn defines them
-    (macro-F1 over all levels with 0 for a level never true nor predicted; balanced accuracy over
-    the levels present; QWK and MCC 0 where undefined)."""
-    levels = c.shape[-1]
-    total = c.sum((1, 2))
-    tp = np.diagonal(c, axis1=1, axis2=2)
-    true, pred = c.sum(2), c.sum(1)
-    f1 = _ratio(2 * tp, true + pred)
-    present = true > 0
-    recall = _ratio(tp, true)
-    weights = (np.arange(levels)[:, None] - np.arange(levels)[None, :]) ** 2 / max(levels - 1, 1) ** 2
-    expected = true[:, :, None] * pred[:, None, :] / np.where(total > 0, total, 1)[:, None, None]
-    observed_cost, chance_cost = (weights * c).sum((1, 2)), (weights * expected).sum((1, 2))
-    correct = tp.sum(1)
-    cov_tp = correct * total - (true * pred).sum(1)
-    cov_pp = total**2 - (pred * pred).sum(1)
-    cov_tt = total**2 - (true * true).sum(1)
-    return {
-        "accuracy": _ratio(correct, total),
-        "macro_f1": f1.mean(1),
-        "balanced_accuracy": _ratio((recall * present).sum(1), present.sum(1).astype(np.float64)),
-        "qwk": np.where(chance_cost > 0, 1 - _ratio(observed_cost, chance_cost), 0.0),
-        "mcc": _ratio(cov_tp, np.sqrt(cov_tt * cov_pp)),
-    }
 
 
 def unit(groups: list | None, n: int) -> str:

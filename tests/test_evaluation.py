@@ -35,7 +35,7 @@ def test_new_metrics_against_hand_computed_values():
     # Always answering one level: balanced accuracy 1/levels present, QWK 0, MCC 0.
     const = state_metrics(y_true, np.full(6, 1), 4, 1)
     assert (const["balanced_accuracy"], const["qwk"], const["mcc"]) == (pytest.approx(0.25), 0.0, 0.0)
-    # The batched confusion-matrix versions the bootstrap uses give scikit-learn's figures exactly.
+    # The batched confusion-matrix versions the bootstrap uses give the same figures.
     rng = np.random.default_rng(0)
     for _ in range(50):
         n = int(rng.integers(1, 30))
@@ -43,6 +43,55 @@ def test_new_metrics_against_hand_computed_values():
         f, ref = figures(confusions(t, p, np.ones((1, n)), 4)), state_metrics(t, p, 4, 0)
         for k, v in f.items():
             assert v[0] == pytest.approx(ref[k], abs=1e-12), k
+
+
+def _sklearn_metrics(t: np.ndarray, p: np.ndarray, levels: int, majority: int) -> dict:
+    """Every figure of state_metrics by scikit-learn's own functions: the definitions they follow."""
+    import warnings
+
+    from sklearn import metrics as sk
+
+    labels = list(range(levels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        always, lo_t, lo_p = np.full_like(t, majority), (t >= levels // 2).astype(int), (p >= levels // 2).astype(int)
+        return {
+            "n": len(t),
+            "accuracy": sk.accuracy_score(t, p),
+            "balanced_accuracy": sk.balanced_accuracy_score(t, p),
+            "qwk": sk.cohen_kappa_score(t, p, labels=labels, weights="quadratic", replace_undefined_by=0.0),
+            "mcc": sk.matthews_corrcoef(t, p),
+            "macro_f1": sk.f1_score(t, p, labels=labels, average="macro", zero_division=0),
+            "weighted_f1": sk.f1_score(t, p, labels=labels, average="weighted", zero_division=0),
+            "per_level_f1": list(sk.f1_score(t, p, labels=labels, average=None, zero_division=0)),
+            "confusion": sk.confusion_matrix(t, p, labels=labels).tolist(),
+            "majority_level": majority,
+            "majority_accuracy": sk.accuracy_score(t, always),
+            "majority_macro_f1": sk.f1_score(t, always, labels=labels, average="macro", zero_division=0),
+            "binary_accuracy": sk.accuracy_score(lo_t, lo_p),
+            "binary_macro_f1": sk.f1_score(lo_t, lo_p, labels=[0, 1], average="macro", zero_division=0),
+        }
+
+
+def test_every_figure_is_scikit_learns_on_random_and_degenerate_answers():
+    """state_metrics computes from one confusion matrix what scikit-learn's functions compute: on random
+    answers, on splits missing levels, on one answer for every clip, on perfect answers, for 2-5 levels."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for _ in range(300):
+        levels, n = int(rng.integers(2, 6)), int(rng.integers(1, 40))
+        t = rng.integers(0, int(rng.integers(1, levels + 1)), n)  # often some levels never true
+        kind = rng.integers(0, 4)
+        p = {0: rng.integers(0, levels, n), 1: np.full(n, rng.integers(0, levels)), 2: t.copy()}.get(
+            int(kind), rng.integers(0, 2, n)
+        )
+        cases.append((t, p, levels, int(rng.integers(0, levels))))
+    for t, p, levels, majority in cases:
+        ours, ref = state_metrics(t, p, levels, majority), _sklearn_metrics(t, p, levels, majority)
+        assert set(ours) == set(ref)
+        assert ours.pop("confusion") == ref.pop("confusion")
+        for k, v in ref.items():
+            assert ours[k] == pytest.approx(v, abs=1e-12), (k, t, p, levels)
 
 
 def _predictions(subjects: int, per_subject: int, rng: np.random.Generator, by_subject: bool):

@@ -70,6 +70,9 @@ def test_crops_from_the_common_window_equal_roi_align_on_whole_frames():
             # float32, and on noise frames neighbouring pixels differ by up to 255 (measured: 0.005).
             # A window one pixel off would be tens away.
             torch.testing.assert_close(got, want, atol=1e-2, rtol=0)
+            # Crops of some of the frames, named by row, equal those frames' crops above.
+            rows = np.array([1, 7, 8, 30])
+            torch.testing.assert_close(crop_faces(frames, boxes[rows], 160, 0.2, rows=rows), want[rows], atol=1e-2, rtol=0)
     finally:
         torch.set_num_threads(threads)
 

@@ -127,8 +127,17 @@ def test_metrics_against_hand_computed_values():
 
 
 def test_class_weights_are_balanced():
+    from sklearn.utils.class_weight import compute_class_weight
+
     w = class_weights(np.array([0, 0, 0, 1]), 4)
     np.testing.assert_allclose(w, [4 / 6, 2.0, 1.0, 1.0], rtol=1e-6)
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # scikit-learn's 'balanced' weights on the levels present
+        y = rng.integers(0, int(rng.integers(1, 5)), int(rng.integers(1, 50)))
+        present = np.unique(y)
+        np.testing.assert_allclose(
+            class_weights(y, 4)[present], compute_class_weight("balanced", classes=present, y=y), rtol=1e-6
+        )
 
 
 def test_focal_loss_reduces_to_cross_entropy_at_gamma_0_and_discounts_easy_samples():
