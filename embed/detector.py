@@ -4,6 +4,7 @@ region around a known face (embed.face_search)."""
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,14 +14,22 @@ from embed.devices import thread_pool
 from embed.extraction import DetectorConfig
 from embed.face_search import Window, search
 
+if TYPE_CHECKING:
+    from embed.model_stage import ModelStage
+
 
 class FaceDetector:
     """MTCNN (facenet-pytorch's networks, run by embed.face_search) on batches of frames downscaled
-    to `detect_width`: every face in each frame, with its probability."""
+    to `detect_width`: every face in each frame, with its probability. With a model stage (several
+    sources at once, embed.engine), the frames of every source waiting for MTCNN go through it in one
+    call; downscaling stays in the caller's thread."""
 
-    def __init__(self, config: DetectorConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self, config: DetectorConfig | None = None, device: str | torch.device = "cpu", stage: ModelStage | None = None
+    ):
         self.config = config or DetectorConfig()
         self.device = torch.device(device)
+        self.stage = stage
 
     @cached_property
     def mtcnn(self):
@@ -74,4 +83,15 @@ class FaceDetector:
         """MTCNN on frames already downscaled, boxes in their pixels. A frame smaller than the
         smallest face MTCNN looks for has an empty pyramid, hence no face (where facenet-pytorch's own
         detect fails inside torch.cat)."""
-        return search(self.mtcnn, small, windows)
+        if self.stage is None:
+            return search(self.mtcnn, small, windows)
+        return self.stage.run(("detect", small.shape[1:]), self._find_in_batch, (small, windows))
+
+    def _find_in_batch(self, items: list[tuple[np.ndarray, list]]) -> list[tuple[list, list]]:
+        """find_faces of several callers' frames (all of one size) in one MTCNN pass, split back."""
+        boxes, probs = search(self.mtcnn, np.concatenate([s for s, _ in items]), [w for _, ws in items for w in ws])
+        out, i = [], 0
+        for small, _ in items:
+            out.append((boxes[i : i + len(small)], probs[i : i + len(small)]))
+            i += len(small)
+        return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from embed.backbones import LoadedBackbone, get_backbone
 from embed.crops import crop_faces
@@ -17,6 +19,9 @@ from embed.extraction import DetectorConfig, extraction_config, faces_config
 from embed.tracking import TrackedChunk
 from embed.video import VideoStream
 
+if TYPE_CHECKING:
+    from embed.model_stage import ModelStage
+
 CROP_CHUNK = 32  # face crops cut in one roi_align call (see crop_faces)
 # Frames decoded, tracked, embedded and written at a time. 64 frames of 640x480 are 59 MB; the
 # decoder runs up to DECODE_AHEAD chunks ahead (embed.decode_ahead).
@@ -24,7 +29,10 @@ CHUNK_FRAMES = 64
 
 
 class Embedder:
-    """Decoded frames -> one face track -> per-frame embeddings from each of its backbones."""
+    """Decoded frames -> one face track -> per-frame embeddings from each of its backbones.
+
+    Its methods hold no per-video state, so one Embedder serves several videos at once from their own
+    threads; with a model stage (embed.engine) their MTCNN and backbone calls are batched together."""
 
     def __init__(
         self,
@@ -34,10 +42,12 @@ class Embedder:
         batch_size: int = 64,
         chunk_frames: int = CHUNK_FRAMES,
         allow_truncated: bool = False,
+        stage: ModelStage | None = None,
     ):
         self.backbones = [backbones] if isinstance(backbones, LoadedBackbone) else list(backbones)
         self.device = self.backbones[0].device  # one device for the detector and every backbone
-        self.detector = FaceDetector(detector or DetectorConfig(), self.device)
+        self.stage = stage
+        self.detector = FaceDetector(detector or DetectorConfig(), self.device, stage)
         self.max_fps, self.batch_size = max_fps, batch_size
         self.chunk_frames, self.allow_truncated = chunk_frames, allow_truncated
 
@@ -90,14 +100,34 @@ class Embedder:
             crops = crop_faces(
                 chunk.frames, chunk.track.boxes[idx], size, self.detector.config.margin, backbone.device, rows=idx
             )
-            if probs is None:
-                emb[idx] = backbone.embed(crops, self.batch_size).numpy().astype(np.float16)
-            else:
-                e, p = backbone.embed_with_expressions(crops, self.batch_size)
-                emb[idx], probs[idx] = e.numpy().astype(np.float16), p.numpy()
+            e, p = self._run_backbone(backbone, crops, probs is not None)
+            emb[idx] = e.numpy().astype(np.float16)
+            if probs is not None:
+                probs[idx] = p.numpy()
         if not np.isfinite(emb).all():
             raise ClipError(f"{source}: the backbone produced non-finite values (float16 overflow?)")
         return emb, probs
+
+    def _run_backbone(
+        self, backbone: LoadedBackbone, crops: torch.Tensor, expressions: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.stage is None:
+            return _backbone_pass(backbone, crops, expressions, self.batch_size)
+
+        def batch(items: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+            e, p = _backbone_pass(backbone, torch.cat(items), expressions, self.batch_size)
+            bounds = np.cumsum([0, *(len(c) for c in items)])
+            return [(e[a:b], None if p is None else p[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+        return self.stage.run(("embed", id(backbone), expressions), batch, crops)
+
+
+def _backbone_pass(
+    backbone: LoadedBackbone, crops: torch.Tensor, expressions: bool, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if expressions:
+        return backbone.embed_with_expressions(crops, batch_size)
+    return backbone.embed(crops, batch_size), None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from embed.errors import ConfigError
 from embed.extraction import DetectorConfig
 from embed.tracking import StreamTracker, tracked_chunks
 from embed.video import FrameChunk, VideoStream
+
+if TYPE_CHECKING:
+    from embed.model_stage import ModelStage
 
 # A live source is processed a few frames at a time: a window's line waits for its last frame's chunk.
 LIVE_CHUNK_FRAMES = 5
@@ -53,7 +57,8 @@ def stream_video(
 ) -> Iterator[EmbeddedChunk]:
     """Embed one video as it decodes, nothing cached: each chunk of frames whose face boxes are final,
     in order. Memory is set by the chunk size, not the video's length. The one stage-one entry stage
-    two uses (predict, live). The source is a file, a URL, a capture device (input_format) or '-'.
+    two uses (predict, live; several sources at once: embed.engine). The source is a file, a URL, a
+    capture device (input_format) or '-'.
 
     With `config` (a store's extraction config) the backbone, detector and frame policy are taken
     from it, and the result is guaranteed to match that store: different weights (or code that
@@ -66,6 +71,25 @@ def stream_video(
     called once the models are set up, just before the source is opened. With `expressions`, each
     chunk also carries the first backbone's expression probabilities (a backbone that has a classifier).
     """
+    embedder = open_embedder(source, backbone, weights, device, detector, max_fps, config, chunk_frames, live, expressions)
+    return embed_stream(embedder, source, live, rate_cap, input_format, input_options, ready, expressions)
+
+
+def open_embedder(
+    source: str | Path,
+    backbone: str = "inception",
+    weights: str | None | list[str | None] = None,
+    device: str | None = "cpu",
+    detector: DetectorConfig | None = None,
+    max_fps: float | None = None,
+    config: dict | list[dict] | None = None,
+    chunk_frames: int | None = None,
+    live: bool = False,
+    expressions: bool = False,
+    stage: ModelStage | None = None,
+) -> Embedder:
+    """The networks stream_video embeds with (its arguments), checked against `config`; `source`
+    only names what the errors are about. With a model stage, for several sources at once."""
     configs = config if isinstance(config, list) else [config] if config is not None else []
     if configs:
         first = configs[0]
@@ -83,7 +107,7 @@ def stream_video(
         require_expressions(loaded[0].spec)
     chunk_frames = chunk_frames or (LIVE_CHUNK_FRAMES if live else CHUNK_FRAMES)
     # A file cut short still yields what it has: predicting on it is better than refusing.
-    embedder = Embedder(loaded, detector, max_fps, chunk_frames=chunk_frames, allow_truncated=True)
+    embedder = Embedder(loaded, detector, max_fps, chunk_frames=chunk_frames, allow_truncated=True, stage=stage)
     for b, c in zip(loaded, configs, strict=False):
         if embedder.config_of(b) != c:
             diff = sorted(k for k in c if embedder.config_of(b).get(k) != c.get(k))
@@ -94,9 +118,24 @@ def stream_video(
             )
     if live:
         embedder.warm_up()  # the first MTCNN and CNN calls are slow: not while frames arrive
-    cap = min((f for f in (max_fps, rate_cap) if f), default=None)
-    stream = VideoStream(source, chunk_frames, cap, True, input_format, input_options)
-    tracker = StreamTracker(embedder.detector, batch_frames=chunk_frames)
+    return embedder
+
+
+def embed_stream(
+    embedder: Embedder,
+    source: str | Path | BinaryIO,
+    live: bool = False,
+    rate_cap: float | None = None,
+    input_format: str | None = None,
+    input_options: dict[str, str] | None = None,
+    ready: Callable[[], None] | None = None,
+    expressions: bool = False,
+) -> Iterator[EmbeddedChunk]:
+    """One source through an Embedder, chunk by chunk (stream_video's loop); several of these run at
+    once on one Embedder, each in its own thread (embed.engine)."""
+    cap = min((f for f in (embedder.max_fps, rate_cap) if f), default=None)
+    stream = VideoStream(source, embedder.chunk_frames, cap, True, input_format, input_options)
+    tracker = StreamTracker(embedder.detector, batch_frames=embedder.chunk_frames)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
     # On a live source at most LIVE_WAITING chunks wait for the pipeline; older ones are dropped, so a
     # line's latency is bounded by a few chunks' processing time (the waiting chunk, the one in hand,
@@ -108,7 +147,10 @@ def stream_video(
         for tracked in tracked_chunks(_noting_arrivals(chunks, arrivals), tracker, finish_on_error=live):
             arrived = np.asarray(arrivals[: len(tracked)])
             del arrivals[: len(tracked)]
-            parts = [embedder.embed_faces(tracked, b, source, expressions and i == 0) for i, b in enumerate(loaded)]
+            parts = [
+                embedder.embed_faces(tracked, b, stream.source, expressions and i == 0)
+                for i, b in enumerate(embedder.backbones)
+            ]
             emb = parts[0][0] if len(parts) == 1 else np.concatenate([e for e, _ in parts], axis=1)
             yield EmbeddedChunk(
                 ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived, stream, parts[0][1]

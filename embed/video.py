@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -76,7 +77,8 @@ class VideoStream:
     """Frames of one video in chunks, decoded as they are asked for.
 
     The source is a file, any URL PyAV opens (rtsp://, http(s)://, udp://...), a capture device
-    (with input_format, e.g. v4l2 for /dev/video0) or '-' for a container stream on standard input.
+    (with input_format, e.g. v4l2 for /dev/video0), '-' for a container stream on standard input, or
+    a readable object with a container stream (a pushed one: embed.push_pipe).
     Timestamps come from each frame's pts, so variable frame rate is kept as it is; frames without a
     pts get one extrapolated from the previous frame and the nominal rate. Frames come upright, as a
     player shows them: a display rotation in the container (phones store portrait video as sideways
@@ -88,15 +90,17 @@ class VideoStream:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | BinaryIO,
         chunk_frames: int = 64,
         max_fps: float | None = None,
         allow_truncated: bool = False,
         input_format: str | None = None,
         options: dict[str, str] | None = None,
     ):
-        self.source = str(path)
-        self.is_file = is_file_source(path, input_format)
+        # A readable object (a pushed stream, embed.push_pipe) is opened as it is, named by its name.
+        self.reader = path if hasattr(path, "read") else None
+        self.source = str(getattr(path, "name", "<stream>")) if self.reader is not None else str(path)
+        self.is_file = self.reader is None and is_file_source(path, input_format)
         self.path = Path(path) if self.is_file else self.source
         self.chunk_frames = max(1, int(chunk_frames))
         self.max_fps = max_fps
@@ -120,7 +124,7 @@ class VideoStream:
             self._check_file()
         # '-' is FFmpeg's own pipe protocol: it hands over what has arrived, where a Python file
         # object's read(32768) would wait for 32 KB (seconds of a low-bitrate stream).
-        target = "pipe:0" if self.source == "-" else self.source
+        target = self.reader if self.reader is not None else "pipe:0" if self.source == "-" else self.source
         # A live source is probed as little as possible (as `ffplay -probesize 32 -analyzeduration 0`):
         # FFmpeg's defaults read 5 s of stream before the first frame. --input-option overrides.
         options = self.options if self.is_file else {**LIVE_PROBE, **self.options}

@@ -356,6 +356,52 @@ def _predict_live(
         print(json.dumps({"summary": summary}))
 
 
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Option("--run", "-r", help="A finished run folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on; any but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free one, printed).")] = 8765,
+    token: Annotated[str | None, typer.Option(help="Token every request must carry (16+ characters).")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="A file holding the token (kept out of `ps`).")] = None,
+    max_sources: Annotated[int, typer.Option(help="Sources watched at once; more are refused.")] = 32,
+    sample_fps: Annotated[
+        float | None,
+        typer.Option(help="Frames per second kept from every source [the run's frame rate]; 5 is plenty for a class."),
+    ] = None,
+    window: Annotated[float | None, typer.Option(help="Window in seconds [the run's training clip length].")] = None,
+    hop: Annotated[float, typer.Option(help="Seconds between window starts.")] = 1.0,
+    smooth: Annotated[float, typer.Option(help="Seconds of exponential smoothing in a 'smoothed' key [0: off].")] = 0.0,
+    min_face_fraction: Annotated[
+        float | None, typer.Option(help="Windows with fewer face frames than this share are not scored [0.5].")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(help="Backbone weights, if the run's cannot be found.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Watch many sources at once (students' cameras, streams, pushed uploads) with one model, and show
+    their states live on a web page at / (a student's own page at /student). Ctrl-C stops it."""
+    setup_logging(quiet=True)
+    try:
+        from sequence.serve.server import read_token
+        from sequence.serve.server import serve as run_server
+
+        run_server(
+            run,
+            host,
+            port,
+            read_token(token, token_file),
+            max_sources,
+            sample_fps,
+            device or "auto",
+            weights,
+            window,
+            hop,
+            smooth,
+            min_face_fraction,
+        )
+    except (ConfigError, ClipError) as e:
+        fail(str(e))
+
+
 def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str, states: list[str]) -> None:
     from sequence.runs import cell, to_csv, to_markdown
 

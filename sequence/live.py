@@ -1,10 +1,11 @@
 """Live prediction: the four states of a camera, a network stream or a pipe, while it goes on.
 
-Frames stream through stage one (Run.stream, live: small chunks, frames skipped
-rather than queued when the pipeline is behind); each window of the run's clip length, every `hop`
-seconds, is scored as soon as its last frame is embedded, and one JSON line per window goes to
-stdout. Only the frames of windows still open are held, so memory stays flat for hours. At the end
-of the stream or on Ctrl-C the timeline files are written as for a file.
+Frames stream through stage one's engine (Run.engine, here with one source; `sequence serve` runs it
+with many: small chunks, frames skipped rather than queued when the pipeline is behind); each window
+of the run's clip length, every `hop` seconds, is scored as soon as its last frame is embedded, and
+one JSON line per window goes to stdout. Only the frames of windows still open are held, so memory
+stays flat for hours. At the end of the stream or on Ctrl-C the timeline files are written as for a
+file.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,14 +28,19 @@ from embed.errors import ClipError, ConfigError
 from sequence.run import Run
 from sequence.windows import MIN_FACE_FRACTION, enough_faces, face_fraction, state_summary, window_rows, write_timeline
 
+if TYPE_CHECKING:
+    from sequence.run import EmbeddedChunk
+
 log = logging.getLogger(__name__)
+LATENCIES = 100_000
 
 
 @dataclass
 class LiveReport:
     windows: int = 0
     scored: int = 0
-    latencies: list[float] = field(default_factory=list)  # 8 bytes a window: flat enough for days
+    # The last LATENCIES windows' latencies: a day of one-second windows fits, and memory stays flat after.
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES))
     frames: int = 0
     dropped: int = 0
     ended: str = "end of stream"  # or "interrupted", or the error that broke the stream off
@@ -113,6 +122,100 @@ def _ema(prev: dict | None, probs: dict[str, np.ndarray], alpha: float) -> dict[
     return {s: alpha * p + (1 - alpha) * prev[s] for s, p in probs.items()}
 
 
+def check_window_options(window: float, hop: float, smooth: float) -> None:
+    if window <= 0 or hop <= 0 or smooth < 0:
+        raise ConfigError(
+            f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
+            f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5"
+        )
+
+
+Score = Callable[[list[tuple[np.ndarray, np.ndarray, np.ndarray]]], dict[str, np.ndarray]]
+
+
+class LiveWindows:
+    """One live source's windows as they complete: each scored when it has enough face frames, turned
+    into its JSON line (dict), smoothed for display, and kept for the timeline. Safe to feed from the
+    source's thread while another closes it (Ctrl-C, a removed source): after close() it takes nothing."""
+
+    def __init__(
+        self,
+        states: list[str],
+        score: Score,
+        window: float,
+        hop: float = 1.0,
+        smooth: float = 0.0,
+        min_face_fraction: float | None = None,
+        keep_timeline: bool = True,
+    ):
+        check_window_options(window, hop, smooth)
+        self.keep_timeline = keep_timeline  # off: nothing grows with the session (a server's sources)
+        self.states, self.score, self.smooth = states, score, smooth
+        self.min_face_fraction = MIN_FACE_FRACTION if min_face_fraction is None else min_face_fraction
+        self.buffer, self.report = WindowBuffer(window, hop), LiveReport()
+        self.alpha = 1.0 - math.exp(-hop / smooth) if smooth > 0 else 1.0
+        self.smoothed: dict[str, np.ndarray] | None = None
+        self.kept: list[tuple[float, float]] = []
+        self.kept_probs: dict[str, list[np.ndarray]] = {s: [] for s in states}
+        self.lock, self.closed = threading.Lock(), False
+
+    def add(self, chunk: EmbeddedChunk) -> list[dict]:
+        """The lines of the windows this chunk completes."""
+        with self.lock:
+            if self.closed:
+                return []
+            self.report.frames += len(chunk.data.timestamps)
+            self.report.dropped = chunk.stream.dropped
+            self.buffer.add(chunk.data.embeddings, chunk.data.face_prob, chunk.data.timestamps, chunk.arrived)
+            return self._lines(self.buffer.complete())
+
+    def close(self, ended: str | None = None) -> list[dict]:
+        """The stream has ended (how, in `ended`): the lines of every window that fits in what came."""
+        with self.lock:
+            if self.closed:
+                return []
+            self.closed = True
+            if ended is not None:
+                self.report.ended = ended
+            return self._lines(self.buffer.complete(final=True))
+
+    def _lines(self, windows) -> list[dict]:
+        lines = []
+        for start, end, arrays, last in windows:
+            line = {
+                "t_start": round(start, 3),
+                "t_end": round(end, 3),
+                "frames": int(len(arrays[1])),
+                "face_fraction": round(face_fraction(arrays[1]), 3),
+            }
+            if enough_faces(arrays[1], self.min_face_fraction):
+                probs = {s: p[0] for s, p in self.score([arrays]).items()}
+                line["states"] = {s: state_summary(p) for s, p in probs.items()}
+                if self.keep_timeline:
+                    self.kept.append((start, end))
+                    for s, p in probs.items():
+                        self.kept_probs[s].append(p)
+                if self.smooth > 0:
+                    self.smoothed = _ema(self.smoothed, probs, self.alpha)
+                    line["smoothed"] = {s: [round(float(v), 4) for v in p] for s, p in self.smoothed.items()}
+            else:
+                line["states"] = {s: None for s in self.states}
+            line["latency_s"] = round(time.monotonic() - last, 3) if last is not None else None
+            line["dropped"] = self.report.dropped
+            self.report.windows += 1
+            self.report.scored += line["states"][self.states[0]] is not None
+            if line["latency_s"] is not None:
+                self.report.latencies.append(line["latency_s"])
+            lines.append(line)
+        return lines
+
+    def write_timeline(self, out: Path, title: str) -> dict:
+        """The timeline files of the windows scored so far (none: nothing written)."""
+        if not self.kept:
+            return {}
+        return write_timeline(out, self.kept, {s: np.stack(p) for s, p in self.kept_probs.items()}, title)
+
+
 def predict_live(
     source: str,
     run: Run,
@@ -126,94 +229,63 @@ def predict_live(
     input_format: str | None = None,
     input_options: dict[str, str] | None = None,
     emit: Callable[[str], None] | None = None,
-    status: Callable[[dict, dict | None], None] | None = None,
+    status: Callable[[dict], None] | None = None,
 ) -> LiveReport:
     """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
-    default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning)."""
-    cfg = run.config
-    min_face_fraction = MIN_FACE_FRACTION if min_face_fraction is None else min_face_fraction
-    window = window or cfg["clip_seconds"]
-    if window <= 0 or hop <= 0 or smooth < 0:
-        raise ConfigError(
-            f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
-            f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5"
-        )
+    default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning).
+    The engine of `sequence serve` with this one source."""
+    window = window or run.config["clip_seconds"]
+    check_window_options(window, hop, smooth)
     emit = emit or (lambda line: print(line, flush=True))
-    scorer = run.scorer(device)
+    engine = run.engine(weights, device)
+    lines = LiveWindows(run.states, run.scorer(device, engine.stage).score, window, hop, smooth, min_face_fraction)
 
-    def ready() -> None:
-        print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)", file=sys.stderr, flush=True)
-
-    frames = run.stream(source, weights, device, input_format, input_options, live=True, ready=ready)
-    buffer, report, smoothed = WindowBuffer(window, hop), LiveReport(), None
-    kept: list[tuple[float, float]] = []
-    kept_probs: dict[str, list[np.ndarray]] = {s: [] for s in cfg["states"]}
-    alpha = 1.0 - math.exp(-hop / smooth) if smooth > 0 else 1.0
-
-    def publish(windows) -> None:
-        nonlocal smoothed
-        for start, end, arrays, last in windows:
-            line = {
-                "t_start": round(start, 3),
-                "t_end": round(end, 3),
-                "frames": int(len(arrays[1])),
-                "face_fraction": round(face_fraction(arrays[1]), 3),
-            }
-            if enough_faces(arrays[1], min_face_fraction):
-                probs = {s: p[0] for s, p in scorer.score([arrays]).items()}
-                line["states"] = {s: state_summary(p) for s, p in probs.items()}
-                kept.append((start, end))
-                for s, p in probs.items():
-                    kept_probs[s].append(p)
-                if smooth > 0:
-                    smoothed = _ema(smoothed, probs, alpha)
-                    line["smoothed"] = {s: [round(float(v), 4) for v in p] for s, p in smoothed.items()}
-            else:
-                line["states"] = {s: None for s in cfg["states"]}
-            line["latency_s"] = round(time.monotonic() - last, 3) if last is not None else None
-            line["dropped"] = report.dropped
+    def publish(batch: list[dict]) -> None:
+        for line in batch:
             emit(json.dumps(line))
-            report.windows += 1
-            report.scored += line["states"][cfg["states"][0]] is not None
-            if line["latency_s"] is not None:
-                report.latencies.append(line["latency_s"])
             if status is not None:
-                status(line, smoothed)
+                status(line)
 
+    print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)", file=sys.stderr, flush=True)
+    handle = engine.add(
+        source,
+        lambda chunk: publish(lines.add(chunk)),
+        lambda error: None,
+        input_format=input_format,
+        input_options=input_options,
+        rate_cap=run.source_rate_cap(source, input_format),
+    )
     try:
-        for chunk in frames:
-            report.frames += len(chunk.data.timestamps)
-            report.dropped = chunk.stream.dropped
-            buffer.add(chunk.data.embeddings, chunk.data.face_prob, chunk.data.timestamps, chunk.arrived)
-            publish(buffer.complete())
-        publish(buffer.complete(final=True))
+        handle.finished.wait()
+        ended = None
+        if isinstance(handle.error, ClipError):
+            if not lines.report.frames:
+                raise handle.error
+            ended = f"the stream broke off: {str(handle.error).splitlines()[0]}"
+            log.warning("%s; ending with the %d windows it had", ended, lines.report.windows)
+        elif handle.error is not None:
+            raise handle.error
     except KeyboardInterrupt:
-        report.ended = "interrupted"
-        publish(buffer.complete(final=True))
-    except ClipError as e:
-        if not report.frames:
-            raise
-        report.ended = f"the stream broke off: {str(e).splitlines()[0]}"
-        log.warning("%s; ending with the %d windows it had", report.ended, report.windows)
-        publish(buffer.complete(final=True))
-    if kept:
-        name = Path(run.source_name(source, input_format) or "live").stem
-        out = Path(out_dir) if out_dir else run.path / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        report.timeline = write_timeline(
-            out, kept, {s: np.stack(p) for s, p in kept_probs.items()}, f"{source} (live) — {run.path.name}"
-        )
-    return report
+        handle.stop()
+        ended = "interrupted"
+    finally:
+        engine.close()
+    publish(lines.close(ended))
+    name = Path(run.source_name(source, input_format) or "live").stem
+    out = Path(out_dir) if out_dir else run.path / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    lines.report.timeline = lines.write_timeline(out, f"{source} (live) — {run.path.name}")
+    return lines.report
 
 
-def status_printer(console) -> Callable[[dict, dict | None], None]:
+def status_printer(console) -> Callable[[dict], None]:
     """A compact one-line status per window on a terminal's stderr."""
 
-    def show(line: dict, smoothed: dict | None) -> None:
+    def show(line: dict) -> None:
         states = line["states"]
         if all(v is None for v in states.values()):
             text = f"no face ({line['face_fraction']:.0%} of frames)"
         else:
-            shown = smoothed or {s: v["probs"] for s, v in states.items()}
+            shown = line.get("smoothed") or {s: v["probs"] for s, v in states.items()}
             text = "  ".join(f"{s[:5]} {int(np.argmax(p))} ({max(p):.2f})" for s, p in shown.items())
         console.print(
             f"[dim]{line['t_start']:7.1f}-{line['t_end']:7.1f} s[/]  {text}  "

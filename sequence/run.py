@@ -15,6 +15,8 @@ from embed.stores import split_per_store
 from sequence.runs import load_model, load_run
 
 if TYPE_CHECKING:
+    from embed.engine import StreamEngine
+    from embed.model_stage import ModelStage
     from embed.streaming import EmbeddedChunk
     from sequence.windows import WindowScorer
 
@@ -45,10 +47,12 @@ class Run:
             self._models[str(dev)] = load_model(self.path, dev)
         return self._models[str(dev)]
 
-    def scorer(self, device: str | None = "auto") -> WindowScorer:
+    def scorer(self, device: str | None = "auto", stage: ModelStage | None = None) -> WindowScorer:
+        """The model scoring windows; with a model stage (an engine's), windows from many sources
+        are scored in one call."""
         from sequence.windows import WindowScorer
 
-        return WindowScorer(self.model(device), self.config, resolve_device(device))
+        return WindowScorer(self.model(device), self.config, resolve_device(device), stage)
 
     def stream_inputs(self, weights: str | None = None) -> tuple[list[dict], list[str]]:
         """The extraction configs this run's input is computed with from a video, and each backbone's
@@ -68,6 +72,27 @@ class Run:
         return configs, [
             g or WeightsIdentity.parse(c["weights"]).weights_arg(r) for c, r, g in zip(configs, recorded, given, strict=True)
         ]
+
+    def source_rate_cap(
+        self, source: object, input_format: str | None = None, sample_fps: float | None = None
+    ) -> float | None:
+        """A source's frame-rate cap: a file at every frame the cache's policy keeps, a stream thinned
+        to the run's rate, or to `sample_fps` where that is lower."""
+        from embed.video import is_file_source
+
+        is_file = not hasattr(source, "read") and is_file_source(str(source), input_format)
+        return min((f for f in (None if is_file else self.rate_cap(), sample_fps) if f), default=None)
+
+    def engine(self, weights: str | None = None, device: str | None = "auto", live: bool = True) -> StreamEngine:
+        """Stage one's engine set up for this run's input (networks loaded once, one model stage), to
+        which sources are added, each embedded exactly as this run's cache was."""
+        from embed.engine import StreamEngine
+        from embed.model_stage import ModelStage
+        from embed.streaming import open_embedder
+
+        configs, w = self.stream_inputs(weights)
+        embedder = open_embedder(self.path.name, weights=w, device=device, config=configs, live=live, stage=ModelStage())
+        return StreamEngine(embedder, live=live)
 
     def rate_cap(self) -> float | None:
         """At most this many frames per second reach the model: the rate its cache holds (10 % slack

@@ -5,6 +5,7 @@ files. Shared by predict (a file) and live (a stream)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from sequence import plots
 from sequence.data import FramePolicy, to_tensors
 from sequence.runs import write_csv, write_json
 from sequence.train import predict_probs
+
+if TYPE_CHECKING:
+    from embed.model_stage import ModelStage
 
 MIN_FACE_FRACTION = 0.5  # a window with fewer face frames is not scored (the model never saw such clips)
 
@@ -47,13 +51,25 @@ def state_summary(probs: np.ndarray) -> dict:
 
 
 class WindowScorer:
-    """A finished run's model scoring windows of embeddings (built by Run.scorer)."""
+    """A finished run's model scoring windows of embeddings (built by Run.scorer). With a model stage,
+    the windows of every source that are due at once are scored in one call."""
 
-    def __init__(self, model, cfg: dict, device):
+    def __init__(self, model, cfg: dict, device, stage: ModelStage | None = None):
         self.model, self.cfg, self.policy, self.device = model, cfg, FramePolicy.from_config(cfg), device
+        self.stage = stage
 
     def score(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         """{state: (W, levels)} for windows given as (embeddings, face_prob, timestamps)."""
+        if self.stage is None:
+            return self._score(arrays)
+        return self.stage.run(("head", id(self)), self._score_batch, arrays)
+
+    def _score_batch(self, items: list[list]) -> list[dict[str, np.ndarray]]:
+        probs = self._score([a for arrays in items for a in arrays])
+        bounds = np.cumsum([0, *(len(arrays) for arrays in items)])
+        return [{s: p[a:b] for s, p in probs.items()} for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _score(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         labels = np.zeros((len(arrays), len(self.cfg["states"])), dtype=np.int64)
         data = to_tensors(arrays, self.policy, labels, [f"w{i}" for i in range(len(arrays))])
         return predict_probs(self.model, data, self.cfg["batch"], self.device)

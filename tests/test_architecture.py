@@ -18,11 +18,14 @@ SEQUENCE_MAY_IMPORT = {
     "embed.layouts",
     "embed.lookahead",
     "embed.manifest",
+    "embed.model_stage",
     "embed.plugins",
+    "embed.push_pipe",
     "embed.stores",
 }
-# Stage one's public streaming entry, and the source-kind test beside it: sequence/run.py alone.
-STREAMING_ENTRY = {"embed.streaming", "embed.video"}
+# Stage one's public streaming entry (one source, or many: the engine), and the source-kind test
+# beside it: sequence/run.py alone.
+STREAMING_ENTRY = {"embed.engine", "embed.streaming", "embed.video"}
 
 
 def _imports(path: Path) -> set[str]:

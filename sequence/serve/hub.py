@@ -1,0 +1,268 @@
+"""The sources a server watches: each added to one engine (Run.engine: one decoder, tracker and window
+scorer per source; one detector, backbone and head call for all of them), its window lines kept and
+handed to whoever listens, its end or failure recorded with its reason. It ends alone; the others go on.
+
+Lines and status changes are produced on each source's thread and delivered on the server's event loop
+to subscriber queues. A subscriber that does not keep up loses its oldest events, never the source's
+pace; one that leaves costs nothing. Memory per source is fixed: the last RECENT lines (what a page
+that opens later draws its timeline from), counters, and a pushed stream's bounded pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from embed.push_pipe import PushPipe
+from sequence.live import LiveWindows
+
+if TYPE_CHECKING:
+    from embed.engine import EngineSource, StreamEngine
+    from sequence.run import Run
+
+RECENT = 600  # lines kept per source: ten minutes of one-second windows for a page's timeline
+QUEUE = 256  # events a subscriber may fall behind by before its oldest are dropped
+
+
+class SourceError(ValueError):
+    """A request the hub refuses, with the status code to answer it with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def redact(url: str) -> str:
+    """A URL without its user name and password (rtsp://user:pass@cam/ -> rtsp://***@cam/)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable address>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass
+class Source:
+    id: str
+    kind: str  # url, device or push
+    label: str  # what it is shown as: never an address's credentials
+    name: str  # a display name the client chose (a student's), or the label
+    windows: LiveWindows
+    secret: str = ""  # the raw address, only ever passed to the decoder and redacted from errors
+    status: str = "running"  # then ended or failed
+    reason: str | None = None
+    started: float = field(default_factory=time.time)
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))
+    subscribers: set[asyncio.Queue] = field(default_factory=set)
+    pipe: PushPipe | None = None
+    handle: EngineSource | None = None
+
+    @property
+    def latest(self) -> dict | None:
+        return self.recent[-1] if self.recent else None
+
+    def describe(self) -> dict:
+        report = self.windows.report
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "source": self.label,
+            "name": self.name,
+            "status": self.status,
+            "reason": self.reason,
+            "started": round(self.started, 3),
+            "windows": report.windows,
+            "frames": report.frames,
+            "dropped": report.dropped,
+            "latest": self.latest,
+        }
+
+    def clean(self, text: str) -> str:
+        """Text about this source with its raw address replaced by its label."""
+        return text.replace(self.secret, self.label) if self.secret else text
+
+
+class SourceHub:
+    """Adds, lists and removes sources on one engine; fans their events out to subscribers."""
+
+    def __init__(
+        self,
+        run: Run,
+        engine: StreamEngine,
+        loop: asyncio.AbstractEventLoop,
+        device: str | None = "auto",
+        window: float | None = None,
+        hop: float = 1.0,
+        smooth: float = 0.0,
+        min_face_fraction: float | None = None,
+        max_sources: int = 32,
+        sample_fps: float | None = None,
+    ):
+        self.run, self.engine, self.loop = run, engine, loop
+        self.scorer = run.scorer(device, engine.stage)
+        self.window, self.hop, self.smooth = window or run.config["clip_seconds"], hop, smooth
+        self.min_face_fraction, self.max_sources, self.sample_fps = min_face_fraction, max_sources, sample_fps
+        self.sources: dict[str, Source] = {}
+        self.everyone: set[asyncio.Queue] = set()  # subscribers to every source's events
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+        # A pushed stream's writer waits while its pipe is full: one thread each, never the event loop's.
+        self.pushers = ThreadPoolExecutor(max_workers=max_sources, thread_name_prefix="push")
+
+    # ---- adding and removing ----
+
+    def add(self, spec: dict) -> Source:
+        """A source from a request's JSON: {"url": ...}, {"device": ..., "input_format": ...} or
+        {"push": true, "format": ...}, each with an optional "name"."""
+        kinds = [k for k in ("url", "device", "push") if spec.get(k)]
+        if len(kinds) != 1:
+            raise SourceError('give exactly one of "url", "device" or "push": true; e.g. {"url": "rtsp://cam/1"}')
+        kind = kinds[0]
+        with self.lock:
+            running = sum(s.status == "running" for s in self.sources.values())
+            if running >= self.max_sources:
+                raise SourceError(
+                    f"the server already watches its maximum of {self.max_sources} sources; fix: remove one "
+                    f"(DELETE /sources/ID) or start the server with a higher --max-sources",
+                    429,
+                )
+            sid = f"s{next(self.ids)}"
+        input_format, options = spec.get("input_format") or spec.get("format"), spec.get("input_options") or {}
+        if not isinstance(options, dict):
+            raise SourceError('"input_options" must be an object of FFmpeg options, e.g. {"video_size": "640x480"}')
+        if kind == "push":
+            pipe = PushPipe(f"push {sid}")
+            target, label, secret = pipe, "push", ""
+        elif kind == "url":
+            url = str(spec["url"])
+            target, label, secret = url, redact(url), url
+        else:
+            target, label, secret = str(spec["device"]), str(spec["device"]), ""
+        windows = LiveWindows(
+            self.run.states,
+            self.scorer.score,
+            self.window,
+            self.hop,
+            self.smooth,
+            self.min_face_fraction,
+            keep_timeline=False,
+        )
+        source = Source(sid, kind, label, str(spec.get("name") or label)[:80], windows, secret=secret)
+        source.pipe = target if kind == "push" else None
+        with self.lock:
+            self.sources[sid] = source
+        source.handle = self.engine.add(
+            target,
+            lambda chunk: self._chunk(source, chunk),
+            lambda error: self._end(source, error),
+            name=f"{sid} ({label})",
+            input_format=input_format,
+            input_options={str(k): str(v) for k, v in options.items()},
+            rate_cap=self.run.source_rate_cap(target, input_format, self.sample_fps),
+        )
+        self._status(source)
+        return source
+
+    def remove(self, sid: str) -> Source:
+        source = self.get(sid)
+        with self.lock:
+            del self.sources[sid]
+        if source.handle is not None:
+            source.handle.stop()
+        if source.pipe is not None:
+            source.pipe.close()  # its decoder sees the end at once
+        if source.status == "running":
+            source.status, source.reason = "ended", "removed"
+        self._deliver(source, {"event": "end", "data": source.describe()})
+        return source
+
+    def get(self, sid: str) -> Source:
+        try:
+            return self.sources[sid]
+        except KeyError:
+            raise SourceError(f"no source {sid!r}; fix: GET /sources lists them", 404) from None
+
+    def listing(self, recent: int = 0) -> list[dict]:
+        """Every source; with `recent`, each with its last lines (a page's timeline)."""
+        with self.lock:
+            sources = list(self.sources.values())
+        return [{**s.describe(), **({"recent": list(s.recent)[-recent:]} if recent else {})} for s in sources]
+
+    def close(self) -> None:
+        for sid in list(self.sources):
+            with contextlib.suppress(SourceError):
+                self.remove(sid)
+        self.pushers.shutdown(wait=False, cancel_futures=True)
+
+    # ---- pushing ----
+
+    async def push(self, sid: str, data: bytes) -> None:
+        """Bytes of a pushed source's stream, as they arrive (waits while its pipe is full)."""
+        source = self.get(sid)
+        if source.pipe is None:
+            raise SourceError(f'source {sid} is not a push source; fix: POST /sources with {{"push": true}}', 409)
+        await self.loop.run_in_executor(self.pushers, source.pipe.push, data)
+
+    def push_ended(self, sid: str) -> None:
+        source = self.sources.get(sid)
+        if source is not None and source.pipe is not None:
+            source.pipe.end()
+
+    # ---- events ----
+
+    def subscribe(self, sid: str | None = None) -> tuple[asyncio.Queue, Callable[[], None]]:
+        """A queue of (event, data) for one source or (None) every source, and how to leave."""
+        queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE)
+        group = self.everyone if sid is None else self.get(sid).subscribers
+        group.add(queue)
+        return queue, lambda: group.discard(queue)
+
+    def _chunk(self, source: Source, chunk) -> None:  # the source's thread
+        for line in source.windows.add(chunk):
+            self.loop.call_soon_threadsafe(self._line, source, line)
+
+    def _end(self, source: Source, error: Exception | None) -> None:  # the source's thread
+        ended = None if error is None else source.clean(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        lines = source.windows.close(ended)
+        self.loop.call_soon_threadsafe(self._finished, source, lines, ended)
+
+    def _line(self, source: Source, line: dict) -> None:
+        source.recent.append(line)
+        self._deliver(source, {"event": "window", "data": line})
+
+    def _finished(self, source: Source, lines: list[dict], error: str | None) -> None:
+        for line in lines:
+            self._line(source, line)
+        if source.status == "running":
+            source.status, source.reason = ("failed", error) if error else ("ended", "end of stream")
+        self._status(source, "end")
+
+    def _status(self, source: Source, event: str = "status") -> None:
+        self._deliver(source, {"event": event, "data": source.describe()})
+
+    def _deliver(self, source: Source, event: dict) -> None:
+        for queue in (*source.subscribers, *self.everyone):
+            item = event if queue in source.subscribers else {**event, "source": source.id}
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()  # a slow listener loses its oldest event, never the source's pace
+            queue.put_nowait(item)
+
+
+def check_spec(spec: object) -> dict:
+    if not isinstance(spec, dict):
+        raise SourceError('the body must be a JSON object, e.g. {"url": "rtsp://cam/1"} or {"push": true}')
+    return spec
