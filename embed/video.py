@@ -135,10 +135,12 @@ class VideoStream:
                 raise ClipError(
                     f"{self.path}: cannot decode ({type(e).__name__}: {e}); fix: re-encode or replace the file"
                 ) from None
-            raise ClipError(
-                f"{self.source}: cannot open ({type(e).__name__}: {e}); fix: check the address, "
-                f"device or pipe, and --input-format / --input-option"
-            ) from None
+            fix = (
+                "send a container stream (MPEG-TS, WebM, Matroska)"
+                if self.reader is not None
+                else "check the address, device or pipe, and --input-format / --input-option"
+            )
+            raise ClipError(f"{self.source}: cannot open ({type(e).__name__}: {e}); fix: {fix}") from None
 
     def __iter__(self) -> Iterator[FrameChunk]:
         container = self._open()

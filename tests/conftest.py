@@ -120,3 +120,36 @@ def copy_tiny(tiny_embedded: dict, dest: Path, with_cache: bool = False) -> Path
     if with_cache:
         shutil.copytree(tiny_embedded["store"], dest / "cache" / "tiny" / tiny_embedded["store"].name)
     return write_manifest(dest / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})
+
+
+@pytest.fixture(scope="session")
+def live_setup(tiny_embedded, tmp_path_factory) -> dict:
+    """A trained run on the tiny sample (1-s clips at 10 fps) and a 7-s video of its faces at 5 fps
+    (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
+    from embed.sample import write_video
+    from embed.video import decode_video
+
+    tmp = tmp_path_factory.mktemp("live")
+    manifest = copy_tiny(tiny_embedded, tmp / "copy", with_cache=True)  # its runs stay out of the shared one's
+    run = last_json(
+        run_cli(
+            "train",
+            "--manifest",
+            str(manifest),
+            "--backbone",
+            "fer2013",
+            "--head",
+            "fc",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--json",
+            module="sequence",
+        ).stdout
+    )["run"]
+    clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
+    video = tmp / "lesson.mp4"
+    write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, 320, 240)
+    return {"run": run, "video": video, "tmp": tmp}

@@ -13,44 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from embed.sample import write_video
-from embed.video import decode_video
-from tests.conftest import copy_tiny, last_json, run_cli
+from tests.conftest import last_json, run_cli
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
 FEED = Path(__file__).with_name("live_feed.py")
-
-
-@pytest.fixture(scope="module")
-def live_setup(tiny_embedded, tmp_path_factory) -> dict:
-    """A trained run on the tiny sample (1-s clips at 10 fps) and a 7-s video of its faces at 5 fps
-    (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
-    tmp = tmp_path_factory.mktemp("live")
-    manifest = copy_tiny(tiny_embedded, tmp / "copy", with_cache=True)  # its runs stay out of the shared one's
-    run = last_json(
-        run_cli(
-            "train",
-            "--manifest",
-            str(manifest),
-            "--backbone",
-            "fer2013",
-            "--head",
-            "fc",
-            "--epochs",
-            "2",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--json",
-            module="sequence",
-        ).stdout
-    )["run"]
-    clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
-    video = tmp / "lesson.mp4"
-    write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, 320, 240)
-    return {"run": run, "video": video, "tmp": tmp}
 
 
 def _start_live(setup: dict, *extra: str) -> tuple[subprocess.Popen, list[str]]:

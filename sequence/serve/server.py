@@ -83,6 +83,7 @@ def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog from now on, not refused while uvicorn starts
     except OSError as e:
         raise ConfigError(f"{host}:{port}: cannot listen ({e.strerror}); fix: choose another --port") from None
     bound = sock.getsockname()[1]

@@ -1,0 +1,108 @@
+"""Test helpers: `sequence serve` as a real process on loopback, and streams pushed into it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+FEED = Path(__file__).with_name("live_feed.py")
+
+
+class Server:
+    """`python -m sequence serve --port 0 ...`, returned once it says where it listens (an event, not
+    a guessed sleep); its stderr is collected on a thread."""
+
+    def __init__(self, run: str, *extra: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sequence", "serve", "--run", run, "--port", "0", "--device", "cpu", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.err: list[str] = []
+        self.url = None
+        for line in self.proc.stderr:
+            self.err.append(line)
+            if line.startswith("serving on "):
+                self.url = line.split()[2].rstrip("/")
+                break
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        if self.url is None:
+            self.proc.wait(timeout=30)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        return "".join(self.err)
+
+
+def push(
+    url: str, sid: str, video: Path | None = None, data: bytes | None = None, token: str | None = None, realtime: bool = True
+) -> int:
+    """A push source's stream: VIDEO's packets as MPEG-TS at real-time pace (tests/live_feed.py; or as
+    fast as they go), or the given bytes; a chunked PUT, returning its status code."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def body() -> Iterator[bytes]:
+        if data is not None:
+            yield data
+            return
+        cmd = [sys.executable, str(FEED), str(video)] + ([] if realtime else ["--no-realtime"])
+        feeder = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+        while chunk := feeder.stdout.read1(65536):
+            yield chunk
+        feeder.wait()
+
+    return httpx.put(f"{url}/sources/{sid}/stream", content=body(), headers=headers, timeout=120).status_code
+
+
+def pushing(url: str, sid: str, **kw) -> threading.Thread:
+    thread = threading.Thread(target=push, args=(url, sid), kwargs=kw, daemon=True)
+    thread.start()
+    return thread
+
+
+class Listener(threading.Thread):
+    """A source's server-sent events read on a thread until its `end` event; `subscribed` is set once
+    the first event (its status) arrived, so nothing pushed after that can be missed."""
+
+    def __init__(self, url: str, sid: str, token: str | None = None, on_event=None):
+        super().__init__(daemon=True)
+        self.url, self.sid, self.token, self.on_event = url, sid, token, on_event
+        self.events: list[tuple[str, dict]] = []
+        self.subscribed = threading.Event()
+        self.start()
+        self.subscribed.wait(timeout=60)
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        event = None
+        with httpx.stream("GET", f"{self.url}/sources/{self.sid}/events", headers=headers, timeout=300) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event is not None:
+                    self.events.append((event, json.loads(line[6:])))
+                    self.subscribed.set()
+                    if self.on_event is not None:
+                        self.on_event(event)
+                    if event == "end":
+                        return
+
+    def windows(self) -> list[dict]:
+        return [data for event, data in self.events if event == "window"]
+
+    def end(self) -> dict:
+        return next(data for event, data in self.events if event == "end")

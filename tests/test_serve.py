@@ -1,0 +1,173 @@
+"""`sequence serve` as a real server on loopback: pushed streams against offline predict, a broken
+source failing alone, frames dropped rather than memory grown, the token on every endpoint, the limit
+on sources, and addresses' credentials never echoed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import websockets.sync.client
+
+from tests.conftest import last_json, run_cli
+from tests.serve_helpers import Listener, Server, pushing
+
+STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
+TOKEN = "test-token-0123456789abcdef"
+FOOTAGE = Path(__file__).parents[1] / "data" / "footage"
+
+
+@pytest.fixture(scope="module")
+def offline(live_setup, tmp_path_factory) -> list[dict]:
+    """Offline predict's windows of the lesson video (hop 1 s): what each pushed copy must give."""
+    out = tmp_path_factory.mktemp("offline")
+    result = last_json(
+        run_cli(
+            "predict",
+            str(live_setup["video"]),
+            "--run",
+            live_setup["run"],
+            "--hop",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--json",
+            module="sequence",
+        ).stdout
+    )
+    return json.loads(Path(result["timeline"]).read_text())
+
+
+def test_three_pushed_streams_equal_offline_predict_and_a_broken_one_fails_alone(live_setup, offline):
+    server = Server(live_setup["run"])
+    try:
+        with server.client() as c:
+            ids = [c.post("/sources", json={"push": True, "name": f"student {i}"}).json()["id"] for i in range(3)]
+            broken = c.post("/sources", json={"push": True, "name": "broken"}).json()["id"]
+            listeners = {sid: Listener(server.url, sid) for sid in [*ids, broken]}
+            feeds = [pushing(server.url, sid, video=live_setup["video"]) for sid in ids]
+            garbage = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+            feeds.append(pushing(server.url, broken, data=garbage))
+            for thread in [*feeds, *listeners.values()]:
+                thread.join(timeout=180)
+            listed = {s["id"]: s for s in c.get("/sources").json()}
+    finally:
+        log = server.stop()
+    for sid in ids:
+        windows, end = listeners[sid].windows(), listeners[sid].end()
+        assert (end["status"], end["reason"], end["dropped"]) == ("ended", "end of stream", 0), log
+        # The same windows as offline predict on the file, with the same tolerance as `predict --live`.
+        assert [(w["t_start"], w["t_end"]) for w in windows] == [(r["start"], r["end"]) for r in offline]
+        for r, w in zip(offline, windows, strict=True):
+            for s in STATES:
+                np.testing.assert_allclose([r[f"{s}_p{k}"] for k in range(4)], w["states"][s]["probs"], atol=2e-3)
+        assert listed[sid]["status"] == "ended" and listed[sid]["latest"] == windows[-1]
+    end = listeners[broken].end()
+    assert end["status"] == "failed" and listeners[broken].windows() == [], end
+    assert "cannot open" in end["reason"] and "send a container stream" in end["reason"] and "\n" not in end["reason"]
+    assert listed[broken]["status"] == "failed"
+
+
+def test_sources_faster_than_the_engine_drop_frames_and_memory_stays_flat(live_setup):
+    """Three 20-s streams pushed as fast as they go: each keeps its latest frames and drops the rest
+    (counted in its lines), every stream is read to its end, and the server's memory stays flat."""
+    video = FOOTAGE / "WolfgangLanger_Pexels.mp4"
+    server = Server(live_setup["run"])
+    rss: list[float] = []
+    process = psutil.Process(server.proc.pid)
+    try:
+        with server.client() as c:
+            ids = [c.post("/sources", json={"push": True}).json()["id"] for _ in range(3)]
+
+            def sample(event: str) -> None:
+                if event == "window":
+                    rss.append(process.memory_info().rss / 2**20)
+
+            listeners = [Listener(server.url, sid, on_event=sample) for sid in ids]
+            feeds = [pushing(server.url, sid, video=video, realtime=False) for sid in ids]
+            for thread in [*feeds, *listeners]:
+                thread.join(timeout=300)
+    finally:
+        log = server.stop()
+    for listener in listeners:
+        end = listener.end()
+        assert end["status"] == "ended" and end["dropped"] > 0, (end, log)
+        # Every frame the run's rate keeps (11 a second of 24) was either embedded or counted dropped.
+        assert end["frames"] + end["dropped"] >= 19 * 10
+        assert listener.windows()[-1]["t_end"] > 18.0 and listener.windows()[-1]["dropped"] > 0
+    # Loosely: from the first line to the last the server grew by less than 150 MB (the bench measures it).
+    assert len(rss) > 20 and max(rss) - rss[0] < 150, rss
+
+
+def test_every_endpoint_refuses_a_request_without_the_token(live_setup):
+    server = Server(live_setup["run"], "--token", TOKEN)
+    try:
+        with server.client(TOKEN) as ok:
+            sid = ok.post("/sources", json={"push": True}).json()["id"]
+        requests = [
+            ("GET", "/"),
+            ("GET", "/student"),
+            ("GET", "/static/common.js"),
+            ("GET", "/sources"),
+            ("POST", "/sources"),
+            ("GET", f"/sources/{sid}"),
+            ("PUT", f"/sources/{sid}/stream"),
+            ("GET", f"/sources/{sid}/events"),
+            ("GET", "/events"),
+            ("DELETE", f"/sources/{sid}"),
+        ]
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Cookie": "affectseq_token=wrong"}):
+            for method, path in requests:
+                r = httpx.request(method, server.url + path, headers=headers, json={"push": True}, timeout=30)
+                assert r.status_code == 401 and "token" in r.json()["error"], (method, path, headers)
+            ws = server.url.replace("http", "ws") + f"/sources/{sid}/ws"
+            with pytest.raises(websockets.exceptions.InvalidStatus):
+                websockets.sync.client.connect(ws, additional_headers=headers, open_timeout=30)
+        # The token link: a cookie, then the page and the API without the header.
+        with httpx.Client(base_url=server.url, timeout=30, follow_redirects=True) as browser:
+            r = browser.get(f"/?token={TOKEN}")
+            assert r.status_code == 200 and "The class, live" in r.text and "token" not in str(r.url)
+            assert browser.get("/sources").json()[0]["id"] == sid
+            assert browser.delete(f"/sources/{sid}").json()["status"] == "ended"
+        with server.client(TOKEN) as ok:
+            other = ok.post("/sources", json={"push": True}).json()["id"]
+        with websockets.sync.client.connect(
+            server.url.replace("http", "ws") + f"/sources/{other}/ws",
+            additional_headers={"Authorization": f"Bearer {TOKEN}"},
+            open_timeout=30,
+        ) as socket:
+            socket.send(b"\x00" * 16)  # let in: its bytes reach the source
+    finally:
+        server.stop()
+    # Beyond loopback only with a token.
+    proc = run_cli("serve", "--run", live_setup["run"], "--host", "0.0.0.0", "--port", "0", module="sequence", check=2)
+    assert "--token" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_setup):
+    server = Server(live_setup["run"], "--max-sources", "2")
+    try:
+        with server.client() as c:
+            r = c.post("/sources", json={"url": "rtsp://alice:hunter2secret@127.0.0.1:9/cam"})
+            assert r.status_code == 201 and r.json()["source"] == "rtsp://***@127.0.0.1:9/cam"
+            end = Listener(server.url, r.json()["id"])
+            end.join(timeout=60)
+            assert end.end()["status"] == "failed" and "cannot open" in end.end()["reason"]
+            first = c.post("/sources", json={"push": True}).json()["id"]
+            c.post("/sources", json={"push": True})
+            refused = c.post("/sources", json={"push": True})
+            assert refused.status_code == 429 and "--max-sources" in refused.json()["error"]
+            assert c.post("/sources", json={"nothing": 1}).status_code == 400
+            assert c.get("/sources/s99").status_code == 404
+            c.delete(f"/sources/{first}")
+            assert c.post("/sources", json={"push": True}).status_code == 201  # room again
+            listed = c.get("/sources").text
+    finally:
+        log = server.stop()
+    assert "hunter2secret" not in listed and "hunter2secret" not in log and "alice" not in listed
