@@ -152,7 +152,7 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
 
 
 def _wrapped(event: dict) -> dict:
-    return {"line": event["data"]} if event["event"] == "window" else {"state": event["data"]}
+    return {"line": event["data"], "counts": event["counts"]} if event["event"] == "window" else {"state": event["data"]}
 
 
 class TokenGate:

@@ -241,7 +241,9 @@ class SourceHub:
 
     def _line(self, source: Source, line: dict) -> None:
         source.recent.append(line)
-        self._deliver(source, {"event": "window", "data": line})
+        report = source.windows.report
+        counts = {"frames": report.frames, "dropped": report.dropped, "windows": report.windows}
+        self._deliver(source, {"event": "window", "data": line, "counts": counts})
 
     def _finished(self, source: Source, lines: list[dict], error: str | None) -> None:
         for line in lines:
