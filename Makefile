@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FOOTAGE := data/footage/.fetched
+# Debian's chromium: the browser the tests of `sequence serve`'s pages drive (Playwright, system browser).
+CHROMIUM := /usr/bin/chromium
 
 MANIFEST ?= data_manifest.yaml
 DATASET ?=
@@ -31,6 +33,11 @@ IMAGES ?=
 AFFECTNET ?=
 TRUNK ?=
 OUT ?=
+HOST ?=
+PORT ?=
+TOKEN_FILE ?=
+MAX_SOURCES ?=
+SAMPLE_FPS ?=
 # Test files run in parallel processes (pytest-xdist), each with cores/TEST_WORKERS torch threads.
 TEST_WORKERS ?= 2
 
@@ -45,7 +52,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict test lint bench clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -101,11 +108,20 @@ train-fec: $(STAMP)
 predict: weights
 	$(PY) -m sequence predict $(VIDEO) --run $(RUN) $(call opt,--device,$(DEVICE))
 
+# A class at once: the run's model watching many cameras, with a live page at http://127.0.0.1:8765/.
+serve: weights
+	$(PY) -m sequence serve --run $(RUN) $(call opt,--host,$(HOST)) $(call opt,--port,$(PORT)) \
+		$(call opt,--token-file,$(TOKEN_FILE)) $(call opt,--max-sources,$(MAX_SOURCES)) \
+		$(call opt,--sample-fps,$(SAMPLE_FPS)) $(call opt,--device,$(DEVICE))
+
+$(CHROMIUM):
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
 
 # Lint first (ruff check and format --check): CI runs this target, so unformatted code never lands.
-test: lint weights $(FOOTAGE)
+test: lint weights $(FOOTAGE) $(CHROMIUM)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
@@ -117,6 +133,10 @@ bench: weights $(FOOTAGE)
 	$(PY) bench/stage_two.py --json
 	$(PY) bench/long_video.py --json $(call opt,--device,$(DEVICE))
 	$(PY) bench/live_latency.py --json $(call opt,--device,$(DEVICE))
+
+# How many students one `sequence serve` holds against one `predict --live` process each (minutes).
+bench-serve: weights $(FOOTAGE)
+	$(PY) bench/serve_load.py --hd --json $(call opt,--device,$(DEVICE))
 
 clean-venv:
 	rm -rf $(VENV)

@@ -32,8 +32,9 @@ from embed.video import decode_video  # noqa: E402
 FEED = Path(__file__).resolve().parent.parent / "tests" / "live_feed.py"
 
 
-def train_run(tmp: Path, device: str) -> str:
-    """Embed the generated sample and train an fc head on it (its quality is beside the point)."""
+def train_run(tmp: Path, device: str, backbone: str = "inception") -> str:
+    """Embed the generated sample and train an fc head on it (its quality is beside the point): with
+    random weights for a backbone whose weights download at run time, with its own for fer2013."""
     manifest = tmp / "m.yaml"
     manifest.write_text(
         yaml.safe_dump(
@@ -45,7 +46,8 @@ def train_run(tmp: Path, device: str) -> str:
             }
         )
     )
-    common = ["--manifest", str(manifest), "--weights", "random", "--device", device]
+    weights = [] if backbone == "fer2013" else ["--weights", "random"]
+    common = ["--manifest", str(manifest), "--backbone", backbone, *weights, "--device", device]
     subprocess.run([sys.executable, "-m", "embed", "run", *common, "--quiet"], check=True, capture_output=True)
     out = subprocess.run(
         [sys.executable, "-m", "sequence", "train", *common, "--head", "fc", "--epochs", "2", "--quiet", "--json"],

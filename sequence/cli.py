@@ -270,6 +270,10 @@ def predict(
             "values are always written) [0: off]."
         ),
     ] = 0.0,
+    sample_fps: Annotated[
+        float | None,
+        typer.Option(help="With --live: frames per second kept from the stream [the run's frame rate]."),
+    ] = None,
     min_face_fraction: Annotated[
         float | None,
         typer.Option(help="Windows with fewer face frames than this share are not scored (null states) [default: 0.5]."),
@@ -288,7 +292,19 @@ def predict(
     setup_logging(quiet=True)
     if live:
         _predict_live(
-            video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option, out, as_json
+            video,
+            run,
+            weights,
+            device,
+            window,
+            hop,
+            smooth,
+            min_face_fraction,
+            input_format,
+            input_option,
+            out,
+            as_json,
+            sample_fps,
         )
         return
     try:
@@ -321,7 +337,7 @@ def predict(
 
 
 def _predict_live(
-    video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option, out, as_json
+    video, run, weights, device, window, hop, smooth, min_face_fraction, input_format, input_option, out, as_json, sample_fps
 ) -> None:
     try:
         from sequence.live import is_terminal, predict_live, status_printer
@@ -340,6 +356,7 @@ def _predict_live(
             input_format,
             _input_options(input_option),
             status=status_printer(err) if is_terminal() else None,
+            sample_fps=sample_fps,
         )
     except (ConfigError, ClipError) as e:
         fail(str(e))

@@ -230,12 +230,15 @@ def predict_live(
     input_options: dict[str, str] | None = None,
     emit: Callable[[str], None] | None = None,
     status: Callable[[dict], None] | None = None,
+    sample_fps: float | None = None,
 ) -> LiveReport:
     """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
     default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning).
     The engine of `sequence serve` with this one source."""
     window = window or run.config["clip_seconds"]
     check_window_options(window, hop, smooth)
+    if sample_fps is not None and sample_fps <= 0:
+        raise ConfigError(f"--sample-fps {sample_fps}: must be positive; fix: e.g. --sample-fps 5")
     emit = emit or (lambda line: print(line, flush=True))
     engine = run.engine(weights, device)
     lines = LiveWindows(run.states, run.scorer(device, engine.stage).score, window, hop, smooth, min_face_fraction)
@@ -253,7 +256,7 @@ def predict_live(
         lambda error: None,
         input_format=input_format,
         input_options=input_options,
-        rate_cap=run.source_rate_cap(source, input_format),
+        rate_cap=run.source_rate_cap(source, input_format, sample_fps),
     )
     try:
         handle.finished.wait()
