@@ -32,6 +32,14 @@ from embed.video import decode_video  # noqa: E402
 FEED = Path(__file__).resolve().parent.parent / "tests" / "live_feed.py"
 
 
+def small_sample(tmp: Path) -> None:
+    """A small DAiSEE-shaped sample at 30 fps (8 clips of 10 s, 640x480) under tmp/data."""
+    generate_sample(
+        tmp / "data",
+        SampleSpec(train=4, validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1}, fps=30, seconds=10),
+    )
+
+
 def train_run(tmp: Path, device: str, backbone: str = "inception") -> str:
     """Embed the generated sample and train an fc head on it (its quality is beside the point): with
     random weights for a backbone whose weights download at run time, with its own for fer2013."""
@@ -67,10 +75,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-live-"))
-    generate_sample(
-        tmp / "data",
-        SampleSpec(train=4, validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1}, fps=30, seconds=10),
-    )
+    small_sample(tmp)
     run = args.run or train_run(tmp, args.device)
 
     clips = sorted((tmp / "data").glob("DataSet/*/*/*/*"))

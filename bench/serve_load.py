@@ -35,10 +35,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embed_bench import machine  # noqa: E402
-from live_latency import FEED, train_run  # noqa: E402
+from live_latency import FEED, small_sample, train_run  # noqa: E402
 
-from embed.manifest import SampleSpec  # noqa: E402
-from embed.sample import generate_sample, write_video  # noqa: E402
+from embed.sample import write_video  # noqa: E402
 from embed.video import decode_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +171,13 @@ def processes(run: str, videos: list[Path], n: int, sample_fps: float, device: s
         f = subprocess.Popen([sys.executable, str(FEED), str(videos[i % len(videos)])], stdout=p.stdin, env=ENV)
         p.stdin.close()
         feeds.append(f)
-    outs = [p.communicate()[0] for p in procs]
+    outs = [""] * n
+    readers = [threading.Thread(target=lambda i=i, p=p: outs.__setitem__(i, p.stdout.read())) for i, p in enumerate(procs)]
+    for t in readers:
+        t.start()
+    for t, p in zip(readers, procs, strict=True):
+        t.join()
+        p.wait()
     for f in feeds:
         f.wait()
     peak, cpu = sampler.done()
@@ -210,10 +215,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-serve-"))
-    generate_sample(
-        tmp / "data",
-        SampleSpec(train=4, validation=2, test=2, subjects={"Train": 2, "Validation": 1, "Test": 1}, fps=30, seconds=10),
-    )
+    small_sample(tmp)
     counts = [int(c) for c in args.counts.split(",")]
     videos = streams(tmp, args.seconds, (640, 480))
     results = []

@@ -153,3 +153,24 @@ def live_setup(tiny_embedded, tmp_path_factory) -> dict:
     video = tmp / "lesson.mp4"
     write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, 320, 240)
     return {"run": run, "video": video, "tmp": tmp}
+
+
+def offline_windows(live_setup: dict, out: Path) -> list[dict]:
+    """Offline `predict` of the lesson video with 1-s hops: its timeline rows (what live must equal)."""
+    result = last_json(
+        run_cli(
+            "predict",
+            str(live_setup["video"]),
+            "--run",
+            live_setup["run"],
+            "--hop",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--json",
+            module="sequence",
+        ).stdout
+    )
+    return json.loads(Path(result["timeline"]).read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import last_json, run_cli
+from tests.conftest import offline_windows, run_cli
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
 FEED = Path(__file__).with_name("live_feed.py")
@@ -97,23 +97,7 @@ def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(li
     timeline = json.loads(Path(live["summary"]["timeline"]).read_text())
     assert len(timeline) == 7 and Path(live["summary"]["timeline_png"]).read_bytes()[:4] == b"\x89PNG"
 
-    offline = last_json(
-        run_cli(
-            "predict",
-            str(live_setup["video"]),
-            "--run",
-            live_setup["run"],
-            "--hop",
-            "1",
-            "--out",
-            str(tmp_path / "offline"),
-            "--device",
-            "cpu",
-            "--json",
-            module="sequence",
-        ).stdout
-    )
-    rows = json.loads(Path(offline["timeline"]).read_text())
+    rows = offline_windows(live_setup, tmp_path / "offline")
     assert [(r["start"], r["end"]) for r in rows] == [(w["t_start"], w["t_end"]) for w in windows]
     for r, w in zip(rows, windows, strict=True):
         for s in STATES:

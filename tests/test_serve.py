@@ -4,7 +4,6 @@ on sources, and addresses' credentials never echoed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import psutil
 import pytest
 import websockets.sync.client
 
-from tests.conftest import last_json, run_cli
+from tests.conftest import offline_windows, run_cli
 from tests.serve_helpers import Listener, Server, pushing
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
@@ -24,24 +23,7 @@ FOOTAGE = Path(__file__).parents[1] / "data" / "footage"
 @pytest.fixture(scope="module")
 def offline(live_setup, tmp_path_factory) -> list[dict]:
     """Offline predict's windows of the lesson video (hop 1 s): what each pushed copy must give."""
-    out = tmp_path_factory.mktemp("offline")
-    result = last_json(
-        run_cli(
-            "predict",
-            str(live_setup["video"]),
-            "--run",
-            live_setup["run"],
-            "--hop",
-            "1",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--json",
-            module="sequence",
-        ).stdout
-    )
-    return json.loads(Path(result["timeline"]).read_text())
+    return offline_windows(live_setup, tmp_path_factory.mktemp("offline"))
 
 
 def test_three_pushed_streams_equal_offline_predict_and_a_broken_one_fails_alone(live_setup, offline):
