@@ -259,21 +259,22 @@ def predict_live(
         rate_cap=run.source_rate_cap(source, input_format, sample_fps),
     )
     try:
-        handle.finished.wait()
-        ended = None
-        if isinstance(handle.error, ClipError):
-            if not lines.report.frames:
+        try:
+            handle.finished.wait()
+            ended = None
+            if isinstance(handle.error, ClipError):
+                if not lines.report.frames:
+                    raise handle.error
+                ended = f"the stream broke off: {str(handle.error).splitlines()[0]}"
+                log.warning("%s; ending with the %d windows it had", ended, lines.report.windows)
+            elif handle.error is not None:
                 raise handle.error
-            ended = f"the stream broke off: {str(handle.error).splitlines()[0]}"
-            log.warning("%s; ending with the %d windows it had", ended, lines.report.windows)
-        elif handle.error is not None:
-            raise handle.error
-    except KeyboardInterrupt:
-        handle.stop()
-        ended = "interrupted"
+        except KeyboardInterrupt:
+            handle.stop()
+            ended = "interrupted"
+        publish(lines.close(ended))  # the last windows are scored through the engine: close it after
     finally:
         engine.close()
-    publish(lines.close(ended))
     name = Path(run.source_name(source, input_format) or "live").stem
     out = Path(out_dir) if out_dir else run.path / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     lines.report.timeline = lines.write_timeline(out, f"{source} (live) — {run.path.name}")

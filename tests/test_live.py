@@ -104,6 +104,15 @@ def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(li
             np.testing.assert_allclose([r[f"{s}_p{k}"] for k in range(4)], w["states"][s]["probs"], atol=2e-3)
 
 
+def test_a_stream_shorter_than_a_window_ends_with_one_window_over_all_of_it(live_setup, tmp_path):
+    """Windows of 10 s on the 7-s stream: none completes while it goes on; at its end the whole
+    stream is one window, scored, as offline predict scores a video shorter than a window."""
+    live = _live(live_setup, "--window", "10", "--out", str(tmp_path / "short"))
+    assert live["code"] == 0, live["stderr"]
+    assert [(w["t_start"], w["t_end"]) for w in live["windows"]] == [(0.0, 7.0)]
+    assert set(live["windows"][0]["states"]) == set(STATES) and live["summary"]["scored"] == 1
+
+
 def test_a_stream_cut_off_mid_way_ends_with_the_windows_it_had(live_setup, tmp_path):
     # The feeder dies at 3.5 s without ending its container. On a pipe that is just the end of the
     # stream (MPEG-TS has no trailer, FFmpeg reads to EOF without an error): the windows before it.
