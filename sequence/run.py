@@ -15,6 +15,7 @@ from embed.stores import split_per_store
 from sequence.runs import load_model, load_run
 
 if TYPE_CHECKING:
+    from embed.engine import EngineSource as EngineSource  # re-exported: stage two names it through Run
     from embed.engine import StreamEngine
     from embed.model_stage import ModelStage
     from embed.streaming import EmbeddedChunk

@@ -26,11 +26,11 @@ from embed.push_pipe import PushPipe
 from sequence.live import LiveWindows
 
 if TYPE_CHECKING:
-    from embed.engine import EngineSource, StreamEngine
-    from sequence.run import Run
+    from sequence.run import EngineSource, Run, StreamEngine
 
 RECENT = 600  # lines kept per source: ten minutes of one-second windows for a page's timeline
 QUEUE = 256  # events a subscriber may fall behind by before its oldest are dropped
+ENDED_KEPT = 64  # ended or failed sources still listed (the oldest are forgotten: a server runs for weeks)
 
 
 class SourceError(ValueError):
@@ -251,6 +251,10 @@ class SourceHub:
         if source.status == "running":
             source.status, source.reason = ("failed", error) if error else ("ended", "end of stream")
         self._status(source, "end")
+        with self.lock:
+            gone = [s.id for s in self.sources.values() if s.status != "running"][:-ENDED_KEPT]
+            for sid in gone:
+                del self.sources[sid]
 
     def _status(self, source: Source, event: str = "status") -> None:
         self._deliver(source, {"event": event, "data": source.describe()})
