@@ -55,15 +55,17 @@ class StreamEngine:
         input_format: str | None = None,
         input_options: dict[str, str] | None = None,
         rate_cap: float | None = None,
+        pacing: tuple[int, int] | None = None,
     ) -> EngineSource:
         """Start embedding a source: `on_chunk` gets its chunks in order and `on_end` is called once at
-        the end (with the error that ended it, if one did), both from the source's own thread."""
+        the end (with the error that ended it, if one did), both from the source's own thread.
+        `pacing`: embed.streaming.live_pacing's detection interval and chunk size for it."""
         cap = min((f for f in (self.rate_cap, rate_cap) if f), default=None)
         label = name or str(getattr(source, "name", source))
         handle = EngineSource(label, threading.Thread())
 
         def run() -> None:
-            chunks = embed_stream(self.embedder, source, self.live, cap, input_format, input_options)
+            chunks = embed_stream(self.embedder, source, self.live, cap, input_format, input_options, pacing=pacing)
             try:
                 for chunk in chunks:
                     on_chunk(chunk)

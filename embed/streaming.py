@@ -130,12 +130,15 @@ def embed_stream(
     input_options: dict[str, str] | None = None,
     ready: Callable[[], None] | None = None,
     expressions: bool = False,
+    pacing: tuple[int, int] | None = None,
 ) -> Iterator[EmbeddedChunk]:
     """One source through an Embedder, chunk by chunk (stream_video's loop); several of these run at
-    once on one Embedder, each in its own thread (embed.engine)."""
+    once on one Embedder, each in its own thread (embed.engine). `pacing` (detect_every, chunk_frames)
+    overrides the tracker's detection interval and the chunk size for this source (live_pacing)."""
     cap = min((f for f in (embedder.max_fps, rate_cap) if f), default=None)
-    stream = VideoStream(source, embedder.chunk_frames, cap, True, input_format, input_options)
-    tracker = StreamTracker(embedder.detector, batch_frames=embedder.chunk_frames)
+    every, chunk_frames = pacing or (None, embedder.chunk_frames)
+    stream = VideoStream(source, chunk_frames, cap, True, input_format, input_options)
+    tracker = StreamTracker(embedder.detector, batch_frames=chunk_frames, detect_every=every)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
     # On a live source at most LIVE_WAITING chunks wait for the pipeline; older ones are dropped, so a
     # line's latency is bounded by a few chunks' processing time (the waiting chunk, the one in hand,
@@ -155,6 +158,19 @@ def embed_stream(
             yield EmbeddedChunk(
                 ClipData(emb, tracked.timestamps, tracked.track.probs, tracked.track.boxes), arrived, stream, parts[0][1]
             )
+
+
+def live_pacing(detect_every: int, trained_fps: float | None, kept_fps: float | None) -> tuple[int, int] | None:
+    """(detect_every, chunk_frames) for a live source kept at `kept_fps` frames a second when its run
+    was trained on `trained_fps` (None: as configured). A line waits for its window's last frame's
+    chunk and for the tracker's lag of about (smooth // 2 + 1) detection intervals, both counted in
+    frames: at 5 frames a second, a 30-fps policy's 5-frame chunk and detection interval would each
+    last a second, so both are scaled to last as long in seconds as at the trained rate (detecting
+    every kept frame there costs what the trained rate would have cost)."""
+    if not trained_fps or not kept_fps or kept_fps >= trained_fps:
+        return None
+    scale = kept_fps / trained_fps
+    return max(1, round(detect_every * scale)), max(1, round(LIVE_CHUNK_FRAMES * scale))
 
 
 def _noting_arrivals(chunks: Iterable[FrameChunk], arrivals: list[float]) -> Iterator[FrameChunk]:

@@ -117,8 +117,13 @@ class StreamTracker:
     never on how the video was chunked.
     """
 
-    def __init__(self, detector: FaceDetector, resume: dict | None = None, batch_frames: int = 64):
+    def __init__(
+        self, detector: FaceDetector, resume: dict | None = None, batch_frames: int = 64, detect_every: int | None = None
+    ):
+        """`detect_every` overrides the detector config's interval: a live source thinned below the
+        rate its run was trained at keeps detecting about as often in seconds (embed.engine)."""
         self.detector, self.config, self.batch_frames = detector, detector.config, batch_frames
+        self.every = max(1, int(detect_every or self.config.detect_every))
         self.half = max(self.config.smooth, 1) // 2
         r = resume or {}
         self.emitted = int(r.get("emitted", 0))  # frames before this are handed out (the buffer starts here)
@@ -192,7 +197,7 @@ class StreamTracker:
         return self.emitted if self.last_sched is None else max(self.emitted, self.last_sched + 1)
 
     def _scheduled(self) -> list[int]:
-        k, begin = self.config.detect_every, self._unresolved()
+        k, begin = self.every, self._unresolved()
         return list(range(-(-begin // k) * k, self.arrived, k))
 
     def _frame(self, i: int) -> np.ndarray:
@@ -205,7 +210,7 @@ class StreamTracker:
         return k if self._anchor(k) <= i else k - 1
 
     def _anchor(self, k: int) -> int:
-        d = self.config.detect_every
+        d = self.every
         return -(-k * self.config.full_search_every // d) * d
 
     def _search(self, indices: list[int], around: list) -> dict[int, tuple]:

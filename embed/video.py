@@ -174,6 +174,8 @@ class VideoStream:
                 )
                 last_raw = t
                 self.decoded += 1
+                if not depth and not self._keeps(t, state, commit=False):
+                    continue  # unordered: the cap's verdict is known now, before paying for RGB
                 # A stream whose size changes mid-way is scaled to its first frame's size.
                 size = size or {"width": frame.width, "height": frame.height}
                 pending.append(self._upright(frame.to_ndarray(format="rgb24", **size), frame.rotation))
@@ -213,17 +215,27 @@ class VideoStream:
         self.rotation = quarters * 90
         return np.ascontiguousarray(np.rot90(pixels, quarters)) if quarters else pixels
 
+    def _keeps(self, t: float, state: dict, commit: bool = True) -> bool:
+        """Whether the frame stamped t passes the max_fps cap (the first of its 1/max_fps interval);
+        with commit, it is counted as its interval's frame."""
+        if self.max_fps is None or state["t0"] is None:
+            return True
+        b = math.floor((t - state["t0"]) * self.max_fps + 1e-6)
+        if b == state["bin"]:
+            return False
+        if commit:
+            state["bin"] = b
+        return True
+
     def _emit(self, frame: np.ndarray, t: float, state: dict, out_frames: list, out_t: list, out_arrived: list) -> None:
         if state["t0"] is None:
             state["t0"] = t
-        t -= state["t0"]
-        if self.max_fps is not None:
-            b = math.floor(t * self.max_fps + 1e-6)
-            if b == state["bin"]:
-                return
-            state["bin"] = b
+            if self.max_fps is not None:
+                state["bin"] = 0
+        elif not self._keeps(t, state):
+            return
         out_frames.append(frame)
-        out_t.append(t)
+        out_t.append(t - state["t0"])
         out_arrived.append(time.monotonic())
 
     def _chunk(self, frames: list[np.ndarray], stamps: list[float], arrived: list[float]) -> FrameChunk:

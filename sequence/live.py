@@ -257,6 +257,7 @@ def predict_live(
         input_format=input_format,
         input_options=input_options,
         rate_cap=run.source_rate_cap(source, input_format, sample_fps),
+        pacing=run.pacing(sample_fps),
     )
     try:
         try:

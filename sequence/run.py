@@ -84,6 +84,16 @@ class Run:
         is_file = not hasattr(source, "read") and is_file_source(str(source), input_format)
         return min((f for f in (None if is_file else self.rate_cap(), sample_fps) if f), default=None)
 
+    def pacing(self, sample_fps: float | None) -> tuple[int, int] | None:
+        """The tracker's detection interval and the chunk size for a live source thinned to
+        `sample_fps` (embed.streaming.live_pacing: both last as long in seconds as at the run's frame
+        rate); None at the run's own rate."""
+        from embed.streaming import live_pacing
+
+        config = self.store["parts"][0]["config"] if "parts" in self.store else self.store["config"]
+        every = (config.get("detector") or {}).get("detect_every", 1)
+        return live_pacing(every, self.config.get("frame_rate"), sample_fps)
+
     def engine(self, weights: str | None = None, device: str | None = "auto", live: bool = True) -> StreamEngine:
         """Stage one's engine set up for this run's input (networks loaded once, one model stage), to
         which sources are added, each embedded exactly as this run's cache was."""

@@ -148,7 +148,14 @@ def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_set
             assert c.post("/sources", json={"nothing": 1}).status_code == 400
             assert c.get("/sources/s99").status_code == 404
             c.delete(f"/sources/{first}")
-            assert c.post("/sources", json={"push": True}).status_code == 201  # room again
+            # Room again: a capture device's way in (a device path with its input format; here a
+            # file read as FFmpeg's mov demuxer reads a device, at its own pace, to its end).
+            device = {"device": str(live_setup["video"]), "input_format": "mov", "name": "camera"}
+            r = c.post("/sources", json=device)
+            assert r.status_code == 201 and r.json()["kind"] == "device"
+            camera = Listener(server.url, r.json()["id"])
+            camera.join(timeout=120)
+            assert camera.end()["status"] == "ended" and camera.windows(), camera.events
             listed = c.get("/sources").text
     finally:
         log = server.stop()

@@ -112,6 +112,26 @@ def test_stream_tracker_in_chunks_equals_the_whole_video_on_real_footage(real):
         assert max(len(p) for p in parts) <= size + 2 * DetectorConfig().detect_every + 1
 
 
+def test_a_thinned_live_source_detects_as_often_in_seconds_as_its_run(real):
+    """A live source kept at 5 frames a second for a run trained at 30 detects every kept frame, and
+    cuts chunks of one frame (embed.streaming.live_pacing); the tracker with that override is the
+    tracker configured that way, on real footage where the face leaves."""
+    from embed.streaming import live_pacing
+
+    assert live_pacing(5, 30.0, 5.0) == (1, 1) and live_pacing(5, 10.0, 5.0) == (2, 2)
+    assert live_pacing(5, 30.0, None) is None and live_pacing(5, 30.0, 33.0) is None
+    video = decode_video(real / "face_noface.mov")
+    frames, stamps = video.frames[::5], video.timestamps[::5]
+    configured = track_frames(FaceDetector(DetectorConfig(detect_every=1)), frames)
+    stream = StreamTracker(FaceDetector(DetectorConfig()), batch_frames=1, detect_every=1)
+    parts = [stream.push(i, frames[i : i + 1], stamps[i : i + 1]) for i in range(len(frames))] + [stream.finish()]
+    parts = [p for p in parts if p is not None]
+    np.testing.assert_allclose(np.concatenate([p.track.boxes for p in parts]), configured.boxes, atol=1e-3, equal_nan=True)
+    np.testing.assert_array_equal(np.concatenate([p.track.probs for p in parts]) > 0, configured.probs > 0)
+    # One frame a chunk: the tracker hands a frame out one detection after it arrives.
+    assert max(len(p) for p in parts[:-1]) <= 2
+
+
 def test_real_footage_faces_where_the_footage_puts_them(real):
     every = FaceDetector(DetectorConfig(detect_every=1, smooth=1))  # MTCNN on every frame: the reference
     tracker = FaceDetector(DetectorConfig())

@@ -115,6 +115,7 @@ class SourceHub:
         self.scorer = run.scorer(device, engine.stage)
         self.window, self.hop, self.smooth = window or run.config["clip_seconds"], hop, smooth
         self.min_face_fraction, self.max_sources, self.sample_fps = min_face_fraction, max_sources, sample_fps
+        self.pacing = run.pacing(sample_fps)
         self.sources: dict[str, Source] = {}
         self.everyone: set[asyncio.Queue] = set()  # subscribers to every source's events
         self.lock = threading.Lock()
@@ -172,6 +173,7 @@ class SourceHub:
             input_format=input_format,
             input_options={str(k): str(v) for k, v in options.items()},
             rate_cap=self.run.source_rate_cap(target, input_format, self.sample_fps),
+            pacing=self.pacing,
         )
         self._status(source)
         return source
