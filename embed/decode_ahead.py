@@ -8,6 +8,8 @@ import queue
 import threading
 from collections.abc import Iterator
 
+import numpy as np
+
 from embed.video import FrameChunk, Truncation, VideoStream
 
 DECODE_AHEAD = 2  # chunks the decoder may run ahead of the consumer
@@ -38,6 +40,7 @@ class ClipChunks:
                     raise item.error
                 return
             if self.ahead.live:
+                item = self.ahead.with_waiting(self.index, item)
                 item.start, next_start = next_start, next_start + len(item)
             yield item
 
@@ -51,6 +54,7 @@ class _DecodeAhead:
 
     def __init__(self, streams: list[VideoStream], depth: int, live: bool = False):
         self.streams, self.queue, self.live = streams, queue.Queue(maxsize=max(1, depth)), live
+        self.held: tuple | None = None  # an item taken off the queue early (with_waiting), handed out next
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self.thread.start()
@@ -81,11 +85,39 @@ class _DecodeAhead:
 
     def get(self, index: int):
         while True:
-            i, item = self.queue.get()
+            if self.held is not None:
+                (i, item), self.held = self.held, None
+            else:
+                i, item = self.queue.get()
             if i == index:
                 return item
             if i > index:  # cannot happen while the consumer reads in order
                 raise RuntimeError(f"decode ahead out of order: video {i} while reading {index}")
+
+    def with_waiting(self, index: int, chunk: FrameChunk) -> FrameChunk:
+        """A live chunk joined with the chunks of its video waiting behind it: a consumer that fell
+        behind takes what has piled up in one batch (cheaper per frame) instead of dropping it, and
+        one that keeps up gets chunks as small as they come (latency). Chunking never changes the
+        result (the tracker's chunked equals whole)."""
+        parts = [chunk]
+        while True:
+            try:
+                i, item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if i != index or not isinstance(item, FrameChunk):
+                self.held = (i, item)
+                break
+            parts.append(item)
+        if len(parts) == 1:
+            return chunk
+        arrived = None if any(p.arrived is None for p in parts) else np.concatenate([p.arrived for p in parts])
+        return FrameChunk(
+            chunk.start,
+            np.concatenate([p.frames for p in parts]),
+            np.concatenate([p.timestamps for p in parts]),
+            arrived,
+        )
 
     def close(self) -> None:
         self.stop.set()

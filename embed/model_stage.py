@@ -27,17 +27,20 @@ class _Request:
 
 
 class ModelStage:
-    """The model thread. `run(kind, fn, item)` blocks until `fn` has been called on a batch holding
-    `item` (fn maps a list of items to a list of results, in order) and returns the item's result."""
+    """The model thread(s). `run(kind, fn, item)` blocks until `fn` has been called on a batch holding
+    `item` (fn maps a list of items to a list of results, in order) and returns the item's result.
+    With several threads, batches run side by side (MTCNN's refinement stages are Python loops that
+    hold one core; a second thread runs another batch's network meanwhile)."""
 
-    def __init__(self, name: str = "models"):
+    def __init__(self, name: str = "models", threads: int = 2):
         self._cond = threading.Condition()
         self._pending: dict[Hashable, tuple[BatchFn, list[_Request]]] = {}  # insertion order: oldest kind first
         self._closed = False
         self.calls = 0  # batched calls made
         self.items = 0  # items they held: items / calls is the mean batch
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, name=f"{name} {i}", daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
 
     def run(self, kind: Hashable, fn: BatchFn, item: Any) -> Any:
         request = _Request(item)
@@ -51,12 +54,19 @@ class ModelStage:
             raise request.error
         return request.result
 
+    @property
+    def waiting(self) -> int:
+        """Items waiting for a thread now (how far behind the networks are)."""
+        with self._cond:
+            return sum(len(requests) for _, requests in self._pending.values())
+
     def close(self) -> None:
         """Finish what is waiting, then stop the thread."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._thread.join()
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()
 
     def _serve(self) -> None:
         while True:
@@ -67,11 +77,11 @@ class ModelStage:
                     return
                 kind = next(iter(self._pending))
                 fn, requests = self._pending.pop(kind)
+                self.calls += 1
+                self.items += len(requests)
             self._execute(fn, requests)
 
     def _execute(self, fn: BatchFn, requests: list[_Request]) -> None:
-        self.calls += 1
-        self.items += len(requests)
         try:
             results = fn([r.item for r in requests])
             if len(results) != len(requests):

@@ -64,8 +64,41 @@ def test_sources_in_one_engine_equal_each_alone_and_a_damaged_one_fails_alone(tm
         np.testing.assert_allclose(mine["face_prob"], ref["face_prob"], atol=1e-4)
         np.testing.assert_allclose(mine["boxes"], ref["boxes"], atol=1e-2)
         np.testing.assert_allclose(mine["embeddings"], ref["embeddings"], atol=2e-2)
-    # The sources' calls were batched: fewer calls than requests.
-    assert stage.calls < stage.items, (stage.calls, stage.items)
+
+
+def test_requests_that_wait_while_a_call_runs_go_in_one_batch():
+    """Three callers arrive while the stage's one thread is busy: their items run as one call."""
+    stage = ModelStage(threads=1)
+    busy, release, batches = threading.Event(), threading.Event(), []
+
+    def hold(items: list[int]) -> list[int]:
+        busy.set()
+        release.wait(30)
+        return items
+
+    def record(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    first = threading.Thread(target=stage.run, args=("hold", hold, 0))
+    first.start()
+    assert busy.wait(30)
+    results: dict[int, int] = {}
+    callers = [threading.Thread(target=lambda i=i: results.__setitem__(i, stage.run("x", record, i))) for i in (1, 2, 3)]
+    for t in callers:
+        t.start()
+    queued = threading.Event()
+    for _ in range(3000):  # all three queued (each call blocks, so their queueing is the only signal)
+        if stage.waiting == 3 and queued.set() is None:
+            break
+        queued.wait(0.01)
+    assert queued.is_set()
+    release.set()
+    for t in [first, *callers]:
+        t.join(timeout=30)
+    stage.close()
+    assert batches == [[1, 2, 3]] and results == {1: 10, 2: 20, 3: 30}
+    assert (stage.calls, stage.items) == (2, 4)
 
 
 def test_a_failing_batch_is_run_again_per_caller_so_only_the_bad_input_fails():
