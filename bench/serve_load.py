@@ -65,16 +65,16 @@ class Sampler(threading.Thread):
     def __init__(self, pids):
         super().__init__(daemon=True)
         self.procs = [psutil.Process(p) for p in pids]
+        self.seen: dict[int, float] = {}  # each process's CPU seconds when last read (kept after it exits)
         self.peak, self.stop, self.cpu0 = 0.0, threading.Event(), self._cpu()
         self.start()
 
     def _cpu(self) -> float:
-        total = 0.0
         for p in self.procs:
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
-                total += t.user + t.system
-        return total
+                self.seen[p.pid] = t.user + t.system
+        return sum(self.seen.values())
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
