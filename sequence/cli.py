@@ -392,6 +392,8 @@ def serve(
         float | None, typer.Option(help="Windows with fewer face frames than this share are not scored [0.5].")
     ] = None,
     weights: Annotated[str | None, typer.Option(help="Backbone weights, if the run's cannot be found.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS (with --tls-key).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Watch many sources at once (students' cameras, streams, pushed uploads) with one model, and show
@@ -414,9 +416,16 @@ def serve(
             hop,
             smooth,
             min_face_fraction,
+            _tls(tls_cert, tls_key),
         )
     except (ConfigError, ClipError) as e:
         fail(str(e))
+
+
+def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together; fix: pass both PEM files, or neither")
+    return (cert, key) if cert and key else None
 
 
 def _print_rows(rows: list[dict], markdown: bool, as_csv: bool, as_json: bool, title: str, states: list[str]) -> None:

@@ -160,3 +160,30 @@ def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_set
     finally:
         log = server.stop()
     assert "hunter2secret" not in listed and "hunter2secret" not in log and "alice" not in listed
+
+
+def test_https_with_a_certificate_for_hosts_beyond_loopback(live_setup, tmp_path):
+    """With --tls-cert/--tls-key the server speaks HTTPS (a browser grants a camera only to a secure
+    page beyond localhost, and the token must not cross the network in clear)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = Server(live_setup["run"], "--token", TOKEN, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=str(cert))
+        r = httpx.get(server.url + "/sources", headers={"Authorization": f"Bearer {TOKEN}"}, verify=trusted)
+        assert r.status_code == 200 and r.json() == []
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not spoken there
+            httpx.get(server.url.replace("https", "http") + "/sources", timeout=10)
+    finally:
+        server.stop()
+    proc = run_cli("serve", "--run", live_setup["run"], "--tls-cert", str(cert), module="sequence", check=2)
+    assert "--tls-key" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -58,8 +58,11 @@ def serve(
     hop: float = 1.0,
     smooth: float = 0.0,
     min_face_fraction: float | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
-    """Serve until interrupted. Prints `serving on URL` on stderr once the socket listens."""
+    """Serve until interrupted. Prints `serving on URL` on stderr once the socket listens. With `tls`
+    (certificate and key files) over HTTPS: beyond this machine a browser grants the student page
+    its camera only on a secure page, and the token must not cross the network in clear."""
     import uvicorn
 
     if not is_loopback(host) and not token:
@@ -71,6 +74,9 @@ def serve(
         raise ConfigError(
             "--max-sources must be at least 1 and --sample-fps positive; fix: e.g. --max-sources 30 --sample-fps 5"
         )
+    for f in tls or ():
+        if not Path(f).is_file():
+            raise ConfigError(f"{f}: no such file; fix: pass the PEM certificate and key with --tls-cert / --tls-key")
     run = Run.open(run_dir)
     engine = run.engine(weights, device)
 
@@ -89,12 +95,21 @@ def serve(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"serving on http://{shown}:{bound}/ (run {run.path.name}, at most {max_sources} sources"
+        f"serving on {'https' if tls else 'http'}://{shown}:{bound}/ (run {run.path.name}, at most {max_sources} sources"
         f"{', token required' if token else ''})",
         file=sys.stderr,
         flush=True,
     )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, ws="websockets-sansio", lifespan="on")
+    certificate, key = tls or (None, None)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        ws="websockets-sansio",
+        lifespan="on",
+        ssl_certfile=certificate,
+        ssl_keyfile=key,
+    )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
