@@ -83,8 +83,11 @@ def test_sources_faster_than_the_engine_drop_frames_and_memory_stays_flat(live_s
         # Every frame the run's rate keeps (11 a second of 24) was either embedded or counted dropped.
         assert end["frames"] + end["dropped"] >= 19 * 10
         assert listener.windows()[-1]["t_end"] > 18.0 and listener.windows()[-1]["dropped"] > 0
-    # Loosely: from the first line to the last the server grew by less than 150 MB (the bench measures it).
-    assert len(rss) > 20 and max(rss) - rss[0] < 150, rss
+    # Loosely (the bench measures it): flat, not growing with the streams' length. The second half of
+    # the run peaks within 100 MB of the first half (batches of frames a source fell behind on come
+    # and go; a leak would climb), and the whole stays under 2.5 GB.
+    half = len(rss) // 2
+    assert len(rss) > 20 and max(rss[half:]) - max(rss[:half]) < 100 and max(rss) < 2500, rss
 
 
 def test_every_endpoint_refuses_a_request_without_the_token(live_setup):
