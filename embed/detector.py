@@ -13,6 +13,7 @@ from PIL import Image
 from embed.devices import thread_pool
 from embed.extraction import DetectorConfig
 from embed.face_search import Window, search
+from embed.model_stage import spans
 
 if TYPE_CHECKING:
     from embed.model_stage import ModelStage
@@ -90,8 +91,4 @@ class FaceDetector:
     def _find_in_batch(self, items: list[tuple[np.ndarray, list]]) -> list[tuple[list, list]]:
         """find_faces of several callers' frames (all of one size) in one MTCNN pass, split back."""
         boxes, probs = search(self.mtcnn, np.concatenate([s for s, _ in items]), [w for _, ws in items for w in ws])
-        out, i = [], 0
-        for small, _ in items:
-            out.append((boxes[i : i + len(small)], probs[i : i + len(small)]))
-            i += len(small)
-        return out
+        return [(boxes[rows], probs[rows]) for rows in spans([s for s, _ in items])]

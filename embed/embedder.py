@@ -16,6 +16,7 @@ from embed.detector import FaceDetector
 from embed.devices import resolve_device
 from embed.errors import ClipError
 from embed.extraction import DetectorConfig, extraction_config, faces_config
+from embed.model_stage import spans
 from embed.tracking import TrackedChunk
 from embed.video import VideoStream
 
@@ -116,8 +117,7 @@ class Embedder:
 
         def batch(items: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
             e, p = _backbone_pass(backbone, torch.cat(items), expressions, self.batch_size)
-            bounds = np.cumsum([0, *(len(c) for c in items)])
-            return [(e[a:b], None if p is None else p[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            return [(e[rows], None if p is None else p[rows]) for rows in spans(items)]
 
         return self.stage.run(("embed", id(backbone), expressions), batch, crops)
 

@@ -40,10 +40,10 @@ class StreamEngine:
     """Sources added while it runs, each embedded in its own thread through one shared Embedder and
     model stage (build it with open_embedder(..., stage=engine.stage))."""
 
-    def __init__(self, embedder: Embedder, live: bool = True, rate_cap: float | None = None):
+    def __init__(self, embedder: Embedder, live: bool = True):
         if embedder.stage is None:
             raise ValueError("the engine's Embedder must run through a model stage")
-        self.embedder, self.live, self.rate_cap = embedder, live, rate_cap
+        self.embedder, self.live = embedder, live
         self.stage = embedder.stage
 
     def add(
@@ -60,12 +60,11 @@ class StreamEngine:
         """Start embedding a source: `on_chunk` gets its chunks in order and `on_end` is called once at
         the end (with the error that ended it, if one did), both from the source's own thread.
         `pacing`: embed.streaming.live_pacing's detection interval and chunk size for it."""
-        cap = min((f for f in (self.rate_cap, rate_cap) if f), default=None)
         label = name or str(getattr(source, "name", source))
         handle = EngineSource(label, threading.Thread())
 
         def run() -> None:
-            chunks = embed_stream(self.embedder, source, self.live, cap, input_format, input_options, pacing=pacing)
+            chunks = embed_stream(self.embedder, source, self.live, rate_cap, input_format, input_options, pacing=pacing)
             try:
                 for chunk in chunks:
                     on_chunk(chunk)

@@ -12,10 +12,20 @@ again for each caller alone, so one source's bad input fails that source, never 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence, Sized
 from typing import Any
 
 BatchFn = Callable[[list[Any]], Sequence[Any]]
+
+
+def spans(items: Sequence[Sized]) -> list[slice]:
+    """Each item's rows in the concatenation of all of them: how a batched call's output is split
+    back among its callers."""
+    out, start = [], 0
+    for item in items:
+        out.append(slice(start, start + len(item)))
+        start += len(item)
+    return out
 
 
 class _Request:

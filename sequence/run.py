@@ -138,7 +138,7 @@ class Run:
             input_format=input_format,
             input_options=input_options,
             live=live,
-            rate_cap=None if is_file else self.rate_cap(),
+            rate_cap=self.source_rate_cap(source, input_format),
             ready=ready,
         )
 

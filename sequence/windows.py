@@ -11,6 +11,7 @@ import numpy as np
 
 from embed.cache import ClipData, span_seconds
 from embed.errors import ClipError
+from embed.model_stage import spans
 from sequence import plots
 from sequence.data import FramePolicy, to_tensors
 from sequence.runs import write_csv, write_json
@@ -66,8 +67,7 @@ class WindowScorer:
 
     def _score_batch(self, items: list[list]) -> list[dict[str, np.ndarray]]:
         probs = self._score([a for arrays in items for a in arrays])
-        bounds = np.cumsum([0, *(len(arrays) for arrays in items)])
-        return [{s: p[a:b] for s, p in probs.items()} for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [{s: p[rows] for s, p in probs.items()} for rows in spans(items)]
 
     def _score(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         labels = np.zeros((len(arrays), len(self.cfg["states"])), dtype=np.int64)
