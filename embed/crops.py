@@ -8,6 +8,10 @@ from torchvision.ops import roi_align
 
 from embed.devices import thread_pool
 
+# At most this many bytes of float32 face windows at a time (32 frames of a 640x480 video's face
+# windows are a few MB; of a 4K video's, hundreds).
+WINDOW_BYTES = 48 * 2**20
+
 
 def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
     """Square boxes around each face box's centre, side (1 + margin) * its longer side."""
@@ -45,6 +49,13 @@ def crop_faces(
     y0 = int(np.clip(np.floor(sq[:, 1].min()) - 2, 0, h - 1))
     x1 = int(np.clip(np.ceil(sq[:, 2].max()) + 3, x0 + 1, w))
     y1 = int(np.clip(np.ceil(sq[:, 3].max()) + 3, y0 + 1, h))
+    if n > 1 and n * (y1 - y0) * (x1 - x0) * 3 * 4 > WINDOW_BYTES:
+        # Big faces (a 4K picture): half the frames at a time, until their float windows fit the
+        # budget, so a crop's memory does not grow with the resolution (each crop is the same).
+        h2 = n // 2
+        halves = [(frames[:h2], None), (frames[h2:], None)] if rows is None else [(frames, rows[:h2]), (frames, rows[h2:])]
+        boxes_of = (boxes[:h2], boxes[h2:])
+        return torch.cat([crop_faces(f, b, size, margin, device, r) for (f, r), b in zip(halves, boxes_of, strict=True)])
     window = frames[:, y0:y1, x0:x1] if rows is None else frames[rows, y0:y1, x0:x1]
     window = torch.from_numpy(np.ascontiguousarray(window)).to(device, non_blocking=True)
     window = window.permute(0, 3, 1, 2).float()

@@ -20,6 +20,7 @@ from torchvision.ops import box_iou
 
 from embed.errors import ClipError
 from embed.memory import release_free_heap
+from embed.video import frames_within
 
 if TYPE_CHECKING:
     from embed.detector import FaceDetector
@@ -118,11 +119,19 @@ class StreamTracker:
     """
 
     def __init__(
-        self, detector: FaceDetector, resume: dict | None = None, batch_frames: int = 64, detect_every: int | None = None
+        self,
+        detector: FaceDetector,
+        resume: dict | None = None,
+        batch_frames: int = 64,
+        detect_every: int | None = None,
+        batch_bytes: int | None = None,
     ):
         """`detect_every` overrides the detector config's interval: a live source thinned below the
-        rate its run was trained at keeps detecting about as often in seconds (embed.engine)."""
+        rate its run was trained at keeps detecting about as often in seconds (embed.engine).
+        `batch_bytes` caps a detection batch as the decoder's chunk_bytes caps a chunk (by the frames'
+        size), so the tracker holds no more full-size frames than the chunks it is handed."""
         self.detector, self.config, self.batch_frames = detector, detector.config, batch_frames
+        self.batch_bytes = batch_bytes
         self.every = max(1, int(detect_every or self.config.detect_every))
         self.half = max(self.config.smooth, 1) // 2
         r = resume or {}
@@ -174,6 +183,7 @@ class StreamTracker:
         frames, timestamps = frames[skip:], timestamps[skip:]
         if len(frames) == 0:
             return None
+        self.batch_frames = frames_within(self.batch_bytes, frames[0].nbytes, self.batch_frames)
         self.frames.extend(frames)
         self.stamps.extend(timestamps.tolist())
         if self.arrived - self._unresolved() < self.batch_frames:

@@ -96,6 +96,7 @@ class VideoStream:
         allow_truncated: bool = False,
         input_format: str | None = None,
         options: dict[str, str] | None = None,
+        chunk_bytes: int | None = None,
     ):
         # A readable object (a pushed stream, embed.push_pipe) is opened as it is, named by its name.
         self.reader = path if hasattr(path, "read") else None
@@ -103,6 +104,7 @@ class VideoStream:
         self.is_file = self.reader is None and is_file_source(path, input_format)
         self.path = Path(path) if self.is_file else self.source
         self.chunk_frames = max(1, int(chunk_frames))
+        self.chunk_bytes = chunk_bytes
         self.max_fps = max_fps
         self.allow_truncated = allow_truncated
         self.input_format, self.options = input_format, dict(options or {})
@@ -156,13 +158,13 @@ class VideoStream:
 
     def _chunks(self, frames: Iterator[av.VideoFrame]) -> Iterator[FrameChunk]:
         size: dict[str, int] = {}
-        pending: deque[np.ndarray] = deque()  # frames waiting for their (sorted) timestamp
+        # Frames waiting for their (sorted) timestamp, still as the decoder's YUV frames: converted to
+        # RGB only when kept, straight into the chunk's array (each frame held once at full size).
+        pending: deque[av.VideoFrame] = deque()
         stamps: list[float] = []  # min-heap of raw timestamps not yet handed out
         last_raw: float | None = None
         state = {"t0": None, "bin": None}
-        out_frames: list[np.ndarray] = []
-        out_t: list[float] = []
-        out_arrived: list[float] = []
+        out = _ChunkBuilder(self)
         # Live sources (pipes, URLs, devices) carry real pts and must not wait: no reordering there.
         depth = REORDER_DEPTH if self.is_file else 0
         try:
@@ -178,16 +180,13 @@ class VideoStream:
                     continue  # unordered: the cap's verdict is known now, before paying for RGB
                 # A stream whose size changes mid-way is scaled to its first frame's size.
                 size = size or {"width": frame.width, "height": frame.height}
-                pending.append(self._upright(frame.to_ndarray(format="rgb24", **size), frame.rotation))
+                pending.append(frame)
                 heapq.heappush(stamps, t)
                 # The frames are in display order; their stamps may be permuted. Holding REORDER_DEPTH
                 # stamps back and handing out the smallest gives each frame its sorted stamp (a global
                 # sort, as for a whole video, without holding the video).
-                if len(stamps) > depth:
-                    self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t, out_arrived)
-                    if len(out_frames) >= self.chunk_frames:
-                        yield self._chunk(out_frames, out_t, out_arrived)
-                        out_frames, out_t, out_arrived = [], [], []
+                if len(stamps) > depth and self._emit(pending.popleft(), heapq.heappop(stamps), state, size, out):
+                    yield out.take()
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if not self.decoded:
                 raise ClipError(
@@ -199,12 +198,10 @@ class VideoStream:
                 f"({type(e).__name__}: {e}); fix: re-encode or replace the file"
             ) from None
         while pending:
-            self._emit(pending.popleft(), heapq.heappop(stamps), state, out_frames, out_t, out_arrived)
-            if len(out_frames) >= self.chunk_frames:
-                yield self._chunk(out_frames, out_t, out_arrived)
-                out_frames, out_t, out_arrived = [], [], []
-        if out_frames:
-            yield self._chunk(out_frames, out_t, out_arrived)
+            if self._emit(pending.popleft(), heapq.heappop(stamps), state, size, out):
+                yield out.take()
+        if len(out):
+            yield out.take()
         if not self.kept:
             raise ClipError(f"{self.path}: no decodable frames; fix: re-encode or replace the file")
 
@@ -227,23 +224,17 @@ class VideoStream:
             state["bin"] = b
         return True
 
-    def _emit(self, frame: np.ndarray, t: float, state: dict, out_frames: list, out_t: list, out_arrived: list) -> None:
+    def _emit(self, frame: av.VideoFrame, t: float, state: dict, size: dict, out: _ChunkBuilder) -> bool:
+        """Frame stamped t into the chunk being built, unless the max_fps cap drops it; whether the
+        chunk is now full."""
         if state["t0"] is None:
             state["t0"] = t
             if self.max_fps is not None:
                 state["bin"] = 0
         elif not self._keeps(t, state):
-            return
-        out_frames.append(frame)
-        out_t.append(t - state["t0"])
-        out_arrived.append(time.monotonic())
-
-    def _chunk(self, frames: list[np.ndarray], stamps: list[float], arrived: list[float]) -> FrameChunk:
-        chunk = FrameChunk(
-            self.kept, np.stack(frames), np.asarray(stamps, dtype=np.float32), np.asarray(arrived, dtype=np.float64)
-        )
-        self.kept += len(frames)
-        return chunk
+            return False
+        out.add(self._upright(frame.to_ndarray(format="rgb24", **size), frame.rotation), t - state["t0"])
+        return out.full
 
     def _check_length(self, stream, container) -> None:
         declared_frames = int(stream.frames or 0)
@@ -272,6 +263,54 @@ class VideoStream:
                 f"{self.path}: truncated: {self.truncation.describe()}; fix: copy the file again from "
                 f"its source, or pass --allow-truncated to keep the {self.decoded} frames that decode"
             )
+
+
+def frames_within(budget_bytes: int | None, frame_bytes: int, most: int) -> int:
+    """Frames of `frame_bytes` a chunk holds: at most `most`, and within `budget_bytes` (at least one)."""
+    if not budget_bytes:
+        return most
+    return max(1, min(most, budget_bytes // max(1, frame_bytes)))
+
+
+class _ChunkBuilder:
+    """The chunk being filled: one array allocated at the first frame (its size set by the stream's
+    chunk_frames and chunk_bytes), each kept frame copied in once."""
+
+    def __init__(self, stream: VideoStream):
+        self.stream = stream
+        self.frames: np.ndarray | None = None
+        self.n = 0
+        self.stamps: list[float] = []
+        self.arrived: list[float] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def full(self) -> bool:
+        return self.n >= self.stream.chunk_frames
+
+    def add(self, frame: np.ndarray, t: float) -> None:
+        s = self.stream
+        if self.frames is None:
+            s.chunk_frames = frames_within(s.chunk_bytes, frame.nbytes, s.chunk_frames)
+            # A whole video in one chunk (decode_video) grows as it comes rather than guessing its length.
+            self.frames = np.empty((min(s.chunk_frames, 256), *frame.shape), frame.dtype)
+        elif self.n == len(self.frames):
+            self.frames = np.concatenate([self.frames, np.empty_like(self.frames)])
+        self.frames[self.n] = frame
+        self.n += 1
+        self.stamps.append(t)
+        self.arrived.append(time.monotonic())
+
+    def take(self) -> FrameChunk:
+        s = self.stream
+        chunk = FrameChunk(
+            s.kept, self.frames[: self.n], np.asarray(self.stamps, np.float32), np.asarray(self.arrived, np.float64)
+        )
+        s.kept += self.n
+        self.frames, self.n, self.stamps, self.arrived = None, 0, [], []
+        return chunk
 
 
 def decode_video(path: str | Path, max_fps: float | None = None, allow_truncated: bool = False) -> DecodedVideo:

@@ -1,6 +1,7 @@
 """PyAV decoding on real encoded files: variable frame rate, odd sizes, the fps cap, bad files."""
 
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from embed.errors import ClipError
 from embed.sample import write_video
-from embed.video import decode_video
+from embed.video import VideoStream, decode_video
 
 
 def _write(path, pts_ms, width=64, height=48, pix_fmt="yuv420p"):
@@ -55,3 +56,20 @@ def test_bad_files_raise_clip_errors_naming_the_file(tmp_path, content, message)
     with pytest.raises(ClipError, match=message) as e:
         decode_video(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_chunks_hold_a_memory_budget_not_a_frame_count():
+    """A chunk holds at most chunk_bytes of frames: larger pictures come in fewer frames a chunk, and
+    the frames and their timestamps are those of the frame-count chunks, in order."""
+    footage = Path(__file__).parents[1] / "data" / "footage" / "single_face.mp4"  # 72 frames of 640x360
+    frame_bytes = 640 * 360 * 3
+    by_count = list(VideoStream(footage, chunk_frames=64))
+    by_budget = list(VideoStream(footage, chunk_frames=64, chunk_bytes=10 * frame_bytes + 1))
+    assert [len(c) for c in by_count] == [64, 8]
+    assert [len(c) for c in by_budget] == [10] * 7 + [2]
+    assert [c.start for c in by_budget] == list(range(0, 72, 10))
+    for field in ("frames", "timestamps"):
+        joined = [np.concatenate([getattr(c, field) for c in chunks]) for chunks in (by_budget, by_count)]
+        np.testing.assert_array_equal(*joined)
+    tiny = list(VideoStream(footage, chunk_frames=64, chunk_bytes=1))  # never less than a frame
+    assert len(tiny) == 72 and all(len(c) == 1 for c in tiny)
