@@ -17,6 +17,7 @@ DEVICE ?=
 LIMIT ?=
 WORKERS ?=
 SCHEDULER ?=
+CLIPS_IN_FLIGHT ?=
 HEAD ?= lstm
 FRAMES ?=
 EPOCHS ?=
@@ -45,14 +46,15 @@ opt = $(if $(strip $(2)),$(1) $(2))
 comma := ,
 EMBED_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
 	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) $(call opt,--limit,$(LIMIT))
-RUN_OPTS = $(EMBED_OPTS) $(call opt,--workers,$(WORKERS)) $(call opt,--scheduler,$(SCHEDULER))
+RUN_OPTS = $(EMBED_OPTS) $(call opt,--workers,$(WORKERS)) $(call opt,--scheduler,$(SCHEDULER)) \
+	$(call opt,--clips-in-flight,$(CLIPS_IN_FLIGHT))
 
 SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(BACKBONE) \
 	$(call opt,--weights,$(WEIGHTS)) $(call opt,--device,$(DEVICE)) --head $(HEAD) $(call opt,--frames,$(FRAMES)) \
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory gpu-carry gpu-rehearsal clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -137,6 +139,28 @@ bench: weights $(FOOTAGE)
 # How many students one `sequence serve` holds against one `predict --live` process each (minutes).
 bench-serve: weights $(FOOTAGE)
 	$(PY) bench/serve_load.py --hd --json $(call opt,--device,$(DEVICE))
+
+# `embed run` with clips in flight against one clip at a time, and peak memory against picture size.
+bench-flight: weights $(FOOTAGE)
+	$(PY) bench/clips_in_flight.py --json $(call opt,--device,$(DEVICE))
+
+bench-memory: weights $(FOOTAGE)
+	$(PY) bench/frame_memory.py --json $(call opt,--device,$(DEVICE))
+
+# bench/gpu.sh's carried wheels and weights (.gpu/), and its rehearsal here on the CPU from a fresh venv
+# that holds only what the GPU machines' image holds (torch and the common packages, none of ours).
+REHEARSAL ?= /tmp/affectseq-rehearsal
+gpu-carry: weights $(FOOTAGE)
+	$(PY) bench/gpu_carry.py
+
+gpu-rehearsal: weights $(FOOTAGE)
+	rm -rf $(REHEARSAL) $(REHEARSAL)-site
+	$(PYTHON) -m venv $(REHEARSAL)
+	$(REHEARSAL)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 numpy pillow pyyaml rich typer h5py \
+		scikit-image matplotlib psutil requests tqdm pytest pytest-timeout
+	$(PY) bench/gpu_carry.py --here --dest .gpu-rehearsal
+	PY=$(REHEARSAL)/bin/python DEVICE=cpu CARRY=.gpu-rehearsal SITE=$(REHEARSAL)-site CLIPS=4 IN_FLIGHT=1,2 BATCHES=64 \
+		bash bench/gpu.sh
 
 clean-venv:
 	rm -rf $(VENV)

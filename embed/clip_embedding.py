@@ -58,7 +58,7 @@ def embed_clip(
         if stored is not None:
             tracker: StreamTracker | StoredTrack = StoredTrack(stored, start)
         else:
-            tracker = StreamTracker(embedder.detector, resume=state if start else None, batch_frames=embedder.chunk_frames)
+            tracker = embedder.tracker(resume=state if start else None)
             outcome.detected = True
         # Faces in the frames a killed run already wrote (every writer holds the same track).
         faces_seen = int((writers[0].group["face_prob"][:start] > 0).sum()) if start else 0

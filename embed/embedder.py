@@ -17,16 +17,20 @@ from embed.devices import resolve_device
 from embed.errors import ClipError
 from embed.extraction import DetectorConfig, extraction_config, faces_config
 from embed.model_stage import spans
-from embed.tracking import TrackedChunk
+from embed.tracking import StreamTracker, TrackedChunk
 from embed.video import VideoStream
 
 if TYPE_CHECKING:
     from embed.model_stage import ModelStage
 
 CROP_CHUNK = 32  # face crops cut in one roi_align call (see crop_faces)
-# Frames decoded, tracked, embedded and written at a time. 64 frames of 640x480 are 59 MB; the
-# decoder runs up to DECODE_AHEAD chunks ahead (embed.decode_ahead).
+# Frames decoded, tracked, embedded and written at a time: at most CHUNK_FRAMES, and at most
+# CHUNK_MB of full-resolution RGB frames, so a 4K video's chunks hold about as many bytes as a
+# 640x480 one's (64 frames of 640x480 are 56 MiB; of 3840x2160, 2 frames). Several copies of a chunk
+# are alive at once (the decoder runs DECODE_AHEAD chunks ahead, the tracker holds one back), so
+# memory is set by this budget, not by the picture size.
 CHUNK_FRAMES = 64
+CHUNK_MB = 64
 
 
 class Embedder:
@@ -44,6 +48,7 @@ class Embedder:
         chunk_frames: int = CHUNK_FRAMES,
         allow_truncated: bool = False,
         stage: ModelStage | None = None,
+        chunk_mb: float = CHUNK_MB,
     ):
         self.backbones = [backbones] if isinstance(backbones, LoadedBackbone) else list(backbones)
         self.device = self.backbones[0].device  # one device for the detector and every backbone
@@ -51,6 +56,7 @@ class Embedder:
         self.detector = FaceDetector(detector or DetectorConfig(), self.device, stage)
         self.max_fps, self.batch_size = max_fps, batch_size
         self.chunk_frames, self.allow_truncated = chunk_frames, allow_truncated
+        self.chunk_bytes = int(chunk_mb * 2**20)
 
     def config_of(self, b: LoadedBackbone) -> dict:
         return extraction_config(b.spec, b.weights_identity, self.detector.config, self.max_fps)
@@ -65,7 +71,15 @@ class Embedder:
         return faces_config(self.detector.config, self.max_fps)
 
     def stream(self, path: Path | str) -> VideoStream:
-        return VideoStream(path, self.chunk_frames, self.max_fps, self.allow_truncated)
+        return VideoStream(path, self.chunk_frames, self.max_fps, self.allow_truncated, chunk_bytes=self.chunk_bytes)
+
+    def tracker(
+        self, resume: dict | None = None, chunk_frames: int | None = None, detect_every: int | None = None
+    ) -> StreamTracker:
+        """A face tracker for one video, detecting in batches of its chunks' size."""
+        return StreamTracker(
+            self.detector, resume, chunk_frames or self.chunk_frames, detect_every, batch_bytes=self.chunk_bytes
+        )
 
     def warm_up(self) -> None:
         """Run the detector and each CNN once on a blank frame (lazy set-up, first-call costs)."""
@@ -142,6 +156,7 @@ class EmbedSpec:
     batch_size: int = 64
     chunk_frames: int = CHUNK_FRAMES
     allow_truncated: bool = False
+    chunk_mb: float = CHUNK_MB
 
     def configs(self) -> tuple[list[dict], dict]:
         """Each backbone's extraction config and the face-track config, without building a network
@@ -156,8 +171,18 @@ class EmbedSpec:
             faces_config(detector, self.max_fps),
         )
 
-    def build(self, device: str | None = None) -> Embedder:
+    def build(self, device: str | None = None, stage: ModelStage | None = None) -> Embedder:
+        """The Embedder on `device` (default: the spec's); with a model stage, for several clips at once."""
         dev = resolve_device(device or self.device)
         loaded = [get_backbone(b).build(w, dev) for b, w in zip(self.backbones, self.weights, strict=True)]
         detector = DetectorConfig.from_dict(self.detector) if self.detector else None
-        return Embedder(loaded, detector, self.max_fps, self.batch_size, self.chunk_frames, self.allow_truncated)
+        return Embedder(
+            loaded,
+            detector,
+            self.max_fps,
+            self.batch_size,
+            self.chunk_frames,
+            self.allow_truncated,
+            stage=stage,
+            chunk_mb=self.chunk_mb,
+        )

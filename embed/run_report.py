@@ -89,5 +89,5 @@ def rate_text(report: RunReport, elapsed: float, in_progress: int = 0) -> str:
     done = report.embedded + len(report.failures)
     frames = report.frames + in_progress
     return f"{done / elapsed:.2f} clips/s {frames / elapsed:.0f} frames/s" + (
-        f" ({in_progress} frames into this clip)" if in_progress else ""
+        f" ({in_progress} frames into clips in progress)" if in_progress else ""
     )

@@ -18,7 +18,7 @@ from embed.devices import resolve_device
 from embed.embedder import CHUNK_FRAMES, Embedder
 from embed.errors import ConfigError
 from embed.extraction import DetectorConfig
-from embed.tracking import StreamTracker, tracked_chunks
+from embed.tracking import tracked_chunks
 from embed.video import FrameChunk, VideoStream
 
 if TYPE_CHECKING:
@@ -137,8 +137,8 @@ def embed_stream(
     overrides the tracker's detection interval and the chunk size for this source (live_pacing)."""
     cap = min((f for f in (embedder.max_fps, rate_cap) if f), default=None)
     every, chunk_frames = pacing or (None, embedder.chunk_frames)
-    stream = VideoStream(source, chunk_frames, cap, True, input_format, input_options)
-    tracker = StreamTracker(embedder.detector, batch_frames=chunk_frames, detect_every=every)
+    stream = VideoStream(source, chunk_frames, cap, True, input_format, input_options, embedder.chunk_bytes)
+    tracker = embedder.tracker(chunk_frames=chunk_frames, detect_every=every)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
     # On a live source at most LIVE_WAITING chunks wait for the pipeline; older ones are dropped, so a
     # line's latency is bounded by a few chunks' processing time (the waiting chunk, the one in hand,
