@@ -163,6 +163,8 @@ def run(
                 report = embed_dataset(
                     index, stores, embedder, limit=limit, progress=not quiet, faces=faces, clips_in_flight=in_flight
                 )
+                if embedder.stage is not None:
+                    embedder.stage.close()
     except ConfigError as e:
         fail(str(e))
     _print_report(report, [c["weights"] for c in configs], as_json)
@@ -192,6 +194,8 @@ def _print_report(report, weights: list[str], as_json: bool = False) -> None:
         f"{report.frames} in {report.seconds:.1f} s ({rate:.1f} frames/s, "
         f"{report.embedded / report.seconds if report.seconds else 0:.2f} clips/s)",
     )
+    if report.clips_in_flight > 1:
+        t.add_row("in flight", f"{report.clips_in_flight} clips at a time, their network calls batched together")
     if report.resumed_frames:
         t.add_row("resumed", f"{report.resumed_frames} frames of part-written clips kept from an earlier run")
     if report.truncated:

@@ -43,15 +43,22 @@ def embed_in_flight(
 ) -> Iterator[ClipOutcome]:
     """Each clip's outcome as it finishes (any order), up to `in_flight` clips embedded at once. The
     embedder must run through a model stage. Leaving the iterator early (Ctrl-C) stops handing out
-    clips; those in flight are left part-written, as a killed run leaves them (resumed next run)."""
+    clips and stops those in flight after the chunk in hand: they stay part-written, as a killed run
+    leaves them, and the next run resumes them. It returns once their threads have ended (a process
+    that exits while torch runs in a thread aborts)."""
     if embedder.stage is None:
         raise ValueError("clips in flight need an Embedder built with a model stage")
-    todo: queue.SimpleQueue[Clip | None] = queue.SimpleQueue()
+    todo: queue.SimpleQueue[Clip] = queue.SimpleQueue()
     for clip in clips:
         todo.put(clip)
     done: queue.SimpleQueue[ClipOutcome | BaseException] = queue.SimpleQueue()
     stop = threading.Event()
-    workers = max(1, min(in_flight, len(clips)))
+
+    def chunk_written(n: int) -> None:
+        if stop.is_set():
+            raise _Stopped  # after a chunk is written: the clip resumes from there
+        if on_frames is not None:
+            on_frames(n)
 
     def work() -> None:
         while not stop.is_set():
@@ -61,11 +68,14 @@ def embed_in_flight(
                 return
             try:
                 for _, chunks in decode_ahead([embedder.stream(clip.path)]):
-                    done.put(embed_clip(embedder, clip, chunks, stores, faces, on_frames))
+                    done.put(embed_clip(embedder, clip, chunks, stores, faces, chunk_written))
+            except _Stopped:
+                return
             except BaseException as e:  # noqa: BLE001 (a store that cannot be written stops the run: raised by the consumer)
                 done.put(e)
                 return
 
+    workers = max(1, min(in_flight, len(clips)))
     threads = [threading.Thread(target=work, name=f"clip {i}", daemon=True) for i in range(workers)]
     for t in threads:
         t.start()
@@ -77,3 +87,10 @@ def embed_in_flight(
             yield item
     finally:
         stop.set()
+        for t in threads:
+            t.join()
+
+
+class _Stopped(BaseException):
+    """Raised in a clip's thread once the run is stopping: not an error of the clip (embed_clip records
+    Exceptions as the clip's failure; this passes through and leaves the clip part-written)."""

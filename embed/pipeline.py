@@ -47,7 +47,7 @@ def embed_dataset(
     their network calls batched together (embed.clips_in_flight); the stores are the same."""
     stores = [stores] if isinstance(stores, CacheStore) else list(stores)
     clips = index.clips[:limit] if limit else index.clips
-    report = RunReport(stores=[s.path for s in stores], total=len(clips))
+    report = RunReport(stores=[s.path for s in stores], total=len(clips), clips_in_flight=clips_in_flight)
     start = time.perf_counter()
     try:  # Ctrl-C at any point from here ends in the summary, never a traceback
         todo, report.skipped = pending(clips, stores)

@@ -26,6 +26,7 @@ class RunReport:
     failures: list[dict] = field(default_factory=list)
     interrupted: bool = False
     dashboard: str | None = None
+    clips_in_flight: int = 1  # clips embedded at once (embed.clips_in_flight)
 
     @property
     def store(self) -> Path:
@@ -61,6 +62,7 @@ class RunReport:
             "failures": self.failures,
             "truncated": self.truncated,
             "interrupted": self.interrupted,
+            "clips_in_flight": self.clips_in_flight,
         }
 
 

@@ -80,11 +80,13 @@ def _assert_same_stores(got: Path, ref: Path, leave_out: str | None = None) -> N
         if r["attrs"].get("complete"):
             np.testing.assert_array_equal(m["timestamps"], r["timestamps"])
             np.testing.assert_array_equal(m["face_prob"] > 0, r["face_prob"] > 0)
-            # MTCNN's and the CNN's batches hold other clips' frames too: float rounding differs, the
-            # boxes by far less than a pixel and the float16 embeddings by a few units in their last place.
-            np.testing.assert_allclose(m["boxes"], r["boxes"], atol=0.05)
-            np.testing.assert_allclose(m["face_prob"], r["face_prob"], atol=1e-4)
-            np.testing.assert_allclose(m["embeddings"].astype(np.float32), r["embeddings"].astype(np.float32), atol=2e-3)
+            # MTCNN's and the CNN's batches hold other clips' frames too: float rounding differs (one
+            # run in a few of the full suite put a box 0.05 px or more away), while another clip's rows
+            # or a shifted chunk would be tens of pixels and tenths of an embedding away.
+            np.testing.assert_allclose(m["boxes"], r["boxes"], atol=0.5, err_msg=cid)
+            np.testing.assert_allclose(m["face_prob"], r["face_prob"], atol=1e-3, err_msg=cid)
+            emb_m, emb_r = m["embeddings"].astype(np.float32), r["embeddings"].astype(np.float32)
+            np.testing.assert_allclose(emb_m, emb_r, atol=0.02, err_msg=cid)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,7 @@ def test_clips_in_flight_leave_the_stores_one_clip_at_a_time_leaves(serial, tmp_
     manifest = _dataset(tmp_path)
     first = _run(manifest, 3, check=1)
     ref = serial["first"]
+    assert (first["clips_in_flight"], ref["clips_in_flight"]) == (3, 1)
     assert (first["embedded"], first["failed"], first["frames"]) == (ref["embedded"], ref["failed"], ref["frames"])
     assert first["embedded"] == 4 and first["failed"] == 2  # no face in no_face.mp4; cut.mov truncated
     errors = {f["clip"]: _relative(f["error"]) for f in first["failures"]}
