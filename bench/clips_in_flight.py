@@ -5,9 +5,11 @@ measures, in alternating rounds (best of each, this machine's speed drifts withi
   ceiling   the CNN alone on ready face crops at its best batch size (frames/s);
   serial    `embed run`'s one-clip-at-a-time path end to end (decode, detect, crop, CNN, both stores);
   engine    the same with N clips in flight through one model stage, for each N and CNN batch size;
-and each step of one clip alone (seconds per 300 frames: decode, detect, crop, cnn, write).
+and each step of one clip alone (seconds per 300 frames: decode, detect, crop, cnn, write), and
+decoding alone with 1, 2, 4... clips decoded at once in threads, up to the cores.
 Prints a table and, with --json, one JSON line: {"device", "backbone", "ceiling_fps", "serial_fps",
-"runs": [{"in_flight", "batch_size", "fps", "vs_ceiling", "vs_serial"}], "best", "steps", "gpu_memory_gb"}.
+"runs": [{"in_flight", "batch_size", "fps", "vs_ceiling", "vs_serial"}], "best", "step_seconds_per_300_frames",
+"decode_fps_by_threads", "gpu_memory_gb"}.
     .venv/bin/python bench/clips_in_flight.py [--clips 12] [--in-flight 1,2,3,4] [--batch-sizes 64]
                                                [--backbone fer2013] [--device cpu] [--rounds 2] [--json]
 """
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -33,7 +37,7 @@ from embed.model_stage import ModelStage
 from embed.pipeline import embed_dataset
 from embed.sample import generate_sample
 from embed.tracking import track_frames
-from embed.video import decode_video
+from embed.video import VideoStream, decode_video
 
 
 def clips_tree(root: Path, clips: int) -> DatasetIndex:
@@ -71,6 +75,27 @@ def ceiling_fps(embedder: Embedder, video: Path, sizes: list[int]) -> float:
         backbone.embed(crops, bs)  # returns on the CPU: synchronised
         best = max(best, len(crops) / (time.perf_counter() - t0))
     return best
+
+
+def decode_scaling(videos: list[Path], most: int) -> dict[int, float]:
+    """Frames/s of decoding alone (VideoStream, RGB chunks, as embed run decodes) with 1, 2, 4... up to
+    `most` clips decoded at once in threads: whether decoder threads scale with the cores (PyAV releases
+    the GIL while FFmpeg decodes) or processes would be needed."""
+    out = {}
+    k = 1
+    while True:
+        jobs = (videos * (2 * k))[: 2 * k]  # two clips per thread
+
+        def run(path: Path) -> int:
+            return sum(len(c) for c in VideoStream(path, chunk_bytes=64 * 2**20))
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(k) as pool:
+            frames = sum(pool.map(run, jobs))
+        out[k] = round(frames / (time.perf_counter() - t0), 1)
+        if k >= most:
+            return out
+        k = min(2 * k, most)
 
 
 def main() -> None:
@@ -119,6 +144,7 @@ def main() -> None:
         for (n, bs), fps in best.items()
     ]
     steps = {k: round(v, 3) for k, v in step_seconds(plain, index.clips[-1].path, tmp / "steps").items()}
+    decoding = decode_scaling([c.path for c in index.clips], os.cpu_count() or 1)
     out = {
         "device": machine(device),
         "backbone": args.backbone,
@@ -130,6 +156,7 @@ def main() -> None:
         "runs": runs,
         "best": max(runs, key=lambda row: row["fps"]),
         "step_seconds_per_300_frames": steps,
+        "decode_fps_by_threads": decoding,
         "gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
     }
     print(f"machine: {out['device']}  backbone: {args.backbone} ({out['weights']})  clips: {len(index.clips)}")
@@ -140,6 +167,7 @@ def main() -> None:
             f"{row['in_flight']:>9}  {row['batch_size']:>5}  {row['fps']:8.1f}  {row['vs_ceiling']:.3f}  {row['vs_serial']}"
         )
     print(f"steps alone, s per 300 frames: {steps}")
+    print(f"decoding alone, frames/s by threads decoding at once: {decoding}")
     if args.json:
         print(json.dumps(out))
 

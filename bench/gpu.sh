@@ -69,6 +69,7 @@ print(json.dumps({
     "vs_ceiling": best["vs_ceiling"],
     "serial_fps": bench["serial_fps"],
     "step_seconds_per_300_frames": bench["step_seconds_per_300_frames"],
+    "decode_fps_by_threads": bench["decode_fps_by_threads"],
     "gpu_memory_gb": bench["gpu_memory_gb"],
     "runs": bench["runs"],
     "seconds": {"tests": int(sys.argv[3]), "bench": int(sys.argv[4]), "total": int(sys.argv[5])},

@@ -34,6 +34,8 @@ NEEDED = (
     "pydantic-core",
     "annotated-types",
     "typing-inspection",
+    # In the image too, but pydantic-core and zarr need a recent one: carried so an older one cannot break them.
+    "typing-extensions",
 )
 # The GPU machines' platform tags (manylinux, x86-64).
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
