@@ -7,6 +7,7 @@ import torch
 from torchvision.ops import roi_align
 
 from embed.devices import thread_pool
+from embed.video import FrameList
 
 # At most this many bytes of float32 face windows at a time (32 frames of a 640x480 video's face
 # windows are a few MB; of a 4K video's, hundreds).
@@ -21,15 +22,16 @@ def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
 
 
 def crop_faces(
-    frames: np.ndarray,
+    frames: np.ndarray | FrameList,
     boxes: np.ndarray,
     size: int,
     margin: float,
     device: str | torch.device = "cpu",
     rows: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8, or
-    from frames[rows] (N row numbers) without copying those whole frames first.
+    """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8 (an
+    array, or the tracker's FrameList), or from frames[rows] (N row numbers), copying only the
+    windows read, never whole frames.
 
     roi_align crops and resizes (bilinear, 2x2 samples per output pixel for light anti-aliasing);
     the part of a box outside the frame reads as black. It runs in one call on the frames' common

@@ -8,6 +8,13 @@ use stayed at 0.3-0.4 GB while free-but-held memory rose from 0.3 to 0.6 GB in 1
 resident size kept climbing (1.98 GB and rising); trimming once a second held the peak at 1.61 GB.
 No library does this for a Python process, and `malloc_trim` is glibc's own call for it, hence
 this small module. On other C libraries it does nothing.
+
+Big frames are the other half: glibc serves a block above its mmap threshold by mmap and returns it
+on free, but the threshold rises to the size of the largest block freed (up to 32 MB), so after the
+first 4K frame (25 MB as RGB) every later one came from the heap and stayed there when freed, in each
+thread's arena. Fixing the threshold at 4 MiB (a 1080p RGB frame is 6 MB; a 640x480 one, 0.9 MB,
+is unaffected) keeps frames of high-resolution videos out of the heap: a 4K clip's peak fell from
+1864 to 1707 MB (`embed run`, one clip, fer2013), a 640x480 clip's did not move.
 """
 
 from __future__ import annotations
@@ -30,6 +37,17 @@ def _malloc_trim():
 
 _TRIM = _malloc_trim()
 _last = 0.0
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+FRAME_MMAP_THRESHOLD = 4 * 2**20
+
+
+def _fix_mmap_threshold() -> None:
+    if _TRIM is None:
+        return
+    ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD)
+
+
+_fix_mmap_threshold()
 
 
 def release_free_heap() -> None:

@@ -20,7 +20,7 @@ from torchvision.ops import box_iou
 
 from embed.errors import ClipError
 from embed.memory import release_free_heap
-from embed.video import frames_within
+from embed.video import FrameList, frames_within
 
 if TYPE_CHECKING:
     from embed.detector import FaceDetector
@@ -91,7 +91,7 @@ class TrackedChunk:
     """Frames whose face boxes are final, with the tracker's state right after them (for resuming)."""
 
     start: int  # absolute index of the first frame
-    frames: np.ndarray  # (n, H, W, 3) uint8
+    frames: FrameList | np.ndarray  # n frames (H, W, 3) uint8
     timestamps: np.ndarray  # (n,) float32 seconds
     track: FaceTrack
     state: dict  # JSON-able; StreamTracker(resume=state) continues exactly from here
@@ -292,7 +292,8 @@ class StreamTracker:
         smoothed = _smooth_runs(np.stack(self.det_box), self.config.smooth)
         frames = np.arange(self.emitted, self.emitted + n)
         track = _interpolate(frames, idx, smoothed, np.asarray(self.det_prob, dtype=np.float32))
-        out_frames, out_t = np.stack(self.frames[:n]), np.asarray(self.stamps[:n], dtype=np.float32)
+        # The frames as they are (views into the decoder's chunks): the crops read windows of them.
+        out_frames, out_t = FrameList(self.frames[:n]), np.asarray(self.stamps[:n], dtype=np.float32)
         start = self.emitted
         del self.frames[:n], self.stamps[:n]
         self.emitted += n

@@ -22,8 +22,14 @@ import numpy as np
 from embed.errors import ClipError
 
 # Frames whose pts may arrive out of order: AVI carries no presentation timestamps, and with B-frames
-# the decoder hands out the stamps permuted (by at most the reorder depth, a few frames).
+# the decoder hands out the stamps permuted (by at most the reorder depth, a few frames). 16 is
+# H.264's largest reorder depth; the frames held meanwhile (in YUV) are capped at REORDER_BYTES, so
+# a 4K video holds 4 (50 MB) rather than 16 (200 MB): real encoders reorder by 2-4 frames (x264's
+# B-pyramid 2), and no file this project reads (MP4, MOV and AVI, with and without B-frames) was
+# permuted at all with today's FFmpeg.
 REORDER_DEPTH = 16
+REORDER_MIN = 4
+REORDER_BYTES = 32 * 2**20
 LIVE_PROBE = {"probesize": "32", "analyzeduration": "0"}
 
 
@@ -43,6 +49,29 @@ class FrameChunk:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+
+class FrameList:
+    """Frames kept as they came (views into the decoder's chunks), read like an (n, H, W, 3) array by
+    what cuts faces from them (`frames[rows, y0:y1, x0:x1]`): handing frames on costs no copy of
+    whole frames, only of the windows read. The face tracker hands out its frames this way."""
+
+    def __init__(self, frames: list[np.ndarray]):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.frames), *self.frames[0].shape) if self.frames else (0,)
+
+    def __getitem__(self, key) -> np.ndarray | FrameList:
+        if isinstance(key, slice):
+            return FrameList(self.frames[key])
+        rows, *within = key if isinstance(key, tuple) else (key,)
+        picked = self.frames[rows] if isinstance(rows, slice) else [self.frames[i] for i in np.asarray(rows).tolist()]
+        return np.stack([f[tuple(within)] for f in picked])
 
 
 @dataclass
@@ -179,7 +208,10 @@ class VideoStream:
                 if not depth and not self._keeps(t, state, commit=False):
                     continue  # unordered: the cap's verdict is known now, before paying for RGB
                 # A stream whose size changes mid-way is scaled to its first frame's size.
-                size = size or {"width": frame.width, "height": frame.height}
+                if not size:
+                    size = {"width": frame.width, "height": frame.height}
+                    yuv_bytes = frame.width * frame.height * 3 // 2
+                    depth = min(depth, max(REORDER_MIN, REORDER_BYTES // max(1, yuv_bytes)))
                 pending.append(frame)
                 heapq.heappush(stamps, t)
                 # The frames are in display order; their stamps may be permuted. Holding REORDER_DEPTH
