@@ -22,6 +22,9 @@ from embed.decode_ahead import decode_ahead
 from embed.embedder import Embedder
 from embed.layouts import Clip
 from embed.run_report import ClipOutcome
+from embed.video import frame_pixels
+
+REFERENCE_PIXELS = 640 * 480  # a DAiSEE frame: the unit of the clips-in-flight memory pool
 
 
 def default_clips_in_flight(device: torch.device) -> int:
@@ -60,12 +63,16 @@ def embed_in_flight(
         if on_frames is not None:
             on_frames(n)
 
+    pool = _PixelPool(in_flight * REFERENCE_PIXELS)
+
     def work() -> None:
         while not stop.is_set():
             try:
                 clip = todo.get_nowait()
             except queue.Empty:
                 return
+            pixels = frame_pixels(clip.path) or REFERENCE_PIXELS
+            pool.take(pixels)
             try:
                 for _, chunks in decode_ahead([embedder.stream(clip.path)]):
                     done.put(embed_clip(embedder, clip, chunks, stores, faces, chunk_written))
@@ -74,6 +81,8 @@ def embed_in_flight(
             except BaseException as e:  # noqa: BLE001 (a store that cannot be written stops the run: raised by the consumer)
                 done.put(e)
                 return
+            finally:
+                pool.give(pixels)
 
     workers = max(1, min(in_flight, len(clips)))
     threads = [threading.Thread(target=work, name=f"clip {i}", daemon=True) for i in range(workers)]
@@ -89,6 +98,27 @@ def embed_in_flight(
         stop.set()
         for t in threads:
             t.join()
+
+
+class _PixelPool:
+    """The frame size the clips in flight may have between them. Some of what a clip holds grows with
+    its frames' size beyond the chunk budget (the tracker's lag of a few frames, the decoder's reorder
+    and reference frames): N clips in flight may hold what N clips of DAiSEE's 640x480 hold, so a 4K
+    clip (27 times the pixels) waits until enough others have finished, and always one clip runs."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.used = capacity, 0
+        self.cond = threading.Condition()
+
+    def take(self, pixels: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.capacity)
+            self.used += pixels
+
+    def give(self, pixels: int) -> None:
+        with self.cond:
+            self.used -= pixels
+            self.cond.notify_all()
 
 
 class _Stopped(BaseException):

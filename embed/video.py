@@ -297,6 +297,17 @@ class VideoStream:
             )
 
 
+def frame_pixels(path: str | Path) -> int | None:
+    """Width x height of a video file's frames, read from its header (None if it cannot be opened:
+    the decode that follows reports why)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return int(stream.width * stream.height) or None
+    except (av.error.FFmpegError, ValueError, OSError, IndexError):
+        return None
+
+
 def frames_within(budget_bytes: int | None, frame_bytes: int, most: int) -> int:
     """Frames of `frame_bytes` a chunk holds: at most `most`, and within `budget_bytes` (at least one)."""
     if not budget_bytes:
