@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -84,8 +83,8 @@ def run(
         float,
         typer.Option(
             min=1,
-            help="MiB of full-resolution frames per chunk, shared by the clips in flight: a 4K video's "
-            "chunks get fewer frames, so memory is set by this budget, not by the picture size.",
+            help="MiB of full-resolution frames per chunk of each clip in flight: a 4K video's chunks get "
+            "fewer frames, so memory is set by this budget, not by the picture size.",
         ),
     ] = 64,
     allow_truncated: Annotated[
@@ -147,9 +146,7 @@ def run(
             from embed.model_stage import ModelStage
 
             in_flight = clips_in_flight or default_clips_in_flight(resolve_device(device))
-            # --chunk-mb is shared by the clips in flight: memory is set by it, not by their number.
-            shared = dataclasses.replace(spec, chunk_mb=chunk_mb / in_flight)
-            embedder = shared.build(stage=ModelStage() if in_flight > 1 else None)
+            embedder = spec.build(stage=ModelStage() if in_flight > 1 else None)
         stores = [CacheStore.create(m.cache_path, name, c) for c in configs]
         faces = CacheStore.create(m.cache_path, name, faces_config)
         with writer_lock([s.path for s in [*stores, faces]]):

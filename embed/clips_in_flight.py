@@ -73,6 +73,9 @@ def embed_in_flight(
                 return
             pixels = frame_pixels(clip.path) or REFERENCE_PIXELS
             pool.take(pixels)
+            if stop.is_set():  # stopped while it waited for room
+                pool.give(pixels)
+                return
             try:
                 for _, chunks in decode_ahead([embedder.stream(clip.path)]):
                     done.put(embed_clip(embedder, clip, chunks, stores, faces, chunk_written))

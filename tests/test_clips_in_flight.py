@@ -20,8 +20,8 @@ from tests.embed_runs import ARRAYS, RUN, clip_states, start_run, wait_for
 
 FOOTAGE = Path(__file__).parents[1] / "data" / "footage"
 VIDEOS = ["single_face.mp4", "face_noface.mov", "noface_face.mov", "WolfgangLanger_Pexels.mp4", "no_face.mp4"]
-# --max-fps 10 keeps a third of the frames: the same code paths at a third of the CPU.
-OPTS = [*RUN, "--max-fps", "10", "--json"]
+# --max-fps 5 keeps a sixth of the frames: the same code paths at a sixth of the CPU.
+OPTS = [*RUN, "--max-fps", "5", "--json"]
 
 
 def _dataset(root: Path) -> Path:
@@ -44,7 +44,7 @@ def _dataset(root: Path) -> Path:
 
 
 def _store(manifest: Path) -> Path:
-    info = run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--max-fps", "10", "--json")
+    info = run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--max-fps", "5", "--json")
     return Path(last_json(info.stdout)["store"])
 
 
@@ -127,7 +127,7 @@ def test_a_run_killed_with_clips_in_flight_resumes_to_the_same_stores(serial, tm
     labels = tmp_path / "labels.csv"
     labels.write_text("".join(f"{line}\n" for line in labels.read_text().splitlines() if "cut.avi" not in line))
     store = _store(manifest)
-    proc = start_run(manifest, "--max-fps", "10", "--clips-in-flight", "3")
+    proc = start_run(manifest, "--max-fps", "5", "--clips-in-flight", "3")
     # Killed once one clip is complete, while others are being written.
     wait_for(lambda: any(clip_states(store).values()), proc, "a clip completed")
     proc.send_signal(signal.SIGKILL)
