@@ -20,6 +20,12 @@ ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
 RUN = ["--backbone", "fer2013", "--device", "cpu", "--quiet"]
 
 
+def read_clips(store: Path) -> dict[str, dict]:
+    """Every clip group of a store: its arrays (those written) and its attributes under "attrs"."""
+    g = zarr.open_group(str(store), mode="r")["clips"]
+    return {cid: {n: c[n][...] for n in ARRAYS if n in c} | {"attrs": dict(c.attrs)} for cid, c in g.groups()}
+
+
 def store_of(manifest: Path) -> Path:
     return Path(last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)["store"])
 

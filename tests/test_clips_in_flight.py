@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 
 from embed.sample import write_video
 from embed.video import decode_video
 from tests.conftest import last_json, run_cli, write_manifest
-from tests.embed_runs import ARRAYS, RUN, clip_states, start_run, wait_for
+from tests.embed_runs import RUN, clip_states, read_clips, start_run, wait_for
 
 FOOTAGE = Path(__file__).parents[1] / "data" / "footage"
 VIDEOS = ["single_face.mp4", "face_noface.mov", "noface_face.mov", "WolfgangLanger_Pexels.mp4", "no_face.mp4"]
@@ -59,13 +58,11 @@ def _run(manifest: Path, in_flight: int, *extra: str, check: int = 0) -> dict:
 
 
 def _clips(store: Path) -> dict[str, dict]:
-    out = {}
-    for cid, g in zarr.open_group(str(store), mode="r")["clips"].groups():
-        attrs = dict(g.attrs)
-        if attrs.get("error"):
-            attrs["error"] = _relative(attrs["error"])
-        arrays = {name: g[name][...] for name in ARRAYS if name in g}
-        out[cid] = {"attrs": attrs, **arrays}
+    """read_clips, with each error's video path relative to its dataset."""
+    out = read_clips(store)
+    for clip in out.values():
+        if clip["attrs"].get("error"):
+            clip["attrs"]["error"] = _relative(clip["attrs"]["error"])
     return out
 
 

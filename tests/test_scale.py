@@ -2,16 +2,9 @@
 
 import numpy as np
 import pytest
-import zarr
 
 from tests.conftest import copy_tiny, last_json, run_cli
-
-ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
-
-
-def _clips(store_path):
-    g = zarr.open_group(str(store_path), mode="r")["clips"]
-    return {cid: {n: c[n][...] for n in ARRAYS if n in c} | {"attrs": dict(c.attrs)} for cid, c in g.groups()}
+from tests.embed_runs import ARRAYS, read_clips
 
 
 def _assert_same(a, b):
@@ -56,11 +49,11 @@ def test_many_backbones_one_decode_equal_separate_runs(tiny_embedded, tmp_path):
     assert all(i["complete"] == 7 and i["failed"] == 0 for i in multi.values())
     # fer2013: the same as the single-backbone run of the shared fixture.
     assert multi["fer2013"]["key"] == tiny_embedded["info"]["key"]
-    _assert_same(_clips(multi["fer2013"]["store"]), _clips(tiny_embedded["store"]))
+    _assert_same(read_clips(multi["fer2013"]["store"]), read_clips(tiny_embedded["store"]))
     # resnet18: the same as running it alone.
     alone = copy_tiny(tiny_embedded, tmp_path / "alone", with_cache=False)
     run_cli("run", "--manifest", str(alone), "--backbone", "resnet18", "--weights", "random", "--device", "cpu", "--quiet")
-    _assert_same(_clips(multi["resnet18"]["store"]), _clips(_info(alone, "resnet18")["store"]))
+    _assert_same(read_clips(multi["resnet18"]["store"]), read_clips(_info(alone, "resnet18")["store"]))
 
 
 def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path):
@@ -68,13 +61,13 @@ def test_a_later_backbone_reuses_the_cached_face_tracks(tiny_embedded, tmp_path)
     run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
     faces = sorted((tmp_path / "cache" / "tiny").glob("faces-*.zarr"))
     assert len(faces) == 1
-    tracks = _clips(faces[0])
+    tracks = read_clips(faces[0])
     assert len(tracks) == 7 and all("embeddings" not in t for t in tracks.values())
     proc = run_cli(
         "run", "--manifest", str(manifest), "--backbone", "fec", "--weights", "random", "--device", "cpu", "--quiet"
     )
     assert "detected in 0 clips, read from the face-track cache for 7" in proc.stderr
-    fec = _clips(_info(manifest, "fec")["store"])
+    fec = read_clips(_info(manifest, "fec")["store"])
     for cid, t in tracks.items():
         np.testing.assert_array_equal(fec[cid]["boxes"], t["boxes"])
         assert fec[cid]["embeddings"].shape[1] == 128
@@ -116,10 +109,10 @@ def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_em
     assert "7 embedded now, 0 already complete, 0 failed" in proc.stderr
     info = _info(manifest, "fer2013")
     assert info["key"] == tiny_embedded["info"]["key"] and (info["complete"], info["failed"], info["pending"]) == (7, 0, 0)
-    distributed = _clips(info["store"])
+    distributed = read_clips(info["store"])
     # Every clip written once, completely: no group left behind by a collision, no partial arrays.
-    assert sorted(distributed) == sorted(_clips(tiny_embedded["store"]))
-    _assert_same(distributed, _clips(tiny_embedded["store"]))
+    assert sorted(distributed) == sorted(read_clips(tiny_embedded["store"]))
+    _assert_same(distributed, read_clips(tiny_embedded["store"]))
     # And a rerun through the cluster finds nothing to do.
     proc = run_cli(
         "run",
