@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -34,11 +35,16 @@ import numpy as np
 import zarr
 import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BloscCodec
+from zarr.errors import ZarrUserWarning
 from zarr.storage import LocalStore
 
 from embed.errors import ConfigError
 from embed.identity import file_sha256
 from embed.lookahead import read_ahead
+
+# A run killed between making a clip's folder and writing its metadata leaves a folder zarr does not
+# recognise: no clip yet (the next run writes it), not something to warn the user about.
+warnings.filterwarnings("ignore", r"Object at .* is not recognized as a component of a Zarr hierarchy", ZarrUserWarning)
 
 CACHE_FORMAT = "affectseq-cache/1"
 # Frames per zarr chunk along T. A long video's arrays grow chunk by chunk from here on.

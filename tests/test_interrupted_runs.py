@@ -1,6 +1,7 @@
 """`embed run` interrupted for real: a second writer, Ctrl-C and SIGKILL, each landing at a moment the
 test sees happen in the store (the lock taken, a clip begun, a clip committed), never after a guess."""
 
+import json
 import os
 import shutil
 import signal
@@ -88,3 +89,18 @@ def test_sigkill_at_every_stage_of_a_run_never_leaves_wrong_complete_clips(longe
         assert complete < 6, (moment, k)
     run_cli("run", "--manifest", str(manifest), *RUN)  # the last trial's leftovers: completed on rerun
     assert complete_clips_match(store, longer["store"]) == 6
+
+
+def test_a_clip_folder_left_without_metadata_is_embedded_again_without_a_warning(tiny_embedded, tmp_path):
+    """SIGKILL between making a clip's folder and writing its metadata leaves an empty folder."""
+    manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=True)
+    store = tmp_path / "cache" / "tiny" / tiny_embedded["store"].name
+    clip = sorted(p for p in (store / "clips").iterdir() if p.is_dir())[0]
+    shutil.rmtree(clip)
+    clip.mkdir()
+    proc = run_cli("run", "--manifest", str(manifest), *RUN, "--json")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (report["embedded"], report["skipped"], report["failed"]) == (1, 6, 0), report
+    assert clip_states(store)[clip.name] is True
+    assert "Warning" not in proc.stderr and "not recognized" not in proc.stderr, proc.stderr
+    assert complete_clips_match(store, tiny_embedded["store"]) == 7
