@@ -14,9 +14,10 @@ on free, but the threshold rises to the size of the largest block freed (up to 3
 first 4K frame (25 MB as RGB) every later one came from the heap and stayed there when freed, in each
 thread's arena. Fixing the threshold at 4 MiB keeps frames of high-resolution videos out of the heap:
 a 4K clip's peak fell from 1864 to 1707 MB (`embed run`, one clip, fer2013). It is fixed only once a
-video's frames are that big (a 1080p RGB frame is 6 MB; a 640x480 one, 0.9 MB): below, it saves no
-memory and costs time, since every block above 4 MiB (MTCNN's batches of frames as floats) is then
-mapped afresh and faulted in page by page. Fixed for the built-in sample's 640x480 frames, `embed
+video's frames are that big (a 1080p RGB frame is 6 MB; a 640x480 one, 0.9 MB): below, the memory
+it saves (70-170 MB of a 640x480 run's peak, bench/frame_memory.py) costs too much time, since every
+block above 4 MiB (MTCNN's batches of frames as floats) is then mapped afresh and faulted in page by
+page. Fixed for the built-in sample's 640x480 frames, `embed
 run` took 7.9 M page faults and 24 s of kernel time against 2.6 M and 16 s (trimming every second).
 """
 
