@@ -21,7 +21,6 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from embed.errors import ClipError
-from embed.memory import keep_frames_out_of_heap
 
 # Frames whose pts may arrive out of order: AVI carries no presentation timestamps, and with B-frames
 # the decoder hands out the stamps permuted (by at most the reorder depth, a few frames). 16 is
@@ -216,7 +215,6 @@ class VideoStream:
                 # A stream whose size changes mid-way is scaled to its first frame's size.
                 if not size:
                     size = {"width": frame.width, "height": frame.height}
-                    keep_frames_out_of_heap(frame.width * frame.height * 3)
                     yuv_bytes = frame.width * frame.height * 3 // 2
                     depth = min(depth, max(REORDER_MIN, REORDER_BYTES // max(1, yuv_bytes)))
                 pending.append(frame)
