@@ -29,28 +29,25 @@ import time
 TRIM_EVERY_S = 1.0  # malloc_trim walks the heap (milliseconds): at most once a second, even at GPU chunk rates
 
 
-def _malloc_trim():
+def _glibc():
+    """The C library if it is glibc (it has malloc_trim); None elsewhere (musl, macOS)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, say)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (raises AttributeError where it is not glibc)
+    except (OSError, AttributeError):
         return None
+    return libc
 
 
-_TRIM = _malloc_trim()
+_LIBC = _glibc()
+_TRIM = _LIBC.malloc_trim if _LIBC is not None else None
 _last = 0.0
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 FRAME_MMAP_THRESHOLD = 4 * 2**20
-
-
-def _fix_mmap_threshold() -> None:
-    if _TRIM is None:
-        return
-    ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD)
-
-
-_fix_mmap_threshold()
+if _LIBC is not None:
+    _LIBC.mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD)
 
 
 def release_free_heap() -> None:

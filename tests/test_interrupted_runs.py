@@ -1,14 +1,13 @@
 """`embed run` interrupted for real: a second writer, Ctrl-C and SIGKILL, each landing at a moment the
 test sees happen in the store (the lock taken, a clip begun, a clip committed), never after a guess."""
 
-import json
 import os
 import shutil
 import signal
 
 import pytest
 
-from tests.conftest import TINY_SAMPLE, copy_tiny, run_cli, write_manifest
+from tests.conftest import TINY_SAMPLE, copy_tiny, last_json, run_cli, write_manifest
 from tests.embed_runs import RUN, clip_states, complete_clips_match, lock_taken, start_run, store_of, wait_for
 
 # Six clips of 4 s at 10 fps: long enough that a clip is still being embedded when the test, having
@@ -99,7 +98,7 @@ def test_a_clip_folder_left_without_metadata_is_embedded_again_without_a_warning
     shutil.rmtree(clip)
     clip.mkdir()
     proc = run_cli("run", "--manifest", str(manifest), *RUN, "--json")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(proc.stdout)
     assert (report["embedded"], report["skipped"], report["failed"]) == (1, 6, 0), report
     assert clip_states(store)[clip.name] is True
     assert "Warning" not in proc.stderr and "not recognized" not in proc.stderr, proc.stderr
