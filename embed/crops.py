@@ -7,10 +7,13 @@ import torch
 from torchvision.ops import roi_align
 
 from embed.devices import thread_pool
+from embed.memory import FRAME_MMAP_THRESHOLD
 from embed.video import FrameList
 
 # At most this many bytes of float32 face windows at a time (32 frames of a 640x480 video's face
-# windows are a few MB; of a 4K video's, hundreds).
+# windows are a few MB; of a 4K video's, hundreds). On the CPU, no more than glibc's mmap threshold
+# (embed.memory): a bigger block is mapped afresh and faulted in page by page, which cost the built-in
+# sample's crops twice their time.
 WINDOW_BYTES = 48 * 2**20
 
 
@@ -51,7 +54,8 @@ def crop_faces(
     y0 = int(np.clip(np.floor(sq[:, 1].min()) - 2, 0, h - 1))
     x1 = int(np.clip(np.ceil(sq[:, 2].max()) + 3, x0 + 1, w))
     y1 = int(np.clip(np.ceil(sq[:, 3].max()) + 3, y0 + 1, h))
-    if n > 1 and n * (y1 - y0) * (x1 - x0) * 3 * 4 > WINDOW_BYTES:
+    budget = FRAME_MMAP_THRESHOLD if torch.device(device).type == "cpu" else WINDOW_BYTES
+    if n > 1 and n * (y1 - y0) * (x1 - x0) * 3 * 4 > budget:
         # Big faces (a 4K picture): half the frames at a time, until their float windows fit the
         # budget, so a crop's memory does not grow with the resolution (each crop is the same).
         h2 = n // 2

@@ -60,6 +60,10 @@ class Backbone(ABC):
     std: ClassVar[tuple[float, float, float]]
     default_weights: ClassVar[str | None] = None  # None: the user must say which weights
     expressions: ClassVar[tuple[str, ...]] = ()  # class names of a classifier the network also has
+    # On the CPU, at most this many crops a network call (None: the caller's batch size). A batch whose
+    # activations pass glibc's mmap threshold (embed.memory) has each of them mapped afresh and faulted
+    # in page by page; a network that is cheap a face can spend more in the kernel than computing.
+    cpu_batch: ClassVar[int | None] = None
 
     @abstractmethod
     def architecture(self) -> nn.Module:
@@ -218,6 +222,8 @@ class LoadedBackbone:
         return self._batched(self.module.features_and_expressions, crops, batch_size)
 
     def _batched(self, fn, crops: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
+        if self.device.type == "cpu" and self.spec.cpu_batch:
+            batch_size = min(batch_size, self.spec.cpu_batch)
         outs = []
         for i in range(0, len(crops), batch_size):
             x = crops[i : i + batch_size].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
