@@ -21,8 +21,11 @@ def _crops(b, n=3, seed=0):
 def test_random_backbone_shape_dtype_determinism(name):
     spec = get_backbone(name)
     x = _crops(spec)
-    a = spec.build("random", "cpu").embed(x)
+    net = spec.build("random", "cpu")
+    a = net.embed(x)
     assert a.shape == (3, spec.dim) and a.dtype == torch.float32 and torch.isfinite(a).all()
+    # A face's embedding does not depend on the batch it went in (a backbone's cpu_batch relies on it).
+    torch.testing.assert_close(net.embed(x, 1), a, atol=1e-5, rtol=1e-5)
     assert torch.equal(a, spec.build("random:0", "cpu").embed(x))
     assert not torch.allclose(a, spec.build("random:1", "cpu").embed(x))
     assert spec.identity("random:7") == "random:7"
