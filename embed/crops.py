@@ -12,8 +12,8 @@ from embed.video import FrameList
 
 # At most this many bytes of float32 face windows at a time (32 frames of a 640x480 video's face
 # windows are a few MB; of a 4K video's, hundreds). On the CPU, no more than glibc's mmap threshold
-# (embed.memory): a bigger block is mapped afresh and faulted in page by page, which cost the built-in
-# sample's crops twice their time.
+# (embed.memory): a bigger block is mapped afresh and faulted in page by page, which made the built-in
+# sample's crops take 1.7 times as long.
 WINDOW_BYTES = 48 * 2**20
 
 
