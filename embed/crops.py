@@ -56,8 +56,9 @@ def crop_faces(
     y1 = int(np.clip(np.ceil(sq[:, 3].max()) + 3, y0 + 1, h))
     budget = FRAME_MMAP_THRESHOLD if torch.device(device).type == "cpu" else WINDOW_BYTES
     if n > 1 and n * (y1 - y0) * (x1 - x0) * 3 * 4 > budget:
-        # Big faces (a 4K picture): half the frames at a time, until their float windows fit the
-        # budget, so a crop's memory does not grow with the resolution (each crop is the same).
+        # Windows over the budget (a 4K picture's faces; on the CPU, a chunk of 640x480 ones): half the
+        # frames at a time until their float windows fit, so a crop's memory does not grow with the
+        # resolution (each crop is the same).
         h2 = n // 2
         halves = [(frames[:h2], None), (frames[h2:], None)] if rows is None else [(frames, rows[:h2]), (frames, rows[h2:])]
         boxes_of = (boxes[:h2], boxes[h2:])

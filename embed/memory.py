@@ -17,7 +17,9 @@ a 4K clip's peak fell from 1864 to 1707 MB (`embed run`, one clip, fer2013). It 
 (every block above 4 MiB, MTCNN's batches of frames as floats, is mapped afresh and faulted in page by
 page), and fixing it only for frames of 4 MiB and up, with a trim every 3 s, ran the built-in sample
 with 42 CPU-s instead of 54-62; but an hour of 640x480 video then peaked at 1.54x a 10-s clip's
-(2,048 MB, bench/long_video.py --minutes 60) against 1.30x, so memory keeps the fixed threshold.
+(2,048 MB, bench/long_video.py --minutes 60) against 1.30x, so memory keeps the fixed threshold,
+and on the CPU stage one keeps its own transient blocks under it instead (the crops' float windows,
+a backbone's `cpu_batch`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ if _LIBC is not None:
 
 
 def release_free_heap() -> None:
-    """Return free heap pages to the OS, if a second has passed since the last time."""
+    """Return free heap pages to the OS, if TRIM_EVERY_S have passed since the last time."""
     global _last
     now = time.monotonic()
     if _TRIM is None or now - _last < TRIM_EVERY_S:
