@@ -124,7 +124,7 @@ sample: $(STAMP)
 
 # Lint first (ruff check and format --check): CI runs this target, so unformatted code never lands.
 test: lint weights $(FOOTAGE) $(CHROMIUM)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check embed sequence tests bench

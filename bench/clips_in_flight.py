@@ -29,15 +29,16 @@ from embed_bench import bench_weights, machine, step_seconds
 
 from embed.backbones import get_backbone
 from embed.cache import CacheStore
+from embed.clip_embedding import ClipTargets
 from embed.crops import crop_faces
 from embed.embedder import Embedder
 from embed.layouts import Clip, DatasetIndex
+from embed.local_run import embed_dataset
 from embed.manifest import SampleSpec
 from embed.model_stage import ModelStage
-from embed.pipeline import embed_dataset
 from embed.sample import generate_sample
-from embed.tracking import track_frames
-from embed.video import VideoStream, decode_video
+from embed.video import VideoStream
+from tests.frames import decode_video, track_frames
 
 
 def clips_tree(root: Path, clips: int) -> DatasetIndex:
@@ -46,7 +47,7 @@ def clips_tree(root: Path, clips: int) -> DatasetIndex:
     )
     generate_sample(root / "data", spec)
     videos = sorted((root / "data").glob("DataSet/Train/*/*/*"))[:clips]
-    return DatasetIndex("bench", root, [Clip(v.stem, v, "Train", None) for v in videos])
+    return DatasetIndex("bench", root, [Clip(v.stem, v, "Train", labels=None) for v in videos])
 
 
 def run_fps(embedder: Embedder, index: DatasetIndex, cache: Path, in_flight: int) -> tuple[float, int]:
@@ -54,7 +55,7 @@ def run_fps(embedder: Embedder, index: DatasetIndex, cache: Path, in_flight: int
     stores = CacheStore.create(cache, index.name, embedder.configs[0])
     faces = CacheStore.create(cache, index.name, embedder.faces_config)
     t0 = time.perf_counter()
-    report = embed_dataset(index, stores, embedder, progress=False, faces=faces, clips_in_flight=in_flight)
+    report = embed_dataset(index, embedder, ClipTargets([stores], faces), progress=False, clips_in_flight=in_flight)
     seconds = time.perf_counter() - t0
     if report.failures:
         raise SystemExit(f"bench clips failed: {report.failures[:2]}")
@@ -65,7 +66,7 @@ def ceiling_fps(embedder: Embedder, video: Path, sizes: list[int]) -> float:
     backbone = embedder.backbones[0]
     frames = decode_video(video).frames
     track = track_frames(embedder.detector, frames)
-    crops = crop_faces(frames, track.boxes, backbone.spec.input_size, 0.2, backbone.device)
+    crops = crop_faces(frames, track.boxes, backbone.spec.input_size, margin=0.2, device=backbone.device)
     best = 0.0
     for bs in sizes:
         backbone.embed(crops[:bs], bs)  # warm-up at this size
@@ -128,7 +129,7 @@ def main() -> None:
         for n in counts:
             for bs in sizes if n > 1 else sizes[:1]:
                 e = embedder(n, bs)
-                fps, frames = run_fps(e, index, tmp / f"cache-{n}-{bs}-{r}", n)
+                fps, frames = run_fps(e, index, tmp / f"cache-{n}-{bs}-{r}", in_flight=n)
                 if e.stage is not None:
                     e.stage.close()
                 best[(n, bs)] = max(best.get((n, bs), 0.0), fps)

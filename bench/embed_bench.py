@@ -32,26 +32,31 @@ import copy
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.frames
 
-from embed.backbones import get_backbone
-from embed.cache import CacheStore, ClipData, source_fingerprint
-from embed.crops import crop_faces
-from embed.detector import FaceDetector
-from embed.embedder import Embedder
-from embed.extraction import DetectorConfig
-from embed.layouts import Clip, DatasetIndex
-from embed.manifest import SampleSpec
-from embed.pipeline import embed_dataset
-from embed.sample import generate_sample
-from embed.tracking import StreamTracker, track_frames
-from embed.video import decode_video
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from embed.backbones import get_backbone  # noqa: E402
+from embed.cache import CacheStore, ClipData, source_fingerprint  # noqa: E402
+from embed.clip_embedding import ClipTargets  # noqa: E402
+from embed.clip_writer import ClipWriter  # noqa: E402
+from embed.crops import crop_faces  # noqa: E402
+from embed.detector import FaceDetector  # noqa: E402
+from embed.embedder import Embedder  # noqa: E402
+from embed.extraction import DetectorConfig  # noqa: E402
+from embed.layouts import Clip, DatasetIndex  # noqa: E402
+from embed.local_run import embed_dataset  # noqa: E402
+from embed.manifest import SampleSpec  # noqa: E402
+from embed.sample import generate_sample  # noqa: E402
+from embed.tracking import StreamTracker  # noqa: E402
+from tests.frames import decode_video, track_frames  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
 
@@ -161,13 +166,9 @@ def bench_weights(name: str) -> str:
 def end_to_end_fps(embedder: Embedder, index: DatasetIndex, root: Path) -> float:
     """`embed run` on a dataset, store and face-track writes included: frames/s."""
     t0 = time.perf_counter()
-    done = embed_dataset(
-        index,
-        CacheStore.create(root, index.name, embedder.configs[0]),
-        embedder,
-        progress=False,
-        faces=CacheStore.create(root, index.name, embedder.faces_config),
-    )
+    store = CacheStore.create(root, index.name, embedder.configs[0])
+    faces = CacheStore.create(root, index.name, embedder.faces_config)
+    done = embed_dataset(index, embedder, ClipTargets([store], faces), progress=False)
     return done.frames / (time.perf_counter() - t0)
 
 
@@ -183,7 +184,7 @@ def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     times["detect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     crops = [
-        crop_faces(video.frames[i : i + 32], track.boxes[i : i + 32], size, 0.2, device)
+        crop_faces(video.frames[i : i + 32], track.boxes[i : i + 32], size, margin=0.2, device=device)
         for i in range(0, len(video.frames), 32)
     ]
     times["crop"] = time.perf_counter() - t0
@@ -192,10 +193,10 @@ def step_seconds(embedder: Embedder, path: Path, root: Path) -> dict:
     times["cnn"] = time.perf_counter() - t0
     store = CacheStore.create(root, "steps", embedder.configs[0])
     t0 = time.perf_counter()
-    writer = store.clip_writer(path.stem, source_fingerprint(path))
+    writer = ClipWriter.open(store, path.stem, source_fingerprint(path))
     for i in range(0, len(emb), 64):
         writer.append(
-            ClipData(emb[i : i + 64], video.timestamps[i : i + 64], track.probs[i : i + 64], track.boxes[i : i + 64])
+            ClipData(emb[i : i + 64], video.timestamps[i : i + 64], track.probs[i : i + 64], boxes=track.boxes[i : i + 64])
         )
     writer.finish()
     times["write"] = time.perf_counter() - t0
@@ -206,8 +207,8 @@ def beside(names: list[str], videos: list[Path], footage: list[Path], device: to
     """Each backbone end to end on the bench clips and the footage, and step by step, in alternating
     rounds (best of each): the backbones compared on the same machine minutes."""
     embedders = {n: Embedder(get_backbone(n).build(bench_weights(n), device)) for n in names}
-    bench_index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
-    footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", None) for f in footage])
+    bench_index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", labels=None) for v in videos])
+    footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", labels=None) for f in footage])
     best: dict[str, dict] = {n: {"pipeline_fps": 0.0, "pipeline_fps_footage": 0.0, "steps": {}} for n in names}
     for r in range(rounds):
         for n, embedder in embedders.items():
@@ -260,17 +261,17 @@ def main() -> None:
     # writes, and the ceiling: the CNN alone on pre-cropped faces at its best batch size. This
     # machine's speed drifts by 10-30 % within minutes (shared cores), so after a warm-up the two are
     # measured in alternating rounds and each keeps its best round: c/b compares like with like.
-    index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
+    index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", labels=None) for v in videos])
     video = decode_video(videos[0])
     track = track_frames(FaceDetector(embedder.detector.config, device), video.frames)
-    crops = crop_faces(video.frames, track.boxes, backbone.spec.input_size, 0.2)
+    crops = crop_faces(video.frames, track.boxes, backbone.spec.input_size, margin=0.2)
     embedder.warm_up()
     pipe_s, ceiling, rounds = float("inf"), 0.0, []
     for r in range(args.rounds):
         store = CacheStore.create(tmp / f"cache{r}", "bench", embedder.configs[0])
         faces = CacheStore.create(tmp / f"cache{r}", "bench", embedder.faces_config)  # as `embed run` does
         t0 = time.perf_counter()
-        report = embed_dataset(index, store, embedder, progress=False, faces=faces)
+        report = embed_dataset(index, embedder, ClipTargets([store], faces), progress=False)
         seconds = time.perf_counter() - t0
         best = 0.0
         for bs in (16, 32, 64, 128):
@@ -293,7 +294,7 @@ def main() -> None:
     for frame in frames:
         boxes, _, _ = naive.detect(frame[None], batch=1)
         box = boxes[0][:1] if boxes[0] is not None else track.boxes[:1]
-        backbone.embed(crop_faces(frame[None], box, backbone.spec.input_size, 0.2, device), 1)
+        backbone.embed(crop_faces(frame[None], box, backbone.spec.input_size, margin=0.2, device=device), 1)
     naive_fps = len(frames) / (time.perf_counter() - t0)
 
     # Decode alone.
@@ -326,7 +327,7 @@ def main() -> None:
     agreement = tracker_agreement(videos, footage, device)
     # End to end on the real footage, with the shipped detector (facenet-pytorch's own
     # MTCNN.detect) and with ours, alternating, best of each.
-    footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", None) for f in footage])
+    footage_index = DatasetIndex("footage", FOOTAGE, [Clip(f.stem, f, "Train", labels=None) for f in footage])
     ours, footage_fps = embedder.detector, {"facenet_pytorch": 0.0, "ours": 0.0}
     for r in range(args.rounds):
         for name, tracker in (("facenet_pytorch", ShippedMTCNN(DetectorConfig(), device)), ("ours", ours)):
@@ -336,7 +337,7 @@ def main() -> None:
     embedder.detector = ours
 
     names = list(dict.fromkeys([args.backbone, *([args.beside] if args.beside else [])]))
-    side_by_side = beside(names, videos, footage, device, args.rounds, tmp)
+    side_by_side = beside(names, videos, footage, device=device, rounds=args.rounds, tmp=tmp)
 
     pipeline_fps = n_frames / pipe_s
     out = {

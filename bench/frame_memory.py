@@ -27,7 +27,7 @@ from embed_bench import machine  # noqa: E402
 from long_video import STATES, measured  # noqa: E402
 
 from embed.sample import write_video  # noqa: E402
-from embed.video import decode_video  # noqa: E402
+from tests.frames import decode_video  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage" / "single_face.mp4"
 SIZES = {"640x480": (640, 480), "1920x1080": (1920, 1080), "3840x2160": (3840, 2160)}
@@ -46,7 +46,7 @@ def scaled_video(path: Path, size: tuple[int, int], seconds: float) -> Path:
         canvas[top : top + picture.shape[0]] = picture
         return canvas
 
-    write_video(path, (frame(i) for i in range(round(seconds * 30))), 30, w, h)
+    write_video(path, (frame(i) for i in range(round(seconds * 30))), 30, width=w, height=h)
     return path
 
 

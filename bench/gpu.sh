@@ -36,6 +36,9 @@ export PYTHONPATH="$SITE:$PWD" TORCH_HOME="$PWD/$CARRY/torch_home" PYTHONUNBUFFE
 "$PY" -c "import torch, torchvision, av, zarr, facenet_pytorch; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())" >&2
 
 step "tests (tests/test_cuda.py on $DEVICE, tests/test_video.py)"
+if [ "$DEVICE" = cpu ]; then
+    echo "gpu.sh: on the CPU tests/test_cuda.py compares the CPU with itself: a rehearsal of its code paths, not a check of a GPU" >&2
+fi
 tests_t0=$(date +%s)
 if AFFECTSEQ_GPU_TESTS_ON="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_video.py >"$OUT/tests.log" 2>&1; then
     tests=passed

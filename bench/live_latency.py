@@ -27,7 +27,7 @@ from embed_bench import machine  # noqa: E402
 
 from embed.manifest import SampleSpec  # noqa: E402
 from embed.sample import generate_sample, write_video  # noqa: E402
-from embed.video import decode_video  # noqa: E402
+from tests.frames import decode_video  # noqa: E402
 
 FEED = Path(__file__).resolve().parent.parent / "tests" / "live_feed.py"
 
@@ -82,7 +82,7 @@ def main() -> None:
     frames = np.concatenate([decode_video(c).frames for c in clips])
     n = round(args.seconds * 30)
     video = tmp / "stream.mp4"
-    write_video(video, (frames[i % len(frames)] for i in range(n)), 30, 640, 480)
+    write_video(video, (frames[i % len(frames)] for i in range(n)), 30, width=640, height=480)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     feeder = subprocess.Popen([sys.executable, str(FEED), str(video)], stdout=subprocess.PIPE, env=env)

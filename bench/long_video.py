@@ -34,10 +34,12 @@ from embed_bench import bench_weights, machine  # noqa: E402
 
 from embed.backbones import get_backbone  # noqa: E402
 from embed.cache import CacheStore  # noqa: E402
-from embed.embedder import CHUNK_FRAMES, Embedder  # noqa: E402
+from embed.clip_embedding import ClipTargets  # noqa: E402
+from embed.embedder import Embedder  # noqa: E402
 from embed.layouts import Clip, DatasetIndex  # noqa: E402
+from embed.local_run import embed_dataset  # noqa: E402
 from embed.manifest import SampleSpec  # noqa: E402
-from embed.pipeline import embed_dataset  # noqa: E402
+from embed.memory import CHUNK_FRAMES  # noqa: E402
 from embed.sample import generate_sample, write_video  # noqa: E402
 from embed.video import VideoStream  # noqa: E402
 
@@ -100,7 +102,7 @@ def csv_dataset(root: Path, name: str, video: Path) -> dict:
 def throughput(videos: list[Path], tmp: Path, device: torch.device, name: str, rounds: int = 2) -> dict:
     """frames/s of the streamed pipeline and of whole clips, alternated, fresh stores each pass."""
     backbone = get_backbone(name).build(bench_weights(name), device)
-    index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", None) for v in videos])
+    index = DatasetIndex("bench", tmp, [Clip(v.stem, v, "Train", labels=None) for v in videos])
     rates: dict[str, list[float]] = {"streamed": [], "whole": []}
     for r in range(rounds):
         for name, chunk in (("streamed", CHUNK_FRAMES), ("whole", 1 << 30)):
@@ -109,7 +111,7 @@ def throughput(videos: list[Path], tmp: Path, device: torch.device, name: str, r
             store = CacheStore.create(cache, "bench", embedder.configs[0])
             faces = CacheStore.create(cache, "bench", embedder.faces_config)
             t0 = time.perf_counter()
-            report = embed_dataset(index, store, embedder, progress=False, faces=faces)
+            report = embed_dataset(index, embedder, ClipTargets([store], faces), progress=False)
             rates[name].append(report.frames / (time.perf_counter() - t0))
     best = {k: max(v) for k, v in rates.items()}
     return {
@@ -140,7 +142,7 @@ def main() -> None:
     # The long video: the sample's 10-s clips over and over (a real face, moving), 30 fps 640x480.
     frames = np.concatenate([np.concatenate([c.frames for c in VideoStream(v, 300)]) for v in clips[:4]])
     n_long = round(args.minutes * 60 * 30)
-    write_video(tmp / "long.mp4", (frames[i % len(frames)] for i in range(n_long)), 30, 640, 480)
+    write_video(tmp / "long.mp4", (frames[i % len(frames)] for i in range(n_long)), 30, width=640, height=480)
     del frames
     short = sorted((tmp / "data").glob("DataSet/Test/*/*/*"))[0]
     manifest = tmp / "m.yaml"
@@ -190,7 +192,7 @@ def main() -> None:
             "predict_creep_mb_per_min": p["creep_mb_per_min"],
         }
     ratios = {k: round(mem["long"][f"{k}_peak_mb"] / mem["short"][f"{k}_peak_mb"], 3) for k in ("embed", "predict")}
-    speed = {} if args.no_throughput else throughput(clips[: args.clips], tmp, device, args.backbone)
+    speed = {} if args.no_throughput else throughput(clips[: args.clips], tmp, device, name=args.backbone)
     out = {
         "device": machine(device),
         "backbone": args.backbone,

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.frames
 
-from embed import face_search
-from embed.detector import FaceDetector
-from embed.extraction import DetectorConfig
-from embed.face_search import Window, search
-from embed.manifest import SampleSpec
-from embed.sample import generate_sample
-from embed.video import decode_video
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from embed import face_search  # noqa: E402
+from embed.detector import FaceDetector  # noqa: E402
+from embed.extraction import DetectorConfig  # noqa: E402
+from embed.face_search import Window, search  # noqa: E402
+from embed.manifest import SampleSpec  # noqa: E402
+from embed.sample import generate_sample  # noqa: E402
+from tests.frames import decode_video  # noqa: E402
 
 FOOTAGE = Path(__file__).resolve().parents[1] / "data" / "footage"
 WINDOW_SIZES = (2.0, 2.5)  # region search's pyramid levels: faces within this factor of the tracked one
@@ -82,7 +85,7 @@ def probe(tracker: FaceDetector, frames: np.ndarray, factors: list[float]) -> di
         for i in range(1, len(small)):
             if best[i - 1] is None or best[i] is None:
                 continue
-            x0, y0, x1, y1 = region(best[i - 1], f, w, h)
+            x0, y0, x1, y1 = region(best[i - 1], f, w, height=h)
             crop = np.ascontiguousarray(small[i : i + 1, y0:y1, x0:x1])
             t0 = time.perf_counter()
             rb, rp = tracker.mtcnn.detect(crop)

@@ -38,7 +38,7 @@ from embed_bench import machine  # noqa: E402
 from live_latency import FEED, small_sample, train_run  # noqa: E402
 
 from embed.sample import write_video  # noqa: E402
-from embed.video import decode_video  # noqa: E402
+from tests.frames import decode_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -146,7 +146,7 @@ def served(run: str, videos: list[Path], n: int, sample_fps: float, device: str)
     peak, cpu = sampler.done()
     server.terminate()
     server.wait(timeout=60)
-    return summarise(list(lines.values()), peak, cpu, [e.get("frames", 0) for e in ends.values()])
+    return summarise(list(lines.values()), peak, cpu, frames=[e.get("frames", 0) for e in ends.values()])
 
 
 def processes(run: str, videos: list[Path], n: int, sample_fps: float, device: str) -> dict:
@@ -183,7 +183,7 @@ def processes(run: str, videos: list[Path], n: int, sample_fps: float, device: s
     peak, cpu = sampler.done()
     per_source = [[json.loads(x) for x in out.splitlines() if x.startswith('{"t_start"')] for out in outs]
     summaries = [json.loads(out.strip().splitlines()[-1])["summary"] for out in outs]
-    return summarise(per_source, peak, cpu, [s["frames"] for s in summaries])
+    return summarise(per_source, peak, cpu, frames=[s["frames"] for s in summaries])
 
 
 def summarise(per_source: list[list[dict]], peak: float, cpu: float, frames: list[int]) -> dict:

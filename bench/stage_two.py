@@ -26,6 +26,7 @@ import torch
 import zarr
 
 from embed.cache import CacheStore, ClipData
+from embed.clip_writer import write_clip
 from sequence.config import TrainConfig
 from sequence.data import FramePolicy, load_clips
 from sequence.heads import build_head
@@ -70,17 +71,14 @@ def write_store(root: Path, n: int, frames: int, dim: int) -> tuple[CacheStore, 
     for i, clip_id in enumerate(ids):
         w = np.cos(np.outer(np.linspace(0, 1 + i % 7, frames), np.arange(64)) + i)
         emb = (w @ base / 8 + rng.standard_normal((frames, dim)) * 0.05).astype(np.float16)
-        store.write_clip(
-            clip_id,
-            ClipData(emb, ts, np.ones(frames, np.float32), np.zeros((frames, 4), np.float32)),
-            {"size": 0, "mtime_ns": 0, "sha256": ""},
-        )
+        data = ClipData(emb, ts, np.ones(frames, np.float32), boxes=np.zeros((frames, 4), np.float32))
+        write_clip(store, clip_id, data, source={"size": 0, "mtime_ns": 0, "sha256": ""})
     return store, ids, time.perf_counter() - start
 
 
 def load(store: CacheStore, ids: list[str], frames: int, labels: np.ndarray, stream: bool = False):
     start = time.perf_counter()
-    data = load_clips(store, ids, FramePolicy(frames), labels, store.clip_attrs(), stream)
+    data = load_clips(store, ids, FramePolicy(frames), labels=labels, attrs=store.clip_attrs(), stream=stream)
     return data, len(ids) / (time.perf_counter() - start)
 
 
@@ -96,11 +94,11 @@ def load_one_by_one(store: CacheStore, ids: list[str]) -> float:
 
 def epoch_rate(data, head: str, params: dict, frames: int) -> float:
     torch.manual_seed(0)
-    model = build_head(head, data.x.shape[2], STATES, 4, params)
+    model = build_head(head, data.x.shape[2], STATES, levels=4, params=params)
     cfg = TrainConfig(epochs=1, batch=32, patience=1, device="cpu")
     val = data.subset(np.arange(min(32, len(data))))
     start = time.perf_counter()
-    fit(model, data, val, cfg, 4, torch.device("cpu"), progress=False)
+    fit(model, data, val, cfg=cfg, levels=4, device=torch.device("cpu"), progress=False)
     return len(data) / (time.perf_counter() - start)
 
 
@@ -112,7 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-bench2-"))
     try:
-        store, ids, write_s = write_store(tmp, args.clips, 300, 512)
+        store, ids, write_s = write_store(tmp, args.clips, 300, dim=512)
         size = sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file())
         serial_ids = ids[: max(1, len(ids) // 5)]  # the slow baseline on a fifth of the clips
         serial_rate = load_one_by_one(store, serial_ids)
@@ -125,15 +123,15 @@ def main() -> None:
             "heads": {},
         }
         for frames in (int(f) for f in args.frames.split(",")):
-            data, rate = load(CacheStore(store.path), ids, frames, labels)
+            data, rate = load(CacheStore(store.path), ids, frames, labels=labels)
             out.setdefault("load_clips_per_s", round(rate, 1))  # the first (the longest sequences)
             for head, params in (("lstm", {"hidden": [256, 256]}), ("fc", {"hidden": [128, 64]})):
-                rate = epoch_rate(data, head, params, frames)
+                rate = epoch_rate(data, head, params, frames=frames)
                 out["heads"][f"{head}@{frames}"] = {"sequences_per_s": round(rate, 1), "epoch_s": round(len(ids) / rate, 1)}
             del data
-        streamed, _ = load(CacheStore(store.path), ids, frames, labels, stream=True)
+        streamed, _ = load(CacheStore(store.path), ids, frames, labels=labels, stream=True)
         for head, params in (("lstm", {"hidden": [256, 256]}), ("fc", {"hidden": [128, 64]})):
-            rate = epoch_rate(streamed, head, params, frames)
+            rate = epoch_rate(streamed, head, params, frames=frames)
             out["heads"][f"{head}@{frames} streamed"] = {
                 "sequences_per_s": round(rate, 1),
                 "epoch_s": round(len(ids) / rate, 1),

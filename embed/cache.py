@@ -1,16 +1,11 @@
-"""The embedding cache: the only place that knows store keys and the Zarr layout (docs/architecture.md).
+"""The embedding cache: the only place that computes store keys and knows the Zarr layout
+(docs/architecture.md, "The cache contract"); writing a clip is embed.clip_writer's.
 
 One Zarr v3 store per (dataset, extraction config): <cache_dir>/<dataset>/<backbone>-<key>.zarr.
 Per clip, readable with plain zarr: clips/<id>/{embeddings (T,D) f16, timestamps (T,) f32 s,
 face_prob (T,) f32, boxes (T,4) f32 source px}. A clip is complete only when its group attr
 `complete` is true; that attr is written last (zarr's LocalStore writes metadata atomically), so a
 crash leaves a clip pending, never readable as complete with partial data.
-
-Clips are written as they are embedded (ClipWriter): a clip's first TIME_CHUNK frames are written
-together (so a clip of up to TIME_CHUNK frames is one zarr chunk per array, read as fast as ever),
-after that each chunk of frames is appended and the clip's `frames_written` attr (with the tracker's
-state at that frame) is updated after its arrays. A run killed inside a long video continues from
-`frames_written` when the source is unchanged.
 
 This module imports neither decoding nor face detection: stage two reads through it. Finding a store
 is embed.stores, the writer lock embed.locking.
@@ -24,7 +19,7 @@ import functools
 import hashlib
 import json
 import os
-import threading
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.api.asynchronous as zarr_async
-from zarr.codecs import BloscCodec
+from zarr.core.sync import sync  # zarr's own event-loop thread, which its synchronous API runs on
 from zarr.errors import ZarrUserWarning
 from zarr.storage import LocalStore
 
@@ -42,19 +37,13 @@ from embed.errors import ConfigError
 from embed.identity import file_sha256
 from embed.lookahead import read_ahead
 
-# A run killed between making a clip's folder and writing its metadata leaves a folder zarr does not
-# recognise: no clip yet (the next run writes it), not something to warn the user about.
-warnings.filterwarnings("ignore", r"Object at .* is not recognized as a component of a Zarr hierarchy", ZarrUserWarning)
-
 CACHE_FORMAT = "affectseq-cache/1"
+# zarr's LocalStore writes each file under this name and renames it when whole: a process killed in
+# between leaves one behind (nothing reads it; `embed verify --repair` removes them).
+PARTIAL_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 # Frames per zarr chunk along T. A long video's arrays grow chunk by chunk from here on.
 TIME_CHUNK = 1024
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
-
-
-def _compressor(arr: np.ndarray) -> BloscCodec:
-    # Byte-shuffle groups the exponent and mantissa bytes of the values; zstd does the rest.
-    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=arr.dtype.itemsize)
 
 
 def canonical_json(obj) -> str:
@@ -126,13 +115,22 @@ class ClipData:
     def concat(cls, parts: list[ClipData]) -> ClipData:
         """Consecutive chunks of one clip joined."""
         emb = None if parts[0].embeddings is None else np.concatenate([p.embeddings for p in parts])
-        return cls(emb, *(np.concatenate([getattr(p, n) for p in parts]) for n in ARRAYS[1:]))
+        return cls(emb, **{n: np.concatenate([getattr(p, n) for p in parts]) for n in ARRAYS[1:]})
+
+
+@functools.cache
+def _quiet_about_unwritten_clips() -> None:
+    """A run killed between making a clip's folder and writing its metadata leaves a folder zarr does
+    not recognise: no clip yet (the next run writes it), not something to warn the user about. The
+    filter is the process's: set by the first store opened, not by importing this module."""
+    warnings.filterwarnings("ignore", r"Object at .* is not recognized as a component of a Zarr hierarchy", ZarrUserWarning)
 
 
 class CacheStore:
     """One extraction store. Open for reading with CacheStore(path); create with CacheStore.create."""
 
     def __init__(self, path: str | os.PathLike, mode: str = "r"):
+        _quiet_about_unwritten_clips()
         self.path = Path(path)
         if mode == "r" and not (self.path / "zarr.json").is_file():
             raise FileNotFoundError(f"{self.path}: no embedding store here; fix: run `python -m embed run` first")
@@ -220,28 +218,6 @@ class CacheStore:
             clips[clip_id].attrs["complete"] = False
             del clips[clip_id]
 
-    def write_clip(self, clip_id: str, data: ClipData, source: dict, extra: dict | None = None) -> None:
-        """Write a whole clip at once (a clip writer given everything in one chunk)."""
-        writer = self.clip_writer(clip_id, source, extra, resume=False)
-        writer.append(data)
-        writer.finish()
-
-    def clip_writer(self, clip_id: str, source: dict, extra: dict | None = None, resume: bool = True) -> ClipWriter:
-        """A writer for one clip, continuing a clip left part-written by a killed run when its recorded
-        source fingerprint equals `source` (resume), else starting it afresh."""
-        attrs = self.attrs_of(clip_id)
-        if (
-            resume
-            and attrs
-            and attrs.get("complete") is False
-            and attrs.get("frames_written", 0) > 0
-            and _same_source(attrs.get("source"), source)
-        ):
-            return ClipWriter(self, clip_id, source, extra, self._clips()[clip_id], attrs)
-        self.reset(clip_id)
-        group = self._clips().create_group(clip_id, attributes={"complete": False, "frames_written": 0, "source": source})
-        return ClipWriter(self, clip_id, source, extra, group, None)
-
     def check_clip(self, clip_id: str, source: Path | None) -> str | None:
         """What is wrong with a complete clip (None: nothing): arrays, shapes, dtypes, values, and
         its source file against the recorded fingerprint (full content hash)."""
@@ -275,6 +251,10 @@ class CacheStore:
                 return f"source {source} changed since it was embedded"
         return None
 
+    def partial_files(self) -> list[Path]:
+        """Files zarr was writing when a process was killed (never read: safe to remove)."""
+        return sorted(f for f in self.path.rglob("*.partial") if PARTIAL_FILE.search(f.name))
+
     def record_failure(self, clip_id: str, error: str, source: dict | None) -> None:
         self.reset(clip_id)
         self._clips().create_group(clip_id, attributes={"complete": False, "error": error, "source": source})
@@ -283,12 +263,12 @@ class CacheStore:
         g = self._clips()[clip_id]
         if g.attrs.get("complete") is not True:
             raise KeyError(f"{self.path}: clip {clip_id} is not complete")
-        return ClipData(*(g[name][...] for name in ARRAYS))
+        return ClipData(**{name: g[name][...] for name in ARRAYS})
 
     def read_clips(self, clip_ids: list[str], concurrency: int = 64) -> dict[str, ClipData]:
         """Read many complete clips concurrently (see read_arrays)."""
         raw = self.read_arrays(clip_ids, ARRAYS, concurrency)
-        return {c: ClipData(*(raw[c][n] for n in ARRAYS)) for c in clip_ids}
+        return {c: ClipData(**raw[c]) for c in clip_ids}
 
     def read_arrays(
         self, clip_ids: list[str], names: tuple[str, ...], concurrency: int = 64, known_complete: bool = False
@@ -304,7 +284,9 @@ class CacheStore:
         unknown = set(names) - set(ARRAYS)
         if unknown:
             raise ValueError(f"unknown cache arrays {sorted(unknown)}; known: {', '.join(ARRAYS)}")
-        return _run(_read_arrays_async(str(self.path), clip_ids, names, concurrency, known_complete))
+        return sync(
+            _read_arrays_async(str(self.path), clip_ids, names, concurrency=concurrency, known_complete=known_complete)
+        )
 
     def iter_arrays(
         self, clip_ids: list[str], names: tuple[str, ...], block: int = 128, known_complete: bool = False
@@ -315,7 +297,7 @@ class CacheStore:
         time. Worker processes instead of the thread gained nothing on 2 cores: shipping each block
         back costs what the second core saves (docs/performance.md, "Stage two")."""
         blocks = [clip_ids[i : i + block] for i in range(0, len(clip_ids), block)]
-        reads = read_ahead(lambda ids: self.read_arrays(ids, names, 64, known_complete), blocks)
+        reads = read_ahead(lambda ids: self.read_arrays(ids, names, 64, known_complete=known_complete), blocks)
         yield from zip(blocks, reads, strict=True)
 
     def summary(self) -> dict:
@@ -350,142 +332,6 @@ def summarise(attrs: dict[str, dict]) -> dict:
     }
 
 
-def _same_source(recorded: dict | None, now: dict) -> bool:
-    return bool(recorded) and all(recorded.get(k) == now.get(k) for k in ("size", "sha256"))
-
-
-class ClipWriter:
-    """One clip's arrays, written chunk by chunk; `complete` is written by finish(), last.
-
-    The first TIME_CHUNK frames are held (embeddings are small: 1 MB for 1,024 x 512 float16) and
-    written together, so a clip shorter than that is one chunk per array, read back in one piece.
-    From then on every append writes its rows, then `frames_written` and the
-    tracker state that lets a killed run continue after those rows.
-    """
-
-    def __init__(
-        self, store: CacheStore, clip_id: str, source: dict, extra: dict | None, group: zarr.Group, resumed: dict | None
-    ):
-        self.store, self.clip_id, self.source, self.extra, self.group = store, clip_id, source, extra or {}, group
-        self.with_embeddings = store.dim > 0
-        self.held: list[ClipData] = []
-        self.frames_written = 0
-        self.track_state: dict | None = None
-        if resumed:
-            n = int(resumed["frames_written"])
-            for name in self._names():
-                arr = group[name]
-                if arr.shape[0] != n:  # killed between the arrays and the attribute: drop the extra rows
-                    arr.resize((n, *arr.shape[1:]))
-            self.frames_written, self.track_state = n, resumed.get("track_state")
-
-    def _names(self) -> tuple[str, ...]:
-        return ARRAYS if self.with_embeddings else ARRAYS[1:]
-
-    @property
-    def held_frames(self) -> int:
-        return sum(len(d.timestamps) for d in self.held)
-
-    def rewind(self, frames: int, track_state: dict | None = None) -> None:
-        """Continue from an earlier frame (another store of the same run wrote less), where the
-        tracker's state is `track_state`."""
-        if frames >= self.frames_written:
-            return
-        if frames < TIME_CHUNK:  # nothing before the first write can be kept apart: start afresh
-            w = self.store.clip_writer(self.clip_id, self.source, self.extra, resume=False)
-            self.group, self.frames_written, self.track_state, self.held = w.group, 0, None, []
-            return
-        self.group.update_attributes({"frames_written": frames, "track_state": track_state})
-        for name in self._names():
-            arr = self.group[name]
-            arr.resize((frames, *arr.shape[1:]))
-        self.frames_written, self.track_state = frames, track_state
-
-    def copy_track(self, other: ClipWriter, frames: int, track_state: dict | None) -> None:
-        """Rewrite this (face-track) clip from the first `frames` rows of another writer's track."""
-        self.rewind(0)
-        rows = {n: other.group[n][:frames] for n in ARRAYS[1:]}
-        self.append(ClipData(None, rows["timestamps"], rows["face_prob"], rows["boxes"]), track_state)
-
-    def append(self, data: ClipData, track_state: dict | None = None) -> None:
-        if self.with_embeddings and data.embeddings is None:
-            raise ValueError(f"{self.store.path}: clip {self.clip_id}: this store holds embeddings")
-        self.held.append(data)
-        if self.frames_written or self.held_frames >= TIME_CHUNK:
-            self._flush(track_state)
-
-    def _arrays(self, data: list[ClipData]) -> dict[str, np.ndarray]:
-        out = {
-            "timestamps": np.concatenate([d.timestamps for d in data]).astype(np.float32),
-            "face_prob": np.concatenate([d.face_prob for d in data]).astype(np.float32),
-            "boxes": np.concatenate([d.boxes for d in data]).astype(np.float32).reshape(-1, 4),
-        }
-        if self.with_embeddings:
-            out["embeddings"] = np.ascontiguousarray(np.concatenate([d.embeddings for d in data]), dtype=self.store.dtype)
-        return out
-
-    def _flush(self, track_state: dict | None) -> None:
-        arrays = self._arrays(self.held)
-        if not self.frames_written:
-            self._create(arrays, TIME_CHUNK)
-        else:
-            for name, arr in arrays.items():
-                self.group[name].append(arr, axis=0)
-        self.frames_written += len(arrays["timestamps"])
-        self.held = []
-        self.group.update_attributes({"frames_written": self.frames_written, "track_state": track_state})
-
-    def _create(self, arrays: dict[str, np.ndarray], time_chunk: int) -> None:
-        for name, arr in arrays.items():
-            chunks = (max(1, min(len(arr), time_chunk)), *arr.shape[1:])
-            # With its data: one call writes the metadata and the chunks.
-            shape = {"data": arr} if arr.size else {"shape": arr.shape, "dtype": arr.dtype}
-            self.group.create_array(name, **shape, chunks=chunks, compressors=_compressor(arr))
-
-    def finish(self, extra: dict | None = None) -> None:
-        """Write what is held and mark the clip complete (the last write)."""
-        if not self.frames_written:
-            if not self.held:
-                raise ValueError(f"{self.store.path}: clip {self.clip_id}: no frames to write")
-            self._create(self._arrays(self.held), TIME_CHUNK)
-        elif self.held:
-            self._flush(None)
-        stamps, probs = self.group["timestamps"][...], self.group["face_prob"][...]
-        self.held = []
-        self.group.update_attributes(
-            {
-                **self.extra,
-                **(extra or {}),
-                "frames": int(len(stamps)),
-                "frames_written": int(len(stamps)),
-                "track_state": None,
-                "faces": int((probs > 0).sum()),
-                "duration": span_seconds(stamps),
-                "source": self.source,
-                "error": None,
-                "complete": True,
-            }
-        )
-
-
-@functools.cache
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """One event loop on a daemon thread for this process's concurrent reads: zarr's async API runs on
-    any loop, and a persistent one (as zarr's own synchronous API keeps) costs nothing per call, where
-    asyncio.run would build a loop and its thread pool for every block of clips."""
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, name="affectseq-zarr-reads", daemon=True).start()
-    return loop
-
-
-# A forked child (a dask or multiprocessing worker) has the loop object but not its thread: it starts its own.
-os.register_at_fork(after_in_child=_event_loop.cache_clear)
-
-
-def _run(coro):
-    return asyncio.run_coroutine_threadsafe(coro, _event_loop()).result()
-
-
 async def _read_arrays_async(
     path: str, clip_ids: list[str], names: tuple[str, ...], concurrency: int, known_complete: bool = False
 ) -> dict[str, dict]:
@@ -509,36 +355,3 @@ async def _read_arrays_async(
 
     results = await asyncio.gather(*(one(c) for c in clip_ids))
     return dict(zip(clip_ids, results, strict=True))
-
-
-def resume_writers(
-    embedding: list[ClipWriter], face_writer: ClipWriter | None, resumable_track: bool
-) -> tuple[int, dict | None]:
-    """Where one clip continues (0: from the start) and the tracker's state there, with every writer
-    brought to that frame: where the backbone store that wrote least stopped. The face-track store is
-    written after them, so a kill between the writes leaves it behind: it is refilled from a backbone
-    store's track (the same one) rather than sending every store back."""
-    start = min(w.frames_written for w in embedding)
-    state = next((w.track_state for w in embedding if w.frames_written == start), None)
-    if start and state is None and resumable_track:
-        start = 0  # nothing says how the track went on: start the clip afresh
-    for w in embedding:
-        with writing(w.store):
-            w.rewind(start, state)
-    if face_writer is not None:
-        with writing(face_writer.store):
-            if face_writer.frames_written < start:
-                face_writer.copy_track(embedding[0], start, state)
-            face_writer.rewind(start, state)
-    return start, state
-
-
-@contextlib.contextmanager
-def writing(store: CacheStore):
-    try:
-        yield
-    except OSError as e:
-        raise ConfigError(
-            f"{store.path}: cannot write the cache ({e.strerror or e}); fix: free disk space or "
-            f"make the cache directory writable; complete clips are kept"
-        ) from None

@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
-from embed.cache import CacheStore
-from embed.clip_embedding import embed_clip
+from embed.clip_embedding import ClipTargets, embed_clip
 from embed.decode_ahead import decode_ahead
 from embed.embedder import Embedder
 from embed.layouts import Clip
@@ -29,8 +28,8 @@ REFERENCE_PIXELS = 640 * 480  # a DAiSEE frame: the unit of the clips-in-flight 
 
 def default_clips_in_flight(device: torch.device) -> int:
     """On a GPU enough clips to keep it fed from every core's decoder and detector (two per core, at
-    most 32); on the CPU two, which measured 1.35x one clip at a time with fer2013 on 2 cores (one
-    clip's decoding, Python steps and writes overlap the other's network calls: docs/performance.md)."""
+    most 32); on the CPU two: one clip's decoding, Python steps and writes overlap the other's
+    network calls (docs/performance.md, "`embed run` with clips in flight")."""
     if device.type == "cpu":
         return 2
     return max(2, min(32, 2 * (os.cpu_count() or 1)))
@@ -39,10 +38,8 @@ def default_clips_in_flight(device: torch.device) -> int:
 def embed_in_flight(
     embedder: Embedder,
     clips: list[Clip],
-    stores: list[CacheStore],
-    faces: CacheStore | None,
+    targets: ClipTargets,
     in_flight: int,
-    on_frames: Callable[[int], None] | None = None,
 ) -> Iterator[ClipOutcome]:
     """Each clip's outcome as it finishes (any order), up to `in_flight` clips embedded at once. The
     embedder must run through a model stage. Leaving the iterator early (Ctrl-C) stops handing out
@@ -56,13 +53,6 @@ def embed_in_flight(
         todo.put(clip)
     done: queue.SimpleQueue[ClipOutcome | BaseException] = queue.SimpleQueue()
     stop = threading.Event()
-
-    def chunk_written(n: int) -> None:
-        if stop.is_set():
-            raise _Stopped  # after a chunk is written: the clip resumes from there
-        if on_frames is not None:
-            on_frames(n)
-
     pool = _PixelPool(in_flight * REFERENCE_PIXELS)
 
     def work() -> None:
@@ -72,15 +62,13 @@ def embed_in_flight(
             except queue.Empty:
                 return
             pixels = frame_pixels(clip.path) or REFERENCE_PIXELS
-            pool.take(pixels)
-            if stop.is_set():  # stopped while it waited for room
-                pool.give(pixels)
+            if not pool.take(pixels):  # stopped while it waited for room
                 return
             try:
                 for _, chunks in decode_ahead([embedder.stream(clip.path)]):
-                    done.put(embed_clip(embedder, clip, chunks, stores, faces, chunk_written))
-            except _Stopped:
-                return
+                    outcome = embed_clip(embedder, clip, chunks, targets=targets, stop=stop)
+                    if not outcome.stopped:
+                        done.put(outcome)
             except BaseException as e:  # noqa: BLE001 (a store that cannot be written stops the run: raised by the consumer)
                 done.put(e)
                 return
@@ -99,6 +87,7 @@ def embed_in_flight(
             yield item
     finally:
         stop.set()
+        pool.close()
         for t in threads:
             t.join()
 
@@ -110,20 +99,24 @@ class _PixelPool:
     clip (27 times the pixels) waits until enough others have finished, and always one clip runs."""
 
     def __init__(self, capacity: int):
-        self.capacity, self.used = capacity, 0
+        self.capacity, self.used, self.closed = capacity, 0, False
         self.cond = threading.Condition()
 
-    def take(self, pixels: int) -> None:
+    def take(self, pixels: int) -> bool:
+        """Wait for room; False if the pool was closed meanwhile (nothing taken)."""
         with self.cond:
-            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.capacity)
+            self.cond.wait_for(lambda: self.closed or self.used == 0 or self.used + pixels <= self.capacity)
+            if self.closed:
+                return False
             self.used += pixels
+            return True
 
     def give(self, pixels: int) -> None:
         with self.cond:
             self.used -= pixels
             self.cond.notify_all()
 
-
-class _Stopped(BaseException):
-    """Raised in a clip's thread once the run is stopping: not an error of the clip (embed_clip records
-    Exceptions as the clip's failure; this passes through and leaves the clip part-written)."""
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()

@@ -2,8 +2,8 @@
 
 `--workers N` starts worker processes on this machine: one worker per GPU when there are GPUs (each
 sees one device, also after its nanny restarts it), else N single-threaded processes with torch
-threads split evenly between them, since oversubscribed cores collapse throughput (MTCNN: 111 -> 38
-frames/s for two 2-thread processes on 2 cores). `--scheduler tcp://HOST:PORT` uses a cluster
+threads split evenly between them, since oversubscribed cores collapse throughput (two 2-thread
+processes on 2 cores run several times slower than one). `--scheduler tcp://HOST:PORT` uses a cluster
 started elsewhere (`dask scheduler` + `dask worker`, or dask-jobqueue on SLURM).
 """
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-
-import torch
+from dataclasses import dataclass
 
 from embed.errors import ConfigError
 
@@ -26,6 +25,7 @@ def start_local_cluster(workers: int, gpus: int | None = None):
     variable from the client after start-up would be lost then. dask-cuda's LocalCUDACluster does
     this too, with more (UCX, RMM pools) that one model per GPU does not need; a spec of nannies is
     what it builds on, and needs no extra package."""
+    import torch
     from dask.distributed import Client, Nanny, Scheduler, SpecCluster
 
     gpus = torch.cuda.device_count() if gpus is None else gpus
@@ -51,16 +51,27 @@ def start_local_cluster(workers: int, gpus: int | None = None):
     return cluster, Client(cluster), threads
 
 
-def connect(workers: int | None, scheduler: str | None):
-    """(cluster or None, client, torch threads per worker or None) for --workers or --scheduler."""
+@dataclass(frozen=True)
+class ClusterChoice:
+    """`--workers N` (a local cluster of N worker processes) or `--scheduler URL` (one started elsewhere)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.workers or self.scheduler)
+
+
+def connect(choice: ClusterChoice):
+    """(cluster or None, client, torch threads per worker or None) for the choice."""
     from dask.distributed import Client
 
     try:
-        if scheduler:
-            return None, Client(scheduler, timeout="20s"), None
-        return start_local_cluster(workers or 1)
+        if choice.scheduler:
+            return None, Client(choice.scheduler, timeout="20s"), None
+        return start_local_cluster(choice.workers or 1)
     except OSError as e:
         raise ConfigError(
-            f"--scheduler {scheduler}: cannot reach the dask scheduler ({e}); "
+            f"--scheduler {choice.scheduler}: cannot reach the dask scheduler ({e}); "
             f"fix: start one with `dask scheduler` or check the address"
         ) from None

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from embed.devices import thread_pool
 from embed.memory import FRAME_MMAP_THRESHOLD
 from embed.video import FrameList
 
 # At most this many bytes of float32 face windows at a time (32 frames of a 640x480 video's face
 # windows are a few MB; of a 4K video's, hundreds). On the CPU, no more than glibc's mmap threshold
-# (embed.memory): a bigger block is mapped afresh and faulted in page by page, which made the built-in
-# sample's crops take 1.7 times as long.
+# (embed.memory): a bigger block is mapped afresh and faulted in page by page (docs/performance.md,
+# "Stage one's time in the kernel").
 WINDOW_BYTES = 48 * 2**20
 
 
@@ -28,9 +29,11 @@ def crop_faces(
     frames: np.ndarray | FrameList,
     boxes: np.ndarray,
     size: int,
+    *,
     margin: float,
     device: str | torch.device = "cpu",
     rows: np.ndarray | None = None,
+    pool: Executor | None = None,
 ) -> torch.Tensor:
     """(N, 3, size, size) float32 crops in 0..255 from full-resolution frames (N, H, W, 3) uint8 (an
     array, or the tracker's FrameList), or from frames[rows] (N row numbers), copying only the
@@ -43,7 +46,8 @@ def crop_faces(
     they feed, and one call per frame costs more than one per chunk. A seated face moves little over
     a chunk, so the window stays near one face's size. Inside the window roi_align samples exactly
     what it would on the whole frame (crops equal within float32 rounding of the shifted boxes:
-    test_faces_units), and at the frame's edges the window's edges are the frame's.
+    test_faces_units), and at the frame's edges the window's edges are the frame's. With a thread
+    `pool` (an Embedder's), the CPU's roi_align is split across its threads.
     """
     n = len(frames) if rows is None else len(rows)
     if n == 0:
@@ -62,23 +66,28 @@ def crop_faces(
         h2 = n // 2
         halves = [(frames[:h2], None), (frames[h2:], None)] if rows is None else [(frames, rows[:h2]), (frames, rows[h2:])]
         boxes_of = (boxes[:h2], boxes[h2:])
-        return torch.cat([crop_faces(f, b, size, margin, device, r) for (f, r), b in zip(halves, boxes_of, strict=True)])
+        return torch.cat(
+            [
+                crop_faces(f, b, size, margin=margin, device=device, rows=r, pool=pool)
+                for (f, r), b in zip(halves, boxes_of, strict=True)
+            ]
+        )
     window = frames[:, y0:y1, x0:x1] if rows is None else frames[rows, y0:y1, x0:x1]
     window = torch.from_numpy(np.ascontiguousarray(window)).to(device, non_blocking=True)
     window = window.permute(0, 3, 1, 2).float()
     rois = np.concatenate([np.arange(n, dtype=np.float32)[:, None], sq - np.array([x0, y0, x0, y0], np.float32)], 1)
-    return _roi_align(window, torch.from_numpy(rois.astype(np.float32)).to(device), size)
+    return _roi_align(window, torch.from_numpy(rois.astype(np.float32)).to(device), size, pool=pool)
 
 
-def _roi_align(window: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
-    """roi_align, on the CPU split across torch's threads: torchvision's CPU kernel runs on one
-    thread, and the op releases the GIL, so threads parallelise it (32 crops: 28.6 -> 16.5 ms on
-    2 cores). Each crop is computed exactly as in one call."""
+def _roi_align(window: torch.Tensor, rois: torch.Tensor, size: int, pool: Executor | None) -> torch.Tensor:
+    """roi_align, on the CPU split across the pool's threads: torchvision's CPU kernel runs on one
+    thread and the op releases the GIL, so threads parallelise it. Each crop is computed exactly as
+    in one call."""
 
     def run(r: torch.Tensor) -> torch.Tensor:
         return roi_align(window, r, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
-    k = torch.get_num_threads() if window.device.type == "cpu" else 1
+    k = torch.get_num_threads() if window.device.type == "cpu" and pool is not None else 1
     if k < 2 or len(rois) < 2 * k:
         return run(rois)
-    return torch.cat(list(thread_pool(k).map(run, torch.tensor_split(rois, k))))
+    return torch.cat(list(pool.map(run, torch.tensor_split(rois, k))))

@@ -3,6 +3,7 @@ region around a known face (embed.face_search)."""
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from embed.devices import thread_pool
 from embed.extraction import DetectorConfig
 from embed.face_search import Window, search
 from embed.model_stage import spans
@@ -26,11 +26,16 @@ class FaceDetector:
     call; downscaling stays in the caller's thread."""
 
     def __init__(
-        self, config: DetectorConfig | None = None, device: str | torch.device = "cpu", stage: ModelStage | None = None
+        self,
+        config: DetectorConfig | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        stage: ModelStage | None = None,
+        pool: Executor | None = None,
     ):
         self.config = config or DetectorConfig()
         self.device = torch.device(device)
-        self.stage = stage
+        self.stage, self.pool = stage, pool  # pool: the embedder's threads for resizing (None: this thread)
 
     @cached_property
     def mtcnn(self):
@@ -59,8 +64,8 @@ class FaceDetector:
         def resize(f: np.ndarray) -> np.ndarray:
             return np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR))
 
-        # Pillow releases the GIL while resizing: torch's threads' worth of them run at once.
-        small = np.stack(list(thread_pool(max(1, torch.get_num_threads())).map(resize, frames)))
+        # Pillow releases the GIL while resizing: the pool's threads resize frames at once.
+        small = np.stack(list(map(resize, frames) if self.pool is None else self.pool.map(resize, frames)))
         return small, size[0] / w
 
     def detect(self, frames: np.ndarray, batch: int = 64, around: list | None = None) -> tuple[list, list, float]:
@@ -86,9 +91,15 @@ class FaceDetector:
         detect fails inside torch.cat)."""
         if self.stage is None:
             return search(self.mtcnn, small, windows)
-        return self.stage.run(("detect", small.shape[1:]), self._find_in_batch, (small, windows))
+        return self.stage.run(self._find_in_batch, (small, windows))
 
     def _find_in_batch(self, items: list[tuple[np.ndarray, list]]) -> list[tuple[list, list]]:
-        """find_faces of several callers' frames (all of one size) in one MTCNN pass, split back."""
-        boxes, probs = search(self.mtcnn, np.concatenate([s for s, _ in items]), [w for _, ws in items for w in ws])
-        return [(boxes[rows], probs[rows]) for rows in spans([s for s, _ in items])]
+        """find_faces of several callers' frames in one MTCNN pass per frame size, split back."""
+        out: list[tuple[list, list] | None] = [None] * len(items)
+        for shape in dict.fromkeys(s.shape[1:] for s, _ in items):
+            group = [k for k, (s, _) in enumerate(items) if s.shape[1:] == shape]
+            frames = np.concatenate([items[k][0] for k in group])
+            boxes, probs = search(self.mtcnn, frames, [w for k in group for w in items[k][1]])
+            for k, rows in zip(group, spans([items[k][0] for k in group]), strict=True):
+                out[k] = (boxes[rows], probs[rows])
+        return out

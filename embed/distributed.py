@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from embed.cache import CacheStore
-from embed.clip_embedding import embed_clip
+from embed.clip_embedding import ClipTargets, embed_clip, pending
 from embed.cluster import connect
 from embed.decode_ahead import decode_ahead
 from embed.embedder import Embedder, EmbedSpec
 from embed.layouts import Clip, DatasetIndex
-from embed.pipeline import pending
+from embed.memory import apply_allocator_policy
 from embed.run_report import ClipOutcome, RunReport, progress_bar, rate_text
+
+if TYPE_CHECKING:
+    from embed.cluster import ClusterChoice
 
 log = logging.getLogger(__name__)
 _EMBEDDERS: dict[tuple, Embedder] = {}  # per worker process: models are built once, not per task
+RETRIES = 2  # a task whose worker died runs again elsewhere (safe: embed.cache's commit protocol)
 
 
 def _worker_embedder(spec: EmbedSpec, threads: int | None) -> Embedder:
@@ -40,50 +46,52 @@ def _worker_embedder(spec: EmbedSpec, threads: int | None) -> Embedder:
     return _EMBEDDERS[key]
 
 
-def embed_task(
-    spec: EmbedSpec, clip: Clip, store_paths: list[str], faces_path: str | None, threads: int | None = None
-) -> ClipOutcome:
+@dataclass(frozen=True)
+class ClusterJob:
+    """What every task of one run is given besides its clip: the recipe of the embedder, where the
+    stores are (the backbones', the face-track store's) and the torch threads a worker may use."""
+
+    spec: EmbedSpec
+    store_paths: tuple[str, ...]
+    faces_path: str | None
+    threads: int | None
+
+
+def embed_task(job: ClusterJob, clip: Clip) -> ClipOutcome:
     """One clip, run on a worker: build (once) the embedder, then decode, track, embed and write."""
-    embedder = _worker_embedder(spec, threads)
-    stores = [CacheStore(p, mode="a") for p in store_paths]
-    faces = CacheStore(faces_path, mode="a") if faces_path else None
+    apply_allocator_policy()
+    embedder = _worker_embedder(job.spec, job.threads)
+    faces = CacheStore(job.faces_path, mode="a") if job.faces_path else None
+    targets = ClipTargets([CacheStore(p, mode="a") for p in job.store_paths], faces)
     for _, chunks in decode_ahead([embedder.stream(clip.path)]):
-        return embed_clip(embedder, clip, chunks, stores, faces)
+        return embed_clip(embedder, clip, chunks, targets=targets)
     raise AssertionError("unreachable: decode_ahead yields one item per stream")
 
 
-def embed_dataset_distributed(
+def embed_dataset_on_cluster(
     index: DatasetIndex,
     spec: EmbedSpec,
-    stores: list[CacheStore],
-    faces: CacheStore | None,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    targets: ClipTargets,
+    *,
+    cluster: ClusterChoice,
     limit: int | None = None,
     progress: bool = True,
-    retries: int = 2,
 ) -> RunReport:
+    """embed.local_run.embed_dataset on a dask cluster (its workers started here, or a scheduler's),
+    one task per clip; Ctrl-C cancels what has not run."""
     from dask.distributed import as_completed
 
     clips = index.clips[:limit] if limit else index.clips
-    report = RunReport(stores=[s.path for s in stores], total=len(clips))
-    todo, report.skipped = pending(clips, stores)
-    cluster, client, threads = connect(workers, scheduler)
+    report = RunReport(stores=[s.path for s in targets.stores], total=len(clips))
+    todo, report.skipped = pending(clips, targets.stores)
+    local, client, threads = connect(cluster)
     report.dashboard = client.dashboard_link
     log.info("dask dashboard: %s", report.dashboard)
     start = time.perf_counter()
     try:
-        paths = [str(s.path) for s in stores]
-        futures = client.map(
-            embed_task,
-            [spec] * len(todo),
-            todo,
-            [paths] * len(todo),
-            [str(faces.path) if faces else None] * len(todo),
-            [threads] * len(todo),
-            pure=False,
-            retries=retries,
-        )
+        faces = str(targets.faces.path) if targets.faces else None
+        job = ClusterJob(spec, tuple(str(s.path) for s in targets.stores), faces, threads=threads)
+        futures = client.map(embed_task, [job] * len(todo), todo, pure=False, retries=RETRIES)
         with progress_bar(progress) as bar:
             task = bar.add_task("embed", total=len(todo), rate="")
             try:
@@ -96,6 +104,6 @@ def embed_dataset_distributed(
     finally:
         report.seconds = time.perf_counter() - start
         client.close()
-        if cluster is not None:
-            cluster.close()
+        if local is not None:
+            local.close()
     return report

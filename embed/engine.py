@@ -17,54 +17,59 @@ from pathlib import Path
 from typing import BinaryIO
 
 from embed.embedder import Embedder
-from embed.streaming import EmbeddedChunk, embed_stream
+from embed.memory import apply_allocator_policy
+from embed.streaming import EmbeddedChunk, Reading, embed_stream
 
 
 class EngineSource:
     """One source in the engine: its thread, and how it ended (`error`: None for the end of stream or
-    a stop)."""
+    a stop). `finished` is set once its last chunk and its end have been handed on."""
 
-    def __init__(self, name: str, thread: threading.Thread):
-        self.name, self.thread = name, thread
+    def __init__(self, name: str):
+        self.name = name
         self.stopping = threading.Event()
-        self.error: Exception | None = None
         self.finished = threading.Event()
+        self.error: Exception | None = None
+        self.thread: threading.Thread | None = None
 
     def stop(self) -> None:
-        """Stop after the chunk in hand (a decoder blocked on a silent network source stops when the
-        source closes or sends again; its thread is a daemon either way)."""
+        """Stop after the chunk in hand. A thread waiting for its decoder's next chunk stops when that
+        chunk comes or the source ends (a closed push pipe at once, a silent network source after
+        embed.video.NETWORK_TIMEOUT_S)."""
         self.stopping.set()
 
 
 class StreamEngine:
     """Sources added while it runs, each embedded in its own thread through one shared Embedder and
-    model stage (build it with open_embedder(..., stage=engine.stage))."""
+    model stage (build it with open_embedder(..., stage=ModelStage())). The engine owns the embedder,
+    its stage and the sources' threads: `close()` stops and joins them all."""
 
     def __init__(self, embedder: Embedder, live: bool = True):
         if embedder.stage is None:
             raise ValueError("the engine's Embedder must run through a model stage")
+        apply_allocator_policy()
         self.embedder, self.live = embedder, live
         self.stage = embedder.stage
+        self.sources: list[EngineSource] = []
+        self.lock = threading.Lock()
+        self.closed = False
 
     def add(
         self,
         source: str | Path | BinaryIO,
+        *,
         on_chunk: Callable[[EmbeddedChunk], None],
         on_end: Callable[[Exception | None], None],
+        reading: Reading | None = None,
         name: str | None = None,
-        input_format: str | None = None,
-        input_options: dict[str, str] | None = None,
-        rate_cap: float | None = None,
-        pacing: tuple[int, int] | None = None,
     ) -> EngineSource:
         """Start embedding a source: `on_chunk` gets its chunks in order and `on_end` is called once at
-        the end (with the error that ended it, if one did), both from the source's own thread.
-        `pacing`: embed.streaming.live_pacing's detection interval and chunk size for it."""
-        label = name or str(getattr(source, "name", source))
-        handle = EngineSource(label, threading.Thread())
+        the end (with the error that ended it, if one did), both from the source's own thread."""
+        reading = reading or Reading(live=self.live)
+        handle = EngineSource(name or str(getattr(source, "name", source)))
 
         def run() -> None:
-            chunks = embed_stream(self.embedder, source, self.live, rate_cap, input_format, input_options, pacing=pacing)
+            chunks = embed_stream(self.embedder, source, reading)
             try:
                 for chunk in chunks:
                     on_chunk(chunk)
@@ -73,13 +78,31 @@ class StreamEngine:
             except Exception as e:  # noqa: BLE001 (this source ends alone; the others go on)
                 handle.error = e
             finally:
-                chunks.close()  # stops its decoder thread
+                chunks.close()  # stops and joins its decoder thread
+            try:
+                on_end(handle.error)
+            finally:
                 handle.finished.set()
-            on_end(handle.error)
 
-        handle.thread = threading.Thread(target=run, name=f"source {label}", daemon=True)
+        handle.thread = threading.Thread(target=run, name=f"source {handle.name}", daemon=True)
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the engine is closed")
+            self.sources = [s for s in self.sources if not s.finished.is_set()] + [handle]
         handle.thread.start()
         return handle
 
     def close(self) -> None:
+        """Stop every source, join their threads, then the model stage's, and let the networks go.
+        Safe to call twice."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            sources = list(self.sources)
+        for s in sources:
+            s.stop()
+        for s in sources:
+            s.thread.join()
         self.stage.close()
+        self.embedder.close()

@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +28,44 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from embed.cache import ARRAYS, CacheStore
 from embed.errors import ConfigError
-from embed.layouts import DatasetIndex
+from embed.layouts import DatasetIndex, read_dataset
+from embed.manifest import SPLITS, load_manifest
+from embed.stores import find_store
 
 EXPORT_FORMAT = "affectseq-export/1"
 FORMATS = ("hdf5", "npy")
 
 
-def export_store(
-    store: CacheStore,
-    index: DatasetIndex,
-    states: list[str],
-    fmt: str,
-    out: Path,
-    split: str | None = None,
-    progress: bool = True,
-) -> dict:
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `embed export` is told: which store (a backbone or import name, weights, key prefix), the
+    format (hdf5 or npy), where to write, and optionally one split."""
+
+    backbone: str
+    fmt: str
+    out: Path
+    manifest: Path = Path("data_manifest.yaml")
+    dataset: str | None = None
+    weights: str | None = None
+    key: str | None = None
+    split: str | None = None
+    progress: bool = True
+
+
+def export_features(options: ExportOptions) -> dict:
+    """A store's complete clips written to one HDF5 file or a folder of npy files, readable without
+    zarr or affectseq; returns what was written (`embed export --json`)."""
+    if options.split is not None and options.split not in SPLITS:
+        raise ConfigError(f"--split {options.split!r}: fix: use one of {', '.join(SPLITS)}")
+    m = load_manifest(options.manifest)
+    name, _ = m.dataset(options.dataset)
+    store = find_store(m.cache_path, name, options.backbone, weights=options.weights, key=options.key)
+    index = read_dataset(m, name, generate=False)
+    return export_store(store, index, m.states, options=options)
+
+
+def export_store(store: CacheStore, index: DatasetIndex, states: list[str], *, options: ExportOptions) -> dict:
+    fmt, out, split, progress = options.fmt, options.out, options.split, options.progress
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: fix: use one of {', '.join(FORMATS)}")
     if not store.dim:
@@ -60,9 +84,18 @@ def export_store(
         task = bar.add_task("export", total=len(clips))
         blocks = store.iter_arrays(clips, ARRAYS, known_complete=True)
         if fmt == "hdf5":
-            _hdf5(store, states, tmp, blocks, attrs, split_of, known, lambda n: bar.advance(task, n))
+            _hdf5(
+                store,
+                states,
+                tmp,
+                blocks=blocks,
+                attrs=attrs,
+                split_of=split_of,
+                known=known,
+                advance=lambda n: bar.advance(task, n),
+            )
         else:
-            _npy(states, tmp, blocks, attrs, split_of, known, lambda n: bar.advance(task, n))
+            _npy(states, tmp, blocks, attrs=attrs, split_of=split_of, known=known, advance=lambda n: bar.advance(task, n))
     if out.is_dir() and fmt == "npy":
         shutil.rmtree(out)
     os.replace(tmp, out)

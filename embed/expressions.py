@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +16,32 @@ from embed.backbones import get_backbone, require_expressions
 from embed.errors import ClipError
 
 
-def expression_track(
-    video: str | Path,
-    out_dir: Path,
-    backbone: str = "fer2013",
-    weights: str | None = None,
-    device: str = "cpu",
-    input_format: str | None = None,
-) -> dict:
-    """Write out_dir/expressions.{csv,png}; returns what `embed expressions --json` prints. Both files
-    are written under a temporary name and renamed when whole; a video without a face is a ClipError."""
-    from embed.streaming import stream_video
+@dataclass(frozen=True)
+class ExpressionOptions:
+    """What `embed expressions` is told: the video (a file, a URL, a device with `input_format`, or
+    '-'), the folder for the files (None: ./expressions/<video name>), and the backbone."""
 
-    spec = get_backbone(backbone)
-    require_expressions(spec)
-    names = list(spec.expressions)
+    video: str
+    out: Path | None = None
+    backbone: str = "fer2013"
+    weights: str | None = None
+    device: str | None = "auto"
+    input_format: str | None = None
+
+
+def expression_track(options: ExpressionOptions) -> dict:
+    """Write out/expressions.{csv,png}; returns what `embed expressions --json` prints. Both files
+    are written under a temporary name and renamed when whole; a video without a face is a ClipError."""
+    from embed.embedder import EmbedSpec
+    from embed.streaming import Reading, stream_video
+    from embed.video import is_file_source
+
+    video, backbone, weights = options.video, options.backbone, options.weights
+    stem = Path(video).stem if is_file_source(video, options.input_format) else "stream"
+    out_dir = Path(options.out) if options.out else Path("expressions") / stem
+    net = get_backbone(backbone)
+    require_expressions(net)
+    names = list(net.expressions)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out_dir / "expressions.csv", out_dir / "expressions.png"
     partial = csv_path.with_name(csv_path.name + ".partial")
@@ -40,7 +52,9 @@ def expression_track(
             rows = csv.writer(f)
             rows.writerow(["time", "frame", "face", *names])
             frame = 0
-            for chunk in stream_video(video, backbone, weights, device, expressions=True, input_format=input_format):
+            spec = EmbedSpec((backbone,), (weights,), options.device)
+            reading = Reading(input_format=options.input_format, expressions=True)
+            for chunk in stream_video(video, spec, reading):
                 has_face = chunk.data.face_prob > 0
                 for t, face, p in zip(chunk.data.timestamps, has_face, chunk.expressions, strict=True):
                     rows.writerow([f"{t:.3f}", frame, int(face), *([f"{v:.5f}" for v in p] if face else [""] * len(p))])
@@ -55,14 +69,14 @@ def expression_track(
         os.replace(partial, csv_path)
     finally:
         partial.unlink(missing_ok=True)
-    _timeline_png(png_path, t, face, p, names, f"{Path(str(video)).name}: {backbone} expressions")
+    _timeline_png(png_path, (t, face, p), names, title=f"{Path(str(video)).name}: {backbone} expressions")
     mean = p[face].mean(0)
     return {
         "video": str(video),
         "frames": int(len(t)),
         "faces": int(face.sum()),
         "mean": {n: round(float(v), 4) for n, v in zip(names, mean, strict=True)},
-        "weights": spec.identity(weights),
+        "weights": net.identity(weights),
         "rotation": rotation,
         "csv": str(csv_path),
         "png": str(png_path),
@@ -75,7 +89,8 @@ def _faceless_runs(face: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def _timeline_png(path: Path, t: np.ndarray, face: np.ndarray, p: np.ndarray, names: list[str], title: str) -> None:
+def _timeline_png(path: Path, track: tuple[np.ndarray, np.ndarray, np.ndarray], names: list[str], *, title: str) -> None:
+    t, face, p = track  # times, has a face, probabilities
     import matplotlib
 
     matplotlib.use("Agg")

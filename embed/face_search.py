@@ -94,7 +94,7 @@ def _stage(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, ne
     """The R- or O-net on the candidates: those it scores above `threshold`, with their scores and
     box regressions (a candidate wholly outside its frame is dropped; facenet-pytorch would
     misalign the rest there)."""
-    keep, out = _refine(imgs, boxes, image_inds, net, size)
+    keep, out = _refine(imgs, boxes, image_inds, net=net, size=size)
     if not keep:
         return boxes[:0, :5], image_inds[:0], boxes[:0, :4]
     boxes, image_inds, score = boxes[keep], image_inds[keep], out[-1][:, 1]
@@ -119,7 +119,7 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
         n, h, w = len(imgs), *imgs.shape[2:4]
         windows = windows or [None] * n
         boxes, image_inds = [], []
-        for scale in pyramid(h, w, mtcnn.min_face_size, factor):
+        for scale in pyramid(h, w, mtcnn.min_face_size, factor=factor):
             wanted = torch.tensor([win is None or win.min_side <= PNET_CELL / scale <= win.max_side for win in windows])
             if not wanted.any():
                 continue
@@ -158,11 +158,11 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
             ).permute(1, 0)
         )
         if len(boxes):
-            boxes, image_inds, mv = _stage(imgs, boxes, image_inds, mtcnn.rnet, 24, thresholds[1])
+            boxes, image_inds, mv = _stage(imgs, boxes, image_inds, net=mtcnn.rnet, size=24, threshold=thresholds[1])
             pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
             boxes, image_inds = rerec(bbreg(boxes[pick], mv[pick])), image_inds[pick]
         if len(boxes):
-            boxes, image_inds, mv = _stage(imgs, boxes, image_inds, mtcnn.onet, 48, thresholds[2])
+            boxes, image_inds, mv = _stage(imgs, boxes, image_inds, net=mtcnn.onet, size=48, threshold=thresholds[2])
             boxes = bbreg(boxes, mv)
             pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
             boxes, image_inds = boxes[pick], image_inds[pick]

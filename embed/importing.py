@@ -17,11 +17,12 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from embed.cache import CacheStore, ClipData, source_fingerprint, source_unchanged
+from embed.clip_writer import write_clip
 from embed.errors import ClipError, ConfigError
 from embed.importers import IMPORT_VERSION, FeatureFile, Features, Importer, get_importer
 from embed.layouts import Clip, read_dataset
 from embed.locking import writer_lock
-from embed.manifest import Manifest
+from embed.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 FLOAT16_MAX = 65504.0  # stage two holds features as float16 in memory (sequence.data)
@@ -115,18 +116,29 @@ def _first_difference(a: list[str], b: list[str]) -> str:
     return f"{len(a)} columns here, {len(b)} in the store"
 
 
-def import_features(
-    manifest: Manifest,
-    dataset: str | None,
-    fmt: str,
-    src: Path,
-    name: str | None = None,
-    columns: list[str] | None = None,
-    fps: float | None = None,
-    progress: bool = True,
-) -> ImportReport:
-    importer = get_importer(fmt)(columns, fps)
-    name = name or fmt
+@dataclass(frozen=True)
+class ImportOptions:
+    """What `embed import` is told: the format (an importer's name), the folder or file of features,
+    the dataset, the name stage two knows the store by (default: the format), the importer's
+    `columns` and the frame rate for files without timestamps."""
+
+    fmt: str
+    src: Path
+    manifest: Path = Path("data_manifest.yaml")
+    dataset: str | None = None
+    name: str | None = None
+    columns: list[str] | None = None
+    fps: float | None = None
+    progress: bool = True
+
+
+def import_features(options: ImportOptions) -> ImportReport:
+    """Every feature file of `src` matched to a clip and written into the import's store (through the
+    same commit protocol as stage one); unchanged files are skipped on a re-import."""
+    fmt, src, dataset, progress = options.fmt, options.src, options.dataset, options.progress
+    manifest = load_manifest(options.manifest)
+    importer = get_importer(fmt)(options.columns, options.fps)
+    name = options.name or fmt
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(
             f"--name {name!r}: letters, digits, - and _ only (it names the store); fix: e.g. --name openface_gaze"
@@ -199,12 +211,8 @@ def import_features(
                         raise ClipError(early[clip])
                     features = first[1] if clip == first[0] else importer.read(f)
                     _check(features, store.config, f.describe())
-                    store.write_clip(
-                        clip,
-                        ClipData(features.values, features.timestamps, features.face_prob, features.boxes),
-                        _source(f),
-                        {"split": split_of[clip]},
-                    )
+                    data = ClipData(features.values, features.timestamps, features.face_prob, boxes=features.boxes)
+                    write_clip(store, clip, data, source=_source(f), extra={"split": split_of[clip]})
                     report.imported += 1
                 except ClipError as e:
                     store.record_failure(clip, str(e), _source(f))

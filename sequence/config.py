@@ -1,7 +1,10 @@
-"""One training run's settings: validated (unknown keys are errors), the same for CLI, grids and runs."""
+"""Settings: a training run's (validated, unknown keys are errors; the same for CLI, grids and runs),
+the subset a command line gives, and the windows predict, live and serve score."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,3 +108,57 @@ def parse_seeds(seeds: str, seed: int | None = None) -> list[int]:
     if len(set(out)) != len(out) or not out:
         raise ConfigError(f"--seeds {seeds!r}: give distinct seeds; fix: e.g. --seeds 0,1,2")
     return out
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The settings a command line gives (TrainConfig's keys but head parameters; None: not given)."""
+
+    dataset: str | None = None
+    backbone: str | None = None
+    weights: str | None = None
+    key: str | None = None
+    head: str | None = None
+    frames: int | None = None
+    stride: int | None = None
+    train_clips: int | None = None
+    loss: str | None = None
+    sampler: str | None = None
+    epochs: int | None = None
+    batch: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    select: str | None = None
+    seed: int | None = None
+    device: str | None = None
+    stream: bool | None = None
+
+
+MIN_FACE_FRACTION = 0.5  # a window with fewer face frames is not scored (the model never saw such clips)
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    """Where windows fall and how they are shown: `window` seconds (None: the run's training clip
+    length) every `hop` seconds; `smooth` seconds of exponential smoothing of the displayed
+    probabilities (live; 0: off); windows with fewer face frames than `min_face_fraction` (None:
+    MIN_FACE_FRACTION) are not scored."""
+
+    window: float | None = None
+    hop: float = 1.0
+    smooth: float = 0.0
+    min_face_fraction: float | None = None
+
+    def for_run(self, clip_seconds: float) -> WindowOptions:
+        """These options with the window and face fraction filled in, checked (a ConfigError names the fix)."""
+        out = dataclasses.replace(
+            self,
+            window=self.window or clip_seconds,
+            min_face_fraction=MIN_FACE_FRACTION if self.min_face_fraction is None else self.min_face_fraction,
+        )
+        if out.window <= 0 or out.hop <= 0 or out.smooth < 0:
+            raise ConfigError(
+                f"--window {out.window} / --hop {out.hop} / --smooth {out.smooth}: window and hop must be positive "
+                f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5"
+            )
+        return out

@@ -79,13 +79,16 @@ class StreamedClips:
         ids = [self.clip_ids[r] for r in rows]
         raw = self.store.read_arrays(ids, ("embeddings",), known_complete=True)  # checked when loaded
         x = pack(
-            [raw[i]["embeddings"] for i in ids], [self.chosen[r] for r in rows], len(range(self.steps)[steps]), self.deltas
+            [raw[i]["embeddings"] for i in ids],
+            [self.chosen[r] for r in rows],
+            len(range(self.steps)[steps]),
+            deltas=self.deltas,
         )
         return torch.from_numpy(x)
 
     def take(self, rows: np.ndarray) -> StreamedClips:
         return StreamedClips(
-            self.store, [self.clip_ids[r] for r in rows], [self.chosen[r] for r in rows], self.dim, self.deltas
+            self.store, [self.clip_ids[r] for r in rows], [self.chosen[r] for r in rows], dim=self.dim, deltas=self.deltas
         )
 
 
@@ -111,7 +114,9 @@ class SequenceSet:
         rows = np.asarray(rows, dtype=np.int64)
         t = int(self.lengths[rows].max()) if len(rows) else 0
         x = self.x.take(rows) if isinstance(self.x, StreamedClips) else self.x[rows, :t]
-        return SequenceSet(x, self.lengths[rows], self.y[rows], [self.clip_ids[i] for i in rows], self.durations[rows])
+        return SequenceSet(
+            x, self.lengths[rows], self.y[rows], clip_ids=[self.clip_ids[i] for i in rows], durations=self.durations[rows]
+        )
 
 
 def pack(
@@ -161,10 +166,14 @@ def to_tensors(
     """(embeddings, face_prob, timestamps) per clip, in memory -> one padded SequenceSet."""
     chosen = [policy.select(prob) for _, prob, _ in arrays]
     lengths = np.array([len(c) for c in chosen], dtype=np.int64)
-    x = pack([emb for emb, _, _ in arrays], chosen, int(lengths.max()) if len(arrays) else 0, policy.deltas)
+    x = pack([emb for emb, _, _ in arrays], chosen, int(lengths.max()) if len(arrays) else 0, deltas=policy.deltas)
     durations = np.array([span_seconds(ts) for _, _, ts in arrays], dtype=np.float32)
     return SequenceSet(
-        torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(labels.astype(np.int64)), clip_ids, durations
+        torch.from_numpy(x),
+        torch.from_numpy(lengths),
+        torch.from_numpy(labels.astype(np.int64)),
+        clip_ids=clip_ids,
+        durations=durations,
     )
 
 
@@ -234,10 +243,10 @@ def load_clips(
                     )
                 durations[i] = span_seconds(raw[c]["timestamps"]) if "timestamps" in names else a["duration"]
                 if x is not None:
-                    pack([raw[c]["embeddings"]], [idx], steps, policy.deltas, out=x[i : i + 1])
+                    pack([raw[c]["embeddings"]], [idx], steps, deltas=policy.deltas, out=x[i : i + 1])
     lengths = torch.tensor([len(c) for c in chosen], dtype=torch.int64)
-    data = StreamedClips(store, clip_ids, chosen, store.dim, policy.deltas) if stream else torch.from_numpy(x)
-    return SequenceSet(data, lengths, torch.from_numpy(labels.astype(np.int64)), clip_ids, durations)
+    data = StreamedClips(store, clip_ids, chosen, dim=store.dim, deltas=policy.deltas) if stream else torch.from_numpy(x)
+    return SequenceSet(data, lengths, torch.from_numpy(labels.astype(np.int64)), clip_ids=clip_ids, durations=durations)
 
 
 def load_splits(
@@ -292,7 +301,7 @@ def load_splits(
         )
     ids = [c.clip_id for clips in wanted.values() for c in clips]
     if stream is None:
-        needed, budget = padded_bytes(attrs, ids, policy, store.dim), memory_budget()
+        needed, budget = padded_bytes(attrs, ids, policy, dim=store.dim), memory_budget()
         stream = needed > budget
         if stream:
             log.warning(
@@ -307,7 +316,7 @@ def load_splits(
     out = {}
     for split, clips in wanted.items():
         labels = np.array([[c.labels[s] for s in states] for c in clips], dtype=np.int64).reshape(len(clips), len(states))
-        out[split] = load_clips(store, [c.clip_id for c in clips], policy, labels, attrs, stream)
+        out[split] = load_clips(store, [c.clip_id for c in clips], policy, labels=labels, attrs=attrs, stream=stream)
     report.clips_per_second = len(ids) / max(time.perf_counter() - start, 1e-9)
     log.info(
         "%s %s from %s at %.0f clips/s",

@@ -1,25 +1,24 @@
-"""A training run end to end (cache -> data -> fit -> metrics -> run folder), re-evaluation, and grids."""
+"""A training run end to end (cache -> data -> fit -> metrics -> run folder), once or per seed, and
+re-evaluation of a finished run. Grids of runs: sequence.grids."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import shlex
 import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from embed.cache import CacheStore
 from embed.devices import resolve_device
 from embed.errors import ConfigError
 from embed.layouts import read_dataset
-from embed.manifest import Manifest
+from embed.manifest import Manifest, load_manifest
 from sequence import plots
-from sequence.config import TrainConfig, parse_config
+from sequence.config import TrainConfig, TrainSettings, config_from_options, parse_seeds
 from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
 from sequence.fusion import FusedStore, open_input, reopen_input
 from sequence.heads import build_head, head_class, resolve_params
@@ -52,7 +51,7 @@ def _load(
     if memo is not None and key in memo:
         return memo[key]
     index = read_dataset(manifest, dataset, generate=False)
-    data, report = load_splits(store, index, manifest.states, policy, stream=stream)
+    data, report = load_splits(store, index, manifest.states, policy=policy, stream=stream)
     for split in ("Train", "Validation"):
         if len(data[split]) == 0:
             raise ConfigError(
@@ -89,16 +88,18 @@ def train_run(
     dataset, _ = manifest.dataset(cfg.dataset)
     if cfg.deltas is None:
         cfg = cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
-    store = open_input(manifest.cache_path, dataset, cfg.backbone, cfg.weights, cfg.key)
+    store = open_input(manifest.cache_path, dataset, cfg.backbone, weights=cfg.weights, key=cfg.key)
     device = resolve_device(cfg.device)
     head_params = resolve_params(cfg.head, cfg.head_params)
     policy = FramePolicy.from_config(cfg.model_dump())
     input_dim = policy.input_dim(store.dim)
-    build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)  # bad params fail before loading
-    data, report = _load(manifest, dataset, store, policy, memo, cfg.stream)
+    build_head(
+        cfg.head, input_dim, manifest.states, levels=manifest.levels, params=head_params
+    )  # bad params fail before loading
+    data, report = _load(manifest, dataset, store, policy=policy, memo=memo, stream=cfg.stream)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build_head(cfg.head, input_dim, manifest.states, manifest.levels, head_params)
+    model = build_head(cfg.head, input_dim, manifest.states, levels=manifest.levels, params=head_params)
     resolved = {
         **cfg.model_dump(),
         "dataset": dataset,
@@ -111,7 +112,7 @@ def train_run(
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
-    run_dir = create_run_dir(manifest.runs_path, dataset, store.config["backbone"], cfg.head)
+    run_dir = create_run_dir(manifest.runs_path, dataset, store.config["backbone"], head=cfg.head)
     write_yaml(run_dir / "config.yaml", resolved)
     write_json(
         run_dir / "store.json",
@@ -138,13 +139,17 @@ def train_run(
         store.config.get("weights") or "-",
     )
 
-    best_state, history, best_epoch = fit(model, train, data["Validation"], cfg, manifest.levels, device, progress)
+    best_state, history, best_epoch = fit(
+        model, train, data["Validation"], cfg=cfg, levels=manifest.levels, device=device, progress=progress
+    )
     model.load_state_dict(best_state)
-    save_model(run_dir / "model.pt", model, head_params, input_dim, manifest.levels)
+    save_model(run_dir / "model.pt", model, head_params, input_dim=input_dim, levels=manifest.levels)
     hist = [vars(h) for h in history]
     write_json(run_dir / "history.json", hist)
     plots.curves_png(run_dir / "curves.png", hist, best_epoch)
-    metrics = _evaluate(model, data, train, manifest, cfg.batch, device, run_dir, report.subject_of)
+    metrics = _evaluate(
+        model, data, train, manifest=manifest, batch=cfg.batch, device=device, run_dir=run_dir, subject_of=report.subject_of
+    )
     metrics.update({"best_epoch": best_epoch, "epochs_trained": len(history), "train_clips": len(train)})
     _confusion_plots(run_dir, metrics, cfg)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run finished
@@ -152,10 +157,34 @@ def train_run(
     return {"run": str(final), "validation": metrics["validation"], "test": metrics["test"]}
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """What `sequence train` is told: a YAML of settings (as a grid's base) overridden by `settings`
+    and by `params` (head parameters KEY=VALUE); `seeds` ("0,1,2") trains once per seed instead of once."""
+
+    manifest: Path = Path("data_manifest.yaml")
+    config: Path | None = None
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    params: list[str] = field(default_factory=list)
+    seeds: str | None = None
+    progress: bool = True
+
+
+def train(options: TrainOptions) -> dict:
+    """One run ({"run", "validation", "test"}), or with seeds one per seed ({"runs", "results",
+    "aggregate"}); `states`: the manifest's, in order."""
+    manifest = load_manifest(options.manifest)
+    cfg = config_from_options(options.config, asdict(options.settings), options.params)
+    if options.seeds is not None:
+        seeds = parse_seeds(options.seeds, options.settings.seed)
+        return {**train_seeds(manifest, cfg, seeds, progress=options.progress), "states": manifest.states}
+    return {**train_run(manifest, cfg, progress=options.progress), "states": manifest.states}
+
+
 def train_seeds(manifest: Manifest, cfg: TrainConfig, seeds: list[int], progress: bool = True) -> dict:
     """The same configuration once per seed (data loaded once): {"runs", "aggregate"}."""
     memo: DataMemo = {}
-    results = [train_run(manifest, cfg.model_copy(update={"seed": s}), progress, memo) for s in seeds]
+    results = [train_run(manifest, cfg.model_copy(update={"seed": s}), progress, memo=memo) for s in seeds]
     return {"runs": [r["run"] for r in results], "results": results, "aggregate": aggregate([r["test"] for r in results])}
 
 
@@ -188,15 +217,15 @@ def _evaluate(
         if len(d) == 0:
             out[key] = {}
             continue
-        probs = predict_probs(model, d, batch, device)
+        probs = predict_probs(model, d, batch, device=device)
         y = d.y.numpy()
-        out[key] = evaluate(y, probs, manifest.states, manifest.levels, majority)
+        out[key] = evaluate(y, probs, manifest.states, levels=manifest.levels, majority=majority)
         if key == "test":
             groups = [subject_of.get(c) for c in d.clip_ids]
             for i, s in enumerate(manifest.states):
-                out[key][s]["ci"] = intervals(y[:, i], probs[s].argmax(1), manifest.levels, groups)
+                out[key][s]["ci"] = intervals(y[:, i], probs[s].argmax(1), manifest.levels, groups=groups)
                 out[key][s]["ci_by"] = unit(groups, len(d))
-        rows += _prediction_rows(split, d, probs, manifest.states, subject_of)
+        rows += _prediction_rows(split, d, probs, states=manifest.states, subject_of=subject_of)
     write_csv(run_dir / "predictions.csv", rows)
     return out
 
@@ -222,26 +251,47 @@ def _confusion_plots(run_dir: Path, metrics: dict, cfg: TrainConfig) -> None:
             run_dir / f"confusion_{state}.png",
             state,
             m["confusion"],
-            f"test acc {m['accuracy']:.2f} (majority {m['majority_accuracy']:.2f}), "
+            title=f"test acc {m['accuracy']:.2f} (majority {m['majority_accuracy']:.2f}), "
             f"macro-F1 {m['macro_f1']:.2f}  [{cfg.head}]",
         )
 
 
-def evaluate_run(run_dir: Path, manifest: Manifest, device: str = "auto", by_subject: bool = False) -> dict:
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What `sequence evaluate` is told: the run folder, and whether to write per-subject figures."""
+
+    run: Path
+    manifest: Path = Path("data_manifest.yaml")
+    device: str | None = None
+    by_subject: bool = False
+
+
+def evaluate_run(options: EvaluateOptions) -> dict:
     """Re-evaluate a finished run from its folder and the cache; rewrites metrics.json (and, with
     by_subject, writes per-subject figures)."""
+    run_dir, manifest, by_subject = options.run, load_manifest(options.manifest), options.by_subject
+    device = options.device or "auto"
     run = Run.open(run_dir)
     cfg = TrainConfig.model_validate({k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
     store = reopen_input(manifest.cache_path, run.config["dataset"], run.store)
     dev = resolve_device(device)
-    data, report = _load(manifest, run.config["dataset"], store, FramePolicy.from_config(cfg.model_dump()), None)
+    data, report = _load(manifest, run.config["dataset"], store, policy=FramePolicy.from_config(cfg.model_dump()), memo=None)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     metrics = {
         **run.metrics,
-        **_evaluate(run.model(dev), data, train, manifest, cfg.batch, dev, run.path, report.subject_of),
+        **_evaluate(
+            run.model(dev),
+            data,
+            train,
+            manifest=manifest,
+            batch=cfg.batch,
+            device=dev,
+            run_dir=run.path,
+            subject_of=report.subject_of,
+        ),
     }
     write_json(Path(run_dir) / "metrics.json", metrics)
-    out = {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"]}
+    out = {"run": str(run_dir), "validation": metrics["validation"], "test": metrics["test"], "states": manifest.states}
     if by_subject:
         out.update(write_by_subject(Path(run_dir), manifest.states, manifest.levels))
     return out
@@ -260,94 +310,9 @@ def write_by_subject(run_dir: Path, states: list[str], levels: int) -> dict:
         )
     table = by_subject(rows, states, levels)
     write_csv(run_dir / "by_subject.csv", table)
-    plots.by_subject_png(run_dir / "by_subject.png", table, states, f"{run_dir.name}: test accuracy per subject")
+    plots.by_subject_png(run_dir / "by_subject.png", table, states, title=f"{run_dir.name}: test accuracy per subject")
     return {
         "by_subject_csv": str(run_dir / "by_subject.csv"),
         "by_subject_png": str(run_dir / "by_subject.png"),
         "subjects": len(table),
     }
-
-
-GRID_KEYS = {"base", "experiments", "grid", "seeds"}
-
-
-def expand_grid(path: Path) -> list[TrainConfig]:
-    return [cfg for _, cfg in numbered_grid(path)]
-
-
-def numbered_grid(path: Path, dataset: str | None = None) -> list[tuple[int, TrainConfig]]:
-    """(experiment number from 1, its configuration) for every run of a grid file, on `dataset` when
-    given instead of the grid's own. A grid file: `base` (settings for all), `experiments` (a list of
-    settings, each one run), `grid` (lists of values whose every combination is applied to each
-    experiment) and `seeds` (each of those run once per seed). All are checked before anything runs."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read the grid ({str(e).splitlines()[0]}); fix: correct the file") from None
-    if not isinstance(raw, dict) or set(raw) - GRID_KEYS:
-        extra = sorted(set(raw) - GRID_KEYS) if isinstance(raw, dict) else ["(not a mapping)"]
-        raise ConfigError(f"{path}: unknown key '{extra[0]}'; fix: a grid has only {', '.join(sorted(GRID_KEYS))}")
-    base, experiments, grid = raw.get("base") or {}, raw.get("experiments") or [{}], raw.get("grid") or {}
-    seeds = raw.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds)):
-        raise ConfigError(f"{path}: seeds {seeds!r} is not a list of integers; fix: e.g. seeds: [0, 1, 2]")
-    if seeds is not None:
-        grid = {**grid, "seed": seeds}
-    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    out = []
-    for i, exp in enumerate(experiments, start=1):
-        for combo in combos:
-            merged = {**base, **exp, **combo}
-            if "head_params" in base and "head_params" in exp:
-                merged["head_params"] = {**base["head_params"], **exp["head_params"]}
-            if dataset:
-                merged["dataset"] = dataset
-            out.append((i, parse_config(merged, f"{path}: experiment {i}")))
-    return out
-
-
-def grid_record(manifest: Manifest, dataset: str | None, grid: Path) -> Path:
-    """Where a grid's runs are listed: <runs_dir>/<dataset>/grid-<grid name>.json (a file, so that
-    listing the run folders never takes it for one)."""
-    name, _ = manifest.dataset(dataset)
-    return manifest.runs_path / name / f"grid-{Path(grid).stem}.json"
-
-
-def record_grid_run(manifest: Manifest, cfg: TrainConfig, grid: Path, experiment: int, run: str) -> None:
-    """Add a finished run to its grid's record (each experiment's runs: one per seed, the newest kept),
-    so that two grids can be compared row by row (sequence.compare.compare_grids)."""
-    path = grid_record(manifest, cfg.dataset, grid)
-    record = json.loads(path.read_text()) if path.is_file() else {"grid": str(grid), "experiments": {}}
-    runs = record["experiments"].setdefault(str(experiment), {})
-    runs[str(cfg.seed)] = run
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
-
-
-def run_grid(
-    manifest: Manifest, path: Path, progress: bool = True, dataset: str | None = None
-) -> tuple[list[dict], list[dict]]:
-    """Run every configuration of a grid over the cache (each split loaded once per frame policy), on
-    `dataset` when given instead of the grid's own. A configuration that cannot run (no cache for its
-    backbone, say) is reported and skipped."""
-    configs = numbered_grid(path, dataset)
-    memo: DataMemo = {}
-    results, failures = [], []
-    for i, (experiment, cfg) in enumerate(configs, start=1):
-        log.info(
-            "experiment %d/%d: %s %s, %s frames, batch %d",
-            i,
-            len(configs),
-            cfg.backbone,
-            cfg.head,
-            cfg.frames or "all",
-            cfg.batch,
-        )
-        try:
-            result = train_run(manifest, cfg, progress, memo, command=f"{command_line()}  # experiment {experiment}")
-            results.append({**result, "experiment": experiment})
-            record_grid_run(manifest, cfg, path, experiment, result["run"])
-        except ConfigError as e:
-            log.error("experiment %d: %s", experiment, e)
-            failures.append({"experiment": experiment, "error": str(e)})
-    return results, failures

@@ -151,11 +151,11 @@ def open_input(
     picked as find_store picks (weights and key given per backbone, comma-separated)."""
     names = [b.strip() for b in backbone.split(",") if b.strip()]
     if len(names) == 1:
-        return find_store(cache_dir, dataset, names[0], weights, key)
+        return find_store(cache_dir, dataset, names[0], weights=weights, key=key)
     if len(set(names)) != len(names):
         raise ConfigError(f"--backbone {backbone}: a store named twice; fix: name each store once")
     ws, ks = split_per_store(weights, len(names), "weights"), split_per_store(key, len(names), "key")
-    return FusedStore([find_store(cache_dir, dataset, n, w, k) for n, w, k in zip(names, ws, ks, strict=True)])
+    return FusedStore([find_store(cache_dir, dataset, n, weights=w, key=k) for n, w, k in zip(names, ws, ks, strict=True)])
 
 
 def reopen_input(cache_dir: Path, dataset: str, recorded: dict) -> CacheStore | FusedStore:

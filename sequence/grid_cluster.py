@@ -11,34 +11,45 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from embed.cluster import connect
+from embed.cluster import ClusterChoice, connect
 from embed.errors import ConfigError
 from embed.manifest import Manifest
 from sequence.config import TrainConfig
-from sequence.experiment import command_line, numbered_grid, record_grid_run, train_run
+from sequence.experiment import command_line, train_run
+from sequence.grid_file import numbered_grid, record_grid_run
 
 log = logging.getLogger(__name__)
 
 
-def grid_task(manifest: Manifest, cfg: TrainConfig, experiment: int, command: str, threads: int | None) -> dict:
+@dataclass(frozen=True)
+class GridJob:
+    """One configuration of a grid as a task: its number, its settings and its command line."""
+
+    experiment: int
+    cfg: TrainConfig
+    command: str
+
+
+def grid_task(manifest: Manifest, job: GridJob, threads: int | None) -> dict:
     """One configuration, on a worker: train it; a ConfigError comes back as {"error": ...}."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     try:
-        return {**train_run(manifest, cfg, progress=False, command=command), "experiment": experiment}
+        return {**train_run(manifest, job.cfg, progress=False, command=job.command), "experiment": job.experiment}
     except ConfigError as e:
-        return {"experiment": experiment, "error": str(e)}
+        return {"experiment": job.experiment, "error": str(e)}
 
 
 def run_grid_distributed(
     manifest: Manifest,
     path: Path,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    *,
+    cluster: ClusterChoice,
     dataset: str | None = None,
     retries: int = 2,
 ) -> tuple[list[dict], list[dict], dict]:
@@ -46,14 +57,19 @@ def run_grid_distributed(
     from dask.distributed import as_completed
 
     configs = numbered_grid(path, dataset)
-    cluster, client, threads = connect(workers, scheduler)
+    local, client, threads = connect(cluster)
     log.info("dask dashboard: %s", client.dashboard_link)
     start = time.perf_counter()
     done: dict[int, dict] = {}
     try:
         futures = [
             client.submit(
-                grid_task, manifest, cfg, k, f"{command_line()}  # experiment {k}", threads, pure=False, retries=retries
+                grid_task,
+                manifest,
+                GridJob(k, cfg, f"{command_line()}  # experiment {k}"),
+                threads=threads,
+                pure=False,
+                retries=retries,
             )
             for k, cfg in configs
         ]
@@ -65,12 +81,12 @@ def run_grid_distributed(
             if "error" in result:
                 log.error("experiment %d: %s", result["experiment"], result["error"])
             else:
-                record_grid_run(manifest, configs[i][1], path, configs[i][0], result["run"])
+                record_grid_run(manifest, configs[i][1], path, experiment=configs[i][0], run=result["run"])
     finally:
         info = {"seconds": round(time.perf_counter() - start, 1), "dashboard": client.dashboard_link}
         client.close()
-        if cluster is not None:
-            cluster.close()
+        if local is not None:
+            local.close()
     results = [done[i] for i in sorted(done) if "error" not in done[i]]
     failures = [{"experiment": done[i]["experiment"], "error": done[i]["error"]} for i in sorted(done) if "error" in done[i]]
     return results, failures, info

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embed.errors import ClipError, ConfigError
+from sequence.config import WindowOptions
+from sequence.predict import PredictOptions
 from sequence.run import Run
-from sequence.windows import MIN_FACE_FRACTION, enough_faces, face_fraction, state_summary, window_rows, write_timeline
+from sequence.windows import enough_faces, face_fraction, state_summary, window_rows, write_timeline
 
 if TYPE_CHECKING:
-    from sequence.run import EmbeddedChunk
+    from embed.streaming import EmbeddedChunk
 
 log = logging.getLogger(__name__)
 LATENCIES = 100_000
@@ -87,7 +89,8 @@ class WindowBuffer:
         that is complete now; at the end of the stream (final) every window that fits in it."""
         if not self.t:
             return []
-        emb, prob, t, arrived = self._joined()
+        joined = self._joined()
+        emb, prob, t, arrived = joined
         if len(t) == 0:  # every frame so far belongs to windows already out
             return []
         step = float(np.median(np.diff(t[-16:]))) if len(t) > 1 else 0.0
@@ -100,17 +103,18 @@ class WindowBuffer:
                 break
             if final and end > duration + 1e-6:
                 if self.k == 0:  # a stream shorter than one window is one window, as offline predict does
-                    out.append(self._window(0.0, duration, emb, prob, t, arrived))
+                    out.append(self._window(0.0, duration, joined))
                     self.k = 1
                 break
-            out.append(self._window(start, end, emb, prob, t, arrived))
+            out.append(self._window(start, end, joined))
             self.k += 1
         keep = t >= self.k * self.hop - 1e-6
         self.emb, self.prob, self.t, self.arrived = [emb[keep]], [prob[keep]], [t[keep]], [arrived[keep]]
         return out
 
     @staticmethod
-    def _window(start, end, emb, prob, t, arrived):
+    def _window(start: float, end: float, joined: tuple[np.ndarray, ...]):
+        emb, prob, t, arrived = joined
         rows = window_rows(t, start, end)
         last = float(arrived[rows][-1]) if rows.any() else None
         return start, end, (emb[rows], prob[rows], t[rows]), last
@@ -122,38 +126,21 @@ def _ema(prev: dict | None, probs: dict[str, np.ndarray], alpha: float) -> dict[
     return {s: alpha * p + (1 - alpha) * prev[s] for s, p in probs.items()}
 
 
-def check_window_options(window: float, hop: float, smooth: float) -> None:
-    if window <= 0 or hop <= 0 or smooth < 0:
-        raise ConfigError(
-            f"--window {window} / --hop {hop} / --smooth {smooth}: window and hop must be positive "
-            f"seconds, smooth not negative; fix: e.g. --window 10 --hop 1 --smooth 5"
-        )
-
-
 Score = Callable[[list[tuple[np.ndarray, np.ndarray, np.ndarray]]], dict[str, np.ndarray]]
 
 
 class LiveWindows:
     """One live source's windows as they complete: each scored when it has enough face frames, turned
     into its JSON line (dict), smoothed for display, and kept for the timeline. Safe to feed from the
-    source's thread while another closes it (Ctrl-C, a removed source): after close() it takes nothing."""
+    source's thread while another closes it (Ctrl-C, a removed source): after close() it takes nothing.
+    `windows`: the options resolved for the run (WindowOptions.for_run)."""
 
-    def __init__(
-        self,
-        states: list[str],
-        score: Score,
-        window: float,
-        hop: float = 1.0,
-        smooth: float = 0.0,
-        min_face_fraction: float | None = None,
-        keep_timeline: bool = True,
-    ):
-        check_window_options(window, hop, smooth)
+    def __init__(self, states: list[str], score: Score, windows: WindowOptions, *, keep_timeline: bool = True):
         self.keep_timeline = keep_timeline  # off: nothing grows with the session (a server's sources)
-        self.states, self.score, self.smooth = states, score, smooth
-        self.min_face_fraction = MIN_FACE_FRACTION if min_face_fraction is None else min_face_fraction
-        self.buffer, self.report = WindowBuffer(window, hop), LiveReport()
-        self.alpha = 1.0 - math.exp(-hop / smooth) if smooth > 0 else 1.0
+        self.states, self.score, self.smooth = states, score, windows.smooth
+        self.min_face_fraction = windows.min_face_fraction
+        self.buffer, self.report = WindowBuffer(windows.window, windows.hop), LiveReport()
+        self.alpha = 1.0 - math.exp(-windows.hop / windows.smooth) if windows.smooth > 0 else 1.0
         self.smoothed: dict[str, np.ndarray] | None = None
         self.kept: list[tuple[float, float]] = []
         self.kept_probs: dict[str, list[np.ndarray]] = {s: [] for s in states}
@@ -166,7 +153,7 @@ class LiveWindows:
                 return []
             self.report.frames += len(chunk.data.timestamps)
             self.report.dropped = chunk.stream.dropped
-            self.buffer.add(chunk.data.embeddings, chunk.data.face_prob, chunk.data.timestamps, chunk.arrived)
+            self.buffer.add(chunk.data.embeddings, chunk.data.face_prob, chunk.data.timestamps, arrived=chunk.arrived)
             return self._lines(self.buffer.complete())
 
     def close(self, ended: str | None = None) -> list[dict]:
@@ -213,53 +200,47 @@ class LiveWindows:
         """The timeline files of the windows scored so far (none: nothing written)."""
         if not self.kept:
             return {}
-        return write_timeline(out, self.kept, {s: np.stack(p) for s, p in self.kept_probs.items()}, title)
+        return write_timeline(out, self.kept, {s: np.stack(p) for s, p in self.kept_probs.items()}, title=title)
 
 
 def predict_live(
-    source: str,
-    run: Run,
-    weights: str | None = None,
-    device: str = "auto",
-    window: float | None = None,
-    hop: float = 1.0,
-    smooth: float = 0.0,
-    out_dir: Path | None = None,
-    min_face_fraction: float | None = None,
-    input_format: str | None = None,
-    input_options: dict[str, str] | None = None,
+    options: PredictOptions,
+    *,
     emit: Callable[[str], None] | None = None,
     status: Callable[[dict], None] | None = None,
-    sample_fps: float | None = None,
 ) -> LiveReport:
     """Score windows of a live source as they complete; one JSON line each through `emit` (stdout by
-    default). Ends at the end of the stream, on Ctrl-C, or when the stream breaks off (a warning).
-    The engine of `sequence serve` with this one source."""
-    window = window or run.config["clip_seconds"]
-    check_window_options(window, hop, smooth)
-    if sample_fps is not None and sample_fps <= 0:
-        raise ConfigError(f"--sample-fps {sample_fps}: must be positive; fix: e.g. --sample-fps 5")
+    default) and `status` (a terminal's status line). Ends at the end of the stream, on Ctrl-C, or
+    when the stream breaks off (a warning). The engine of `sequence serve` with this one source; its
+    threads end before this returns."""
+    run = Run.open(options.run)
+    win = options.windows.for_run(run.config["clip_seconds"])
+    if options.sample_fps is not None and options.sample_fps <= 0:
+        raise ConfigError(f"--sample-fps {options.sample_fps}: must be positive; fix: e.g. --sample-fps 5")
     emit = emit or (lambda line: print(line, flush=True))
-    engine = run.engine(weights, device)
-    lines = LiveWindows(run.states, run.scorer(device, engine.stage).score, window, hop, smooth, min_face_fraction)
-
-    def publish(batch: list[dict]) -> None:
-        for line in batch:
-            emit(json.dumps(line))
-            if status is not None:
-                status(line)
-
-    print(f"live: reading {source} (windows of {window:g} s every {hop:g} s)", file=sys.stderr, flush=True)
-    handle = engine.add(
-        source,
-        lambda chunk: publish(lines.add(chunk)),
-        lambda error: None,
-        input_format=input_format,
-        input_options=input_options,
-        rate_cap=run.source_rate_cap(source, input_format, sample_fps),
-        pacing=run.pacing(sample_fps),
-    )
+    device = options.device or "auto"
+    engine = run.engine(options.weights, device)
     try:
+        lines = LiveWindows(run.states, run.scorer(device, engine.stage).score, win)
+
+        def publish(batch: list[dict]) -> None:
+            for line in batch:
+                emit(json.dumps(line))
+                if status is not None:
+                    status(line)
+
+        source = options.video
+        print(f"live: reading {source} (windows of {win.window:g} s every {win.hop:g} s)", file=sys.stderr, flush=True)
+        reading = run.reading(
+            source,
+            input_format=options.input_format,
+            input_options=options.input_options,
+            sample_fps=options.sample_fps,
+            live=True,
+        )
+        handle = engine.add(
+            source, on_chunk=lambda chunk: publish(lines.add(chunk)), on_end=lambda error: None, reading=reading
+        )
         try:
             handle.finished.wait()
             ended = None
@@ -276,8 +257,8 @@ def predict_live(
         publish(lines.close(ended))  # the last windows are scored through the engine: close it after
     finally:
         engine.close()
-    name = Path(run.source_name(source, input_format) or "live").stem
-    out = Path(out_dir) if out_dir else run.path / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = Path(run.source_name(source, options.input_format) or "live").stem
+    out = Path(options.out) if options.out else run.path / "predictions" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     lines.report.timeline = lines.write_timeline(out, f"{source} (live) — {run.path.name}")
     return lines.report
 

@@ -64,7 +64,7 @@ def make_loss(name: str, train_y: np.ndarray, levels: int, device: torch.device,
         if name in ("weighted_ce", "ce"):
             fns.append(lambda lg, y, w=w: F.cross_entropy(lg.float(), y, weight=w))
         elif name == "focal":
-            fns.append(lambda lg, y, w=w: focal_loss(lg, y, w, gamma))
+            fns.append(lambda lg, y, w=w: focal_loss(lg, y, w, gamma=gamma))
         else:
             fns.append(lambda lg, y, w=w: ordinal_loss(lg, y, w))
     return fns

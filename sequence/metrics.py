@@ -103,7 +103,9 @@ def evaluate(
     y_true: np.ndarray, probs: dict[str, np.ndarray], states: list[str], levels: int, majority: dict[str, int]
 ) -> dict[str, dict]:
     """{state: metrics} from (N, S) true levels and per-state (N, levels) probabilities."""
-    return {s: state_metrics(y_true[:, i], probs[s].argmax(1), levels, majority[s]) for i, s in enumerate(states)}
+    return {
+        s: state_metrics(y_true[:, i], probs[s].argmax(1), levels, majority_level=majority[s]) for i, s in enumerate(states)
+    }
 
 
 def majority_levels(train_y: np.ndarray, states: list[str], levels: int) -> dict[str, int]:

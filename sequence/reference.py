@@ -85,5 +85,5 @@ def write_reference(results: list[dict], reference: dict, runs_path: Path, grid_
     write_csv(paths["csv"], [{**r, "per_level_f1": " ".join(map(str, r["per_level_f1"]))} for r in rows])
     write_json(paths["json"], rows)
     warning = "" if all(r["comparable"] for r in rows) else f" (NOT {reference['dataset']}: means nothing)"
-    plots.reference_png(paths["png"], rows, reference["states"], f"{grid_name} against the published figures{warning}")
+    plots.reference_png(paths["png"], rows, reference["states"], title=f"{grid_name} against the published figures{warning}")
     return rows, paths

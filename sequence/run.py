@@ -15,10 +15,9 @@ from embed.stores import split_per_store
 from sequence.runs import load_model, load_run
 
 if TYPE_CHECKING:
-    from embed.engine import EngineSource as EngineSource  # re-exported: stage two names it through Run
     from embed.engine import StreamEngine
     from embed.model_stage import ModelStage
-    from embed.streaming import EmbeddedChunk
+    from embed.streaming import EmbeddedChunk, Reading
     from sequence.windows import WindowScorer
 
 
@@ -53,7 +52,7 @@ class Run:
         are scored in one call."""
         from sequence.windows import WindowScorer
 
-        return WindowScorer(self.model(device), self.config, resolve_device(device), stage)
+        return WindowScorer(self.model(device), self.config, resolve_device(device), stage=stage)
 
     def stream_inputs(self, weights: str | None = None) -> tuple[list[dict], list[str]]:
         """The extraction configs this run's input is computed with from a video, and each backbone's
@@ -96,14 +95,36 @@ class Run:
 
     def engine(self, weights: str | None = None, device: str | None = "auto", live: bool = True) -> StreamEngine:
         """Stage one's engine set up for this run's input (networks loaded once, one model stage), to
-        which sources are added, each embedded exactly as this run's cache was."""
+        which sources are added, each embedded exactly as this run's cache was. Its owner closes it."""
         from embed.engine import StreamEngine
         from embed.model_stage import ModelStage
-        from embed.streaming import open_embedder
+        from embed.streaming import open_embedder, spec_for_stores
 
         configs, w = self.stream_inputs(weights)
-        embedder = open_embedder(self.path.name, weights=w, device=device, config=configs, live=live, stage=ModelStage())
+        spec = spec_for_stores(configs, w, device=device, label=self.path.name)
+        embedder = open_embedder(spec, label=self.path.name, match=configs, live=live, stage=ModelStage())
         return StreamEngine(embedder, live=live)
+
+    def reading(
+        self,
+        source: object,
+        *,
+        input_format: str | None = None,
+        input_options: dict[str, str] | None = None,
+        sample_fps: float | None = None,
+        live: bool = False,
+    ) -> Reading:
+        """How stage one reads a source for this run: a file at every frame the cache's policy keeps,
+        a stream thinned to the run's rate (or `sample_fps`), a live one paced for it (pacing)."""
+        from embed.streaming import Reading
+
+        return Reading(
+            input_format=input_format,
+            input_options=input_options,
+            live=live,
+            rate_cap=self.source_rate_cap(source, input_format, sample_fps),
+            pacing=self.pacing(sample_fps) if live else None,
+        )
 
     def rate_cap(self) -> float | None:
         """At most this many frames per second reach the model: the rate its cache holds (10 % slack
@@ -114,33 +135,23 @@ class Run:
     def stream(
         self,
         source: str | Path,
+        *,
         weights: str | None = None,
         device: str | None = "auto",
-        input_format: str | None = None,
-        input_options: dict[str, str] | None = None,
-        live: bool = False,
+        reading: Reading | None = None,
         ready: Callable[[], None] | None = None,
     ) -> Iterator[EmbeddedChunk]:
-        """A video or live source embedded through stage one exactly as this run's cache was: a file
-        at every frame the cache's policy keeps, a stream thinned to the run's frame rate."""
-        from embed.streaming import stream_video  # the one stage-one entry stage two may use
+        """A video or live source embedded through stage one exactly as this run's cache was (read as
+        `reading` says: Run.reading)."""
+        from embed.streaming import spec_for_stores, stream_video  # the stage-one entry stage two uses
         from embed.video import is_file_source
 
+        reading = reading or self.reading(source)
         configs, w = self.stream_inputs(weights)
-        is_file = is_file_source(source, input_format)
-        if is_file and not Path(source).is_file():
+        if is_file_source(source, reading.input_format) and not Path(source).is_file():
             raise ConfigError(f"{source}: no such video; fix: pass the path of a video file")
-        return stream_video(
-            source,
-            weights=w,
-            device=device,
-            config=configs,
-            input_format=input_format,
-            input_options=input_options,
-            live=live,
-            rate_cap=self.source_rate_cap(source, input_format),
-            ready=ready,
-        )
+        spec = spec_for_stores(configs, w, device=device, label=self.path.name)
+        return stream_video(source, spec, reading, match=configs, ready=ready)
 
     def source_name(self, source: str | Path, input_format: str | None = None) -> str | None:
         """A file source's name; None for a stream, a device or a pipe."""

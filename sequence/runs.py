@@ -82,7 +82,7 @@ def load_model(run_dir: Path, device):
     from sequence.heads import build_head
 
     ckpt = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=True)
-    model = build_head(ckpt["head"], ckpt["input_dim"], ckpt["states"], ckpt["levels"], ckpt["head_params"])
+    model = build_head(ckpt["head"], ckpt["input_dim"], ckpt["states"], levels=ckpt["levels"], params=ckpt["head_params"])
     state = ckpt["state_dict"]
     model.input_mean, model.input_std = state["input_mean"], state["input_std"]  # sized by training
     model.load_state_dict(state)
@@ -115,6 +115,23 @@ def list_runs(runs_path: Path, dataset: str = "*") -> tuple[list[dict], list[Pat
             partial.append(path)
     runs.sort(key=lambda r: r["path"].name)
     return runs, partial
+
+
+def runs_table(manifest: Path, dataset: str | None = None) -> dict:
+    """`sequence runs`: every finished run's comparison row (under one dataset, or all), how many,
+    where, and the unfinished folders (killed or still running), which are not listed."""
+    from embed.manifest import load_manifest
+
+    m = load_manifest(manifest)
+    found, partial = list_runs(m.runs_path, dataset or "*")
+    rows = comparison_rows(found, m.states)
+    return {
+        "rows": rows,
+        "runs": len(found),
+        "runs_path": str(m.runs_path),
+        "partial": [str(p) for p in partial],
+        "states": m.states,
+    }
 
 
 SEED_FREE = ("seed",)  # config keys that may differ between runs of one seed group

@@ -60,7 +60,7 @@ def predict_probs(
     model: Head, data: SequenceSet, batch: int, device: torch.device, amp: bool = False
 ) -> dict[str, np.ndarray]:
     """{state: (N, levels) softmax probabilities} in the order of data."""
-    return _forward_all(model, data, batch, device, amp)[0]
+    return _forward_all(model, data, batch, device=device, amp=amp)[0]
 
 
 @torch.inference_mode()
@@ -72,11 +72,11 @@ def _forward_all(
     model.eval()
     out: dict[str, list[np.ndarray]] = {s: [] for s in model.states}
     total = 0.0
-    for x, lengths, y in _batches(data, torch.arange(len(data)), batch, device):
+    for x, lengths, y in _batches(data, torch.arange(len(data)), batch, device=device):
         with _autocast(device, amp):
             logits = model(x, lengths)
             if losses is not None:
-                total += float(_loss_of(logits, y, losses, model.states)) * len(y)
+                total += float(_loss_of(logits, y, losses, states=model.states)) * len(y)
         for s, lg in logits.items():
             out[s].append(torch.softmax(lg.float(), 1).cpu().numpy())
     probs = {s: np.concatenate(v) if v else np.zeros((0, 0)) for s, v in out.items()}
@@ -100,7 +100,7 @@ def fit(
     returns them, the history and that epoch."""
     states = model.states
     train_y = train.y.numpy()
-    losses = make_loss(cfg.loss, train_y, levels, device, cfg.focal_gamma)
+    losses = make_loss(cfg.loss, train_y, levels, device=device, gamma=cfg.focal_gamma)
     majority = majority_levels(train_y, states, levels)
     model.fit_input_stats(train.x, train.lengths)
     model.to(device)
@@ -129,24 +129,24 @@ def fit(
             model.train()
             rows = torch.as_tensor(list(sampler), dtype=torch.int64)
             total, seen = 0.0, 0
-            for x, lengths, y in _batches(train, rows, cfg.batch, device):
+            for x, lengths, y in _batches(train, rows, cfg.batch, device=device):
                 with _autocast(device, cfg.amp):
-                    loss = _loss_of(model(x, lengths), y, losses, states)
+                    loss = _loss_of(model(x, lengths), y, losses, states=states)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 total, seen = total + loss.item() * len(y), seen + len(y)
                 bar.advance(task)
-            probs, val_loss = _forward_all(model, val, cfg.batch, device, cfg.amp, losses)
-            metrics = evaluate(val.y.numpy(), probs, states, levels, majority)
+            probs, val_loss = _forward_all(model, val, cfg.batch, device=device, amp=cfg.amp, losses=losses)
+            metrics = evaluate(val.y.numpy(), probs, states, levels=levels, majority=majority)
             entry = EpochLog(
                 epoch,
                 total / max(seen, 1),
                 val_loss,
-                mean_over_states(metrics, "macro_f1"),
-                mean_over_states(metrics, "accuracy"),
-                time.perf_counter() - start,
+                val_macro_f1=mean_over_states(metrics, "macro_f1"),
+                val_accuracy=mean_over_states(metrics, "accuracy"),
+                seconds=time.perf_counter() - start,
             )
             history.append(entry)
             # "last": every epoch is the best so far (the final parameters; never an early stop).

@@ -50,8 +50,8 @@ def intervals(
     resample gives the same value (all right, or all wrong), exact_interval on the number of units."""
     if len(y_true) == 0:
         return {m: [0.0, 0.0] for m in INTERVAL_METRICS}
-    w = resample_weights(len(y_true), groups, draws, np.random.default_rng(seed))
-    f = figures(confusions(y_true, y_pred, w, levels))
+    w = resample_weights(len(y_true), groups, draws, rng=np.random.default_rng(seed))
+    f = figures(confusions(y_true, y_pred, w, levels=levels))
     out = {}
     for m in INTERVAL_METRICS:
         low, high = float(np.percentile(f[m], 2.5)), float(np.percentile(f[m], 97.5))
@@ -96,13 +96,13 @@ def paired_difference(
     (or subjects) once for both sides and picks one seed run of each side, so the interval holds
     both sources of chance. `exceeds`: the interval leaves out 0."""
     rng = np.random.default_rng(seed)
-    w = resample_weights(len(y_true), groups, draws, rng)
+    w = resample_weights(len(y_true), groups, draws, rng=rng)
     pick_a, pick_b = rng.integers(len(preds_a), size=draws), rng.integers(len(preds_b), size=draws)
     ones = np.ones((1, len(y_true)))
 
     def side(preds: list[np.ndarray], pick: np.ndarray) -> tuple[dict, dict]:
-        drawn = np.stack([confusions(y_true, p, w, levels) for p in preds])[pick, np.arange(draws)]
-        whole = [figures(confusions(y_true, p, ones, levels)) for p in preds]
+        drawn = np.stack([confusions(y_true, p, w, levels=levels) for p in preds])[pick, np.arange(draws)]
+        whole = [figures(confusions(y_true, p, ones, levels=levels)) for p in preds]
         return figures(drawn), {m: float(np.mean([f[m][0] for f in whole])) for m in INTERVAL_METRICS}
 
     (da, pa), (db, pb) = side(preds_a, pick_a), side(preds_b, pick_b)

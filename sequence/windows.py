@@ -13,14 +13,13 @@ from embed.cache import ClipData, span_seconds
 from embed.errors import ClipError
 from embed.model_stage import spans
 from sequence import plots
+from sequence.config import MIN_FACE_FRACTION
 from sequence.data import FramePolicy, to_tensors
 from sequence.runs import write_csv, write_json
 from sequence.train import predict_probs
 
 if TYPE_CHECKING:
     from embed.model_stage import ModelStage
-
-MIN_FACE_FRACTION = 0.5  # a window with fewer face frames is not scored (the model never saw such clips)
 
 
 def windows(timestamps: np.ndarray, window: float, hop: float) -> list[tuple[float, float]]:
@@ -63,7 +62,7 @@ class WindowScorer:
         """{state: (W, levels)} for windows given as (embeddings, face_prob, timestamps)."""
         if self.stage is None:
             return self._score(arrays)
-        return self.stage.run(("head", id(self)), self._score_batch, arrays)
+        return self.stage.run(self._score_batch, arrays)
 
     def _score_batch(self, items: list[list]) -> list[dict[str, np.ndarray]]:
         probs = self._score([a for arrays in items for a in arrays])
@@ -71,8 +70,8 @@ class WindowScorer:
 
     def _score(self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         labels = np.zeros((len(arrays), len(self.cfg["states"])), dtype=np.int64)
-        data = to_tensors(arrays, self.policy, labels, [f"w{i}" for i in range(len(arrays))])
-        return predict_probs(self.model, data, self.cfg["batch"], self.device)
+        data = to_tensors(arrays, self.policy, labels, clip_ids=[f"w{i}" for i in range(len(arrays))])
+        return predict_probs(self.model, data, self.cfg["batch"], device=self.device)
 
 
 # Windows scored per model call. Windows overlap (10-s windows every 1 s hold each frame ten times),
@@ -105,10 +104,10 @@ def score_windows(
     return kept, {s: np.concatenate(v) for s, v in parts.items()}
 
 
-def write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], title: str) -> dict:
+def write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], *, title: str) -> dict:
     """timeline.{csv,json,png} in out_dir; their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_timeline(out_dir, spans, probs, title)
+    _write_timeline(out_dir, spans, probs, title=title)
     return {
         "timeline": str(out_dir / "timeline.json"),
         "timeline_csv": str(out_dir / "timeline.csv"),
@@ -116,7 +115,7 @@ def write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[
     }
 
 
-def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], title: str) -> Path:
+def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict[str, np.ndarray], *, title: str) -> Path:
     centers = np.array([(a + b) / 2 for a, b in spans])
     rows = []
     for i, (a, b) in enumerate(spans):
@@ -127,5 +126,5 @@ def _write_timeline(out_dir: Path, spans: list[tuple[float, float]], probs: dict
         rows.append(row)
     write_csv(out_dir / "timeline.csv", rows)
     write_json(out_dir / "timeline.json", rows)
-    plots.timeline_png(out_dir / "timeline.png", centers, probs, title)
+    plots.timeline_png(out_dir / "timeline.png", centers, probs, title=title)
     return out_dir / "timeline.json"

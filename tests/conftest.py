@@ -1,15 +1,21 @@
-"""Shared fixtures: a tiny generated sample (real videos), and the CLI run as a real subprocess."""
+"""Shared fixtures: the generated samples embedded once per test session (real videos), and the CLI,
+called in-process where the command's work is what is tested and as a real subprocess where the
+process is (exit codes and one-line errors, signals, kills, streams, servers, workers)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 # Under pytest-xdist (`make test`: two workers on CI's two cores) each worker, and every CLI it starts,
 # gets its share of the cores: two 2-thread torch processes on 2 cores run several times slower than
@@ -18,20 +24,31 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = str(_threads)
+# Wide rich tables on a non-terminal, here and in every CLI subprocess: a test reads whole lines.
+os.environ["COLUMNS"] = "200"
 
-# Files with the longest tests go out first, so that no long file starts last and runs alone.
-LONGEST_FIRST = (
-    "test_sequence_cli.py",
+# The order test files go out to the xdist workers in (`make test` keeps it: --no-loadscope-reorder).
+# The longest first, so that no long file starts last and runs alone; the built-in sample's first
+# test leads, since it embeds the sample (a minute) that its two other tests, sent out later, reuse.
+FIRST = (
+    "test_sample_heads.py",
+    "test_fec.py",
+    "test_interrupted_runs.py",
     "test_streaming.py",
+    "test_live.py",
+    "test_serve_pages.py",
     "test_reliability.py",
     "test_scale.py",
-    "test_fec.py",
-    "test_live.py",
+    "test_serve.py",
+    "test_engine.py",
+    "test_evaluation.py",
+    "test_sample_order.py",
+    "test_sample_predict.py",
 )
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
 
 
@@ -82,33 +99,101 @@ def write_manifest(path: Path, datasets: dict, **top) -> Path:
     return path
 
 
-def run_cli(*args: str, module: str = "embed", check: int | None = 0, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=timeout)
+def run_cli(
+    *args: str, module: str = "embed", check: int | None = 0, timeout: int = 300, process: bool = False
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS`: in this process (typer's runner: the command's own code, its exit code,
+    stdout and stderr apart), or with `process` as a real subprocess."""
+    if process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", module, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    else:
+        proc = _in_process(module, list(args))
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
+
+
+def _in_process(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    from typer.testing import CliRunner
+
+    if module == "embed":
+        from embed.cli import app
+    else:
+        from sequence.cli import app
+    root = logging.getLogger()
+    # What a process of its own would have: its own logging set-up and `python -m MODULE ARGS` as argv
+    # (a run folder records its command line).
+    handlers, level, argv = root.handlers[:], root.level, sys.argv
+    sys.argv = [str(Path(__file__).parents[1] / module / "__main__.py"), *args]
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        root.handlers[:], root.level, sys.argv = handlers, level, argv
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a bug, not a refusal: its traceback, not an exit code
+    return subprocess.CompletedProcess([module, *args], result.exit_code, result.stdout, result.stderr)
 
 
 def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def tiny_manifest(tmp_path_factory) -> Path:
-    """A manifest whose default dataset is a tiny generated sample (7 clips x 10 frames, 320x240)."""
-    root = tmp_path_factory.mktemp("tiny")
-    return write_manifest(
+def shared_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder made once per test session for every xdist worker (the first to get its lock makes
+    it; a half-made one from a crash is made again), then only read."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp() if worker is None else tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _embed_tiny(root: Path) -> None:
+    manifest = write_manifest(
         root / "data_manifest.yaml", {"tiny": {"layout": "daisee", "root": "data/tiny", "sample": TINY_SAMPLE}}
     )
+    run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
 
 
 @pytest.fixture(scope="session")
-def tiny_embedded(tiny_manifest) -> dict:
-    """The tiny sample embedded once by the real CLI (the real fer2013 weights, CPU)."""
-    proc = run_cli("run", "--manifest", str(tiny_manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
-    info = last_json(run_cli("info", "--manifest", str(tiny_manifest), "--backbone", "fer2013", "--json").stdout)
-    return {"run": proc, "info": info, "store": Path(info["store"]), "manifest": tiny_manifest}
+def tiny_embedded(tmp_path_factory) -> dict:
+    """The tiny sample (7 clips x 10 frames, 320x240) embedded once per session by the real `embed run`
+    (the real fer2013 weights, CPU), copied for this worker: its runs and changes stay its own."""
+    shared = shared_once(tmp_path_factory, "tiny", _embed_tiny)
+    root = tmp_path_factory.mktemp("tiny")
+    shutil.copytree(shared, root, dirs_exist_ok=True, copy_function=shutil.copy2)  # mtimes kept: clips stay complete
+    manifest = root / "data_manifest.yaml"
+    info = last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)
+    return {"info": info, "store": Path(info["store"]), "manifest": manifest}
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tiny_embedded) -> Path:
+    """A manifest whose default dataset is the tiny generated sample (embedded with fer2013)."""
+    return tiny_embedded["manifest"]
+
+
+def _embed_sample(root: Path) -> None:
+    spec = yaml.safe_load((Path(__file__).parents[1] / "data_manifest.yaml").read_text())["datasets"]["sample"]
+    manifest = write_manifest(root / "m.yaml", {"sample": spec})
+    run_cli("run", "--manifest", str(manifest), "--backbone", "fer2013", "--device", "cpu", "--quiet")
+
+
+@pytest.fixture
+def sample_embedded(tmp_path_factory, tmp_path) -> Path:
+    """The default built-in sample (as `make demo` makes it), embedded once per session with the real
+    fer2013 weights; a manifest over it whose runs go to this test's own folder (returned)."""
+    shared = shared_once(tmp_path_factory, "sample", _embed_sample)
+    spec = yaml.safe_load((shared / "m.yaml").read_text())["datasets"]["sample"]
+    spec["root"] = str(shared / spec["root"])
+    return write_manifest(tmp_path / "m.yaml", {"sample": spec}, cache_dir=str(shared / "cache"), runs_dir="runs")
 
 
 def copy_tiny(tiny_embedded: dict, dest: Path, with_cache: bool = False) -> Path:
@@ -127,7 +212,7 @@ def live_setup(tiny_embedded, tmp_path_factory) -> dict:
     """A trained run on the tiny sample (1-s clips at 10 fps) and a 7-s video of its faces at 5 fps
     (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
     from embed.sample import write_video
-    from embed.video import decode_video
+    from tests.frames import decode_video
 
     tmp = tmp_path_factory.mktemp("live")
     manifest = copy_tiny(tiny_embedded, tmp / "copy", with_cache=True)  # its runs stay out of the shared one's
@@ -151,7 +236,7 @@ def live_setup(tiny_embedded, tmp_path_factory) -> dict:
     )["run"]
     clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
     video = tmp / "lesson.mp4"
-    write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, 320, 240)
+    write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, width=320, height=240)
     return {"run": run, "video": video, "tmp": tmp}
 
 

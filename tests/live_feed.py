@@ -52,4 +52,4 @@ if __name__ == "__main__":
     ap.add_argument("--stop-after", type=float)
     ap.add_argument("--no-realtime", action="store_true")
     a = ap.parse_args()
-    feed(a.video, sys.stdout.buffer, a.stop_after, not a.no_realtime)
+    feed(a.video, sys.stdout.buffer, a.stop_after, realtime=not a.no_realtime)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from embed.sample import write_video
-from embed.video import decode_video
+from tests.frames import decode_video
 
 _ONE, _W = 0x10000, 0x40000000  # 16.16 and 2.30 fixed point
 # A display matrix {a, b, u, c, d, v, x, y, w} that turns the stored pixels by `degrees` clockwise.
@@ -40,7 +40,7 @@ def stored_sideways(src: Path, dst: Path, degrees_clockwise: int = 90) -> np.nda
     turns them back; returns the upright frames as written (after one lossy encode, decoded)."""
     upright = decode_video(src).frames
     stored = np.ascontiguousarray(np.rot90(upright, k=degrees_clockwise // 90, axes=(1, 2)))
-    write_video(dst, stored, 30, stored.shape[2], stored.shape[1])
+    write_video(dst, stored, 30, width=stored.shape[2], height=stored.shape[1])
     if degrees_clockwise % 360:
         set_display_matrix(dst, degrees_clockwise)
     return upright

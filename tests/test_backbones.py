@@ -165,8 +165,8 @@ def _real_face_crops(size: int = 64) -> torch.Tensor:
     from skimage import data
 
     from embed.crops import crop_faces
-    from embed.video import decode_video
     from tests.footage import DEFAULT_DIR
+    from tests.frames import decode_video
 
     frames = [
         data.astronaut(),
@@ -176,7 +176,7 @@ def _real_face_crops(size: int = 64) -> torch.Tensor:
     mtcnn, crops = MTCNN(), []
     for frame in frames:
         boxes, _ = mtcnn.detect(frame)
-        crops.append(crop_faces(frame[None], boxes[:1].astype(np.float32), size, 0.2, "cpu"))
+        crops.append(crop_faces(frame[None], boxes[:1].astype(np.float32), size, margin=0.2, device="cpu"))
     crops = torch.cat(crops)
     return torch.cat([crops, crops.flip(3)])
 

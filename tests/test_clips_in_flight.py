@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from embed.sample import write_video
-from embed.video import decode_video
+from tests.closeness import assert_same_frames
 from tests.conftest import last_json, run_cli, write_manifest
 from tests.embed_runs import RUN, clip_states, read_clips, start_run, wait_for
+from tests.frames import decode_video
 
 FOOTAGE = Path(__file__).parents[1] / "data" / "footage"
 VIDEOS = ["single_face.mp4", "face_noface.mov", "noface_face.mov", "WolfgangLanger_Pexels.mp4", "no_face.mp4"]
@@ -31,7 +32,7 @@ def _dataset(root: Path) -> Path:
         shutil.copy(FOOTAGE / v, videos / v)
     # An interrupted copy: an AVI declares its frame count up front and decodes what is there.
     cut = videos / "cut.avi"
-    write_video(cut, iter(decode_video(FOOTAGE / "single_face.mp4").frames), 30, 640, 360)
+    write_video(cut, iter(decode_video(FOOTAGE / "single_face.mp4").frames), 30, width=640, height=360)
     data = cut.read_bytes()
     cut.write_bytes(data[: len(data) * 7 // 10])
     assert 0 < len(decode_video(cut, allow_truncated=True).frames) < 72
@@ -76,14 +77,8 @@ def _assert_same_stores(got: Path, ref: Path, leave_out: str | None = None) -> N
             assert m["attrs"].get(key) == r["attrs"].get(key), (cid, key)
         if r["attrs"].get("complete"):
             np.testing.assert_array_equal(m["timestamps"], r["timestamps"])
-            np.testing.assert_array_equal(m["face_prob"] > 0, r["face_prob"] > 0)
-            # MTCNN's and the CNN's batches hold other clips' frames too: float rounding differs (one
-            # run in a few of the full suite put a box 0.05 px or more away), while another clip's rows
-            # or a shifted chunk would be tens of pixels and tenths of an embedding away.
-            np.testing.assert_allclose(m["boxes"], r["boxes"], atol=0.5, err_msg=cid)
-            np.testing.assert_allclose(m["face_prob"], r["face_prob"], atol=1e-3, err_msg=cid)
-            emb_m, emb_r = m["embeddings"].astype(np.float32), r["embeddings"].astype(np.float32)
-            np.testing.assert_allclose(emb_m, emb_r, atol=0.02, err_msg=cid)
+            # MTCNN's and the CNN's batches hold other clips' frames too: float rounding differs.
+            assert_same_frames(m, r, label=cid)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from embed.embedder import EmbedSpec
 from embed.engine import StreamEngine
 from embed.errors import ClipError
-from embed.model_stage import ModelStage
+from embed.model_stage import BatchStats, ModelStage
 from embed.streaming import open_embedder, stream_video
+from tests.closeness import assert_same_frames
 
 FOOTAGE = Path(__file__).parents[1] / "data" / "footage"
 VIDEOS = ["single_face.mp4", "face_noface.mov", "noface_face.mov", "WolfgangLanger_Pexels.mp4"]
@@ -31,10 +33,11 @@ def test_sources_in_one_engine_equal_each_alone_and_a_damaged_one_fails_alone(tm
     damaged = tmp_path / "damaged.mp4"
     data = (FOOTAGE / "single_face.mp4").read_bytes()
     damaged.write_bytes(data[:2000] + bytes(len(data) - 2000))  # the header, then zeros
-    alone = {v: _joined(list(stream_video(FOOTAGE / v, backbone="fer2013", device="cpu"))) for v in VIDEOS}
+    spec = EmbedSpec(("fer2013",), (None,), "cpu")
+    alone = {v: _joined(list(stream_video(FOOTAGE / v, spec))) for v in VIDEOS}
 
-    stage = ModelStage()
-    engine = StreamEngine(open_embedder("test", backbone="fer2013", device="cpu", stage=stage), live=False)
+    stage = ModelStage(threads=1)  # one thread: while it runs a call, the other sources' requests queue up
+    engine = StreamEngine(open_embedder(spec, label="test", stage=stage), live=False)
     got: dict[str, list] = {v: [] for v in [*VIDEOS, "damaged"]}
     ended: dict[str, Exception | None] = {}
     done = threading.Semaphore(0)
@@ -44,7 +47,7 @@ def test_sources_in_one_engine_equal_each_alone_and_a_damaged_one_fails_alone(tm
             ended[name] = error
             done.release()
 
-        engine.add(path, got[name].append, end)
+        engine.add(path, on_chunk=got[name].append, on_end=end)
 
     for v in VIDEOS:
         add(v, FOOTAGE / v)
@@ -58,72 +61,65 @@ def test_sources_in_one_engine_equal_each_alone_and_a_damaged_one_fails_alone(tm
     for v in VIDEOS:
         mine, ref = _joined(got[v]), alone[v]
         np.testing.assert_array_equal(mine["timestamps"], ref["timestamps"])
-        # Batching changes float rounding in MTCNN and the CNN only: the same faces, boxes within a
-        # hundredth of a pixel, embeddings within float16 resolution.
-        np.testing.assert_array_equal(mine["face_prob"] > 0, ref["face_prob"] > 0)
-        np.testing.assert_allclose(mine["face_prob"], ref["face_prob"], atol=1e-4)
-        np.testing.assert_allclose(mine["boxes"], ref["boxes"], atol=1e-2)
-        np.testing.assert_allclose(mine["embeddings"], ref["embeddings"], atol=2e-2)
+        assert_same_frames(mine, ref, label=v)
+    # The sources' detections went through MTCNN together: some call held more than one source's frames.
+    assert stage.stats()["FaceDetector._find_in_batch"].largest >= 2
 
 
-def test_requests_that_wait_while_a_call_runs_go_in_one_batch():
-    """Three callers arrive while the stage's one thread is busy: their items run as one call."""
-    stage = ModelStage(threads=1)
-    busy, release, batches = threading.Event(), threading.Event(), []
+def _holding(stage: ModelStage) -> threading.Event:
+    """Occupy a one-thread stage until the returned event is set (returns once the call runs)."""
+    busy, release = threading.Event(), threading.Event()
 
     def hold(items: list[int]) -> list[int]:
         busy.set()
-        release.wait(30)
+        release.wait()
         return items
+
+    stage.submit(hold, 0)
+    assert busy.wait(30)
+    return release
+
+
+def test_requests_that_wait_while_a_call_runs_go_in_one_batch():
+    """Three items queued while the stage's one thread is busy run as one call, each caller getting
+    its own result."""
+    stage = ModelStage(threads=1)
+    batches = []
 
     def record(items: list[int]) -> list[int]:
         batches.append(list(items))
         return [i * 10 for i in items]
 
-    first = threading.Thread(target=stage.run, args=("hold", hold, 0))
-    first.start()
-    assert busy.wait(30)
-    results: dict[int, int] = {}
-    callers = [threading.Thread(target=lambda i=i: results.__setitem__(i, stage.run("x", record, i))) for i in (1, 2, 3)]
-    for t in callers:
-        t.start()
-    queued = threading.Event()
-    for _ in range(3000):  # all three queued (each call blocks, so their queueing is the only signal)
-        if stage.waiting == 3 and queued.set() is None:
-            break
-        queued.wait(0.01)
-    assert queued.is_set()
+    release = _holding(stage)
+    futures = {i: stage.submit(record, i) for i in (1, 2, 3)}
+    assert stage.waiting == 3
     release.set()
-    for t in [first, *callers]:
-        t.join(timeout=30)
+    assert {i: f.result(timeout=30) for i, f in futures.items()} == {1: 10, 2: 20, 3: 30}
     stage.close()
-    assert batches == [[1, 2, 3]] and results == {1: 10, 2: 20, 3: 30}
-    assert (stage.calls, stage.items) == (2, 4)
+    assert batches == [[1, 2, 3]]
+    assert stage.stats()["test_requests_that_wait_while_a_call_runs_go_in_one_batch.<locals>.record"] == BatchStats(
+        calls=1, items=3, largest=3, split=0
+    )
 
 
 def test_a_failing_batch_is_run_again_per_caller_so_only_the_bad_input_fails():
-    stage = ModelStage()
+    """A batch of four whose one bad input fails the call is run again item by item: the three good
+    callers get their results, the bad one its own error."""
+    stage = ModelStage(threads=1)
+    calls = []
 
     def halve(items: list[int]) -> list[float]:
+        calls.append(list(items))
         if any(i < 0 for i in items):
             raise ValueError("negative input")
         return [i / 2 for i in items]
 
-    results: dict[int, object] = {}
-    gate = threading.Barrier(4)
-
-    def call(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = stage.run("halve", halve, i)
-        except ValueError as e:
-            results[i] = e
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in (2, 4, -1, 6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    release = _holding(stage)
+    futures = {i: stage.submit(halve, i) for i in (2, 4, -1, 6)}
+    release.set()
+    assert futures[-1].exception(timeout=30) is not None and "negative input" in str(futures[-1].exception())
+    assert {i: futures[i].result(timeout=30) for i in (2, 4, 6)} == {2: 1.0, 4: 2.0, 6: 3.0}
     stage.close()
-    assert results[2] == 1.0 and results[4] == 2.0 and results[6] == 3.0
-    assert isinstance(results[-1], ValueError)
+    assert calls == [[2, 4, -1, 6], [2], [4], [-1], [6]]  # the batch ran, then each caller alone
+    stats = stage.stats()["test_a_failing_batch_is_run_again_per_caller_so_only_the_bad_input_fails.<locals>.halve"]
+    assert stats == BatchStats(calls=1, items=4, largest=4, split=1)

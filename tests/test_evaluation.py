@@ -24,7 +24,7 @@ FAST = ["--head", "fc", "--epochs", "30", "--batch", "8", "--lr", "3e-3", "--qui
 def test_new_metrics_against_hand_computed_values():
     # Confusion (rows true 0-3, columns predicted): [[1,1,0,0],[0,2,0,0],[0,0,0,1],[0,0,0,1]].
     y_true, y_pred = np.array([0, 0, 1, 1, 2, 3]), np.array([0, 1, 1, 1, 3, 3])
-    m = state_metrics(y_true, y_pred, 4, 1)
+    m = state_metrics(y_true, y_pred, 4, majority_level=1)
     # Recall per level 1/2, 2/2, 0/1, 1/1 -> mean 0.625.
     assert m["balanced_accuracy"] == pytest.approx(0.625)
     # MCC: t = (2,2,1,1), p = (1,3,0,2), 4 correct of 6: (4*6 - t.p) / sqrt((36 - t.t)(36 - p.p)) = 14 / sqrt(26*22).
@@ -33,14 +33,14 @@ def test_new_metrics_against_hand_computed_values():
     # = 90/54; kappa = 1 - (2/9)/(90/54) = 13/15.
     assert m["qwk"] == pytest.approx(13 / 15)
     # Always answering one level: balanced accuracy 1/levels present, QWK 0, MCC 0.
-    const = state_metrics(y_true, np.full(6, 1), 4, 1)
+    const = state_metrics(y_true, np.full(6, 1), 4, majority_level=1)
     assert (const["balanced_accuracy"], const["qwk"], const["mcc"]) == (pytest.approx(0.25), 0.0, 0.0)
     # The batched confusion-matrix versions the bootstrap uses give the same figures.
     rng = np.random.default_rng(0)
     for _ in range(50):
         n = int(rng.integers(1, 30))
         t, p = rng.integers(0, 4, n), rng.integers(0, 4, n)
-        f, ref = figures(confusions(t, p, np.ones((1, n)), 4)), state_metrics(t, p, 4, 0)
+        f, ref = figures(confusions(t, p, np.ones((1, n)), levels=4)), state_metrics(t, p, 4, majority_level=0)
         for k, v in f.items():
             assert v[0] == pytest.approx(ref[k], abs=1e-12), k
 
@@ -87,7 +87,7 @@ def test_every_figure_is_scikit_learns_on_random_and_degenerate_answers():
         )
         cases.append((t, p, levels, int(rng.integers(0, levels))))
     for t, p, levels, majority in cases:
-        ours, ref = state_metrics(t, p, levels, majority), _sklearn_metrics(t, p, levels, majority)
+        ours, ref = state_metrics(t, p, levels, majority_level=majority), _sklearn_metrics(t, p, levels, majority=majority)
         assert set(ours) == set(ref)
         assert ours.pop("confusion") == ref.pop("confusion")
         for k, v in ref.items():
@@ -109,7 +109,7 @@ def test_intervals_hold_the_estimate_narrow_with_more_clips_and_resample_subject
     rng = np.random.default_rng(1)
     y, pred, groups = _predictions(10, 8, rng, by_subject=False)
     ci = intervals(y, pred, 4)
-    point = state_metrics(y, pred, 4, 0)
+    point = state_metrics(y, pred, 4, majority_level=0)
     for k, (low, high) in ci.items():
         assert low <= point[k] <= high, k
     assert intervals(y, pred, 4) == ci  # seeded: a rerun prints the same interval
@@ -119,9 +119,9 @@ def test_intervals_hold_the_estimate_narrow_with_more_clips_and_resample_subject
     # When a person's clips succeed or fail together, clips are not independent: resampling people
     # gives the honest, wider interval; resampling clips would claim a precision the data lacks.
     y, pred, groups = _predictions(10, 8, rng, by_subject=True)
-    clip, subject = intervals(y, pred, 4), intervals(y, pred, 4, groups)
+    clip, subject = intervals(y, pred, 4), intervals(y, pred, 4, groups=groups)
     assert subject["accuracy"][1] - subject["accuracy"][0] > 1.5 * (clip["accuracy"][1] - clip["accuracy"][0])
-    point = state_metrics(y, pred, 4, 0)["accuracy"]
+    point = state_metrics(y, pred, 4, majority_level=0)["accuracy"]
     assert subject["accuracy"][0] <= point <= subject["accuracy"][1]
 
 
@@ -131,12 +131,12 @@ def test_paired_difference_tells_a_real_gap_from_noise():
     noisy = [np.where(rng.random(300) < 0.5, y, rng.integers(0, 4, 300)) for _ in range(3)]
     better = [np.where(rng.random(300) < 0.8, y, rng.integers(0, 4, 300)) for _ in range(3)]
     same = [np.where(rng.random(300) < 0.5, y, rng.integers(0, 4, 300)) for _ in range(3)]
-    gap = paired_difference(y, noisy, better, 4)
+    gap = paired_difference(y, noisy, better, levels=4)
     assert gap["accuracy"]["exceeds"] and gap["accuracy"]["ci"][0] > 0
     assert gap["accuracy"]["difference"] == pytest.approx(
         np.mean([np.mean(p == y) for p in better]) - np.mean([np.mean(p == y) for p in noisy]), abs=1e-4
     )
-    assert not paired_difference(y, noisy, same, 4)["accuracy"]["exceeds"]
+    assert not paired_difference(y, noisy, same, levels=4)["accuracy"]["exceeds"]
 
 
 def _features(root: Path, clips: dict, frames: int = 10, dim: int = 8) -> Path:
@@ -289,7 +289,7 @@ def test_select_and_train_clips_decide_the_kept_epoch_and_the_subset(features):
         (rng.normal(size=(5, 4)).astype(np.float16), np.ones(5, np.float32), np.arange(5, dtype=np.float32))
         for _ in range(36)
     ]
-    full = to_tensors(arrays, FramePolicy(), np.zeros((36, 4), np.int64), [f"c{i}" for i in range(36)])
+    full = to_tensors(arrays, FramePolicy(), np.zeros((36, 4), np.int64), clip_ids=[f"c{i}" for i in range(36)])
     a, b, c = (train_subset(full, 20, seed).clip_ids for seed in (0, 0, 1))
     assert a == b != c and len(set(a)) == 20 and set(a) <= set(full.clip_ids)
 

@@ -52,7 +52,7 @@ def test_expressions_of_real_footage_with_a_faceless_stretch(tmp_path):
 
 def test_the_astronaut_smiles_on_every_frame_of_a_still_video(tmp_path):
     video = tmp_path / "astronaut.mp4"
-    write_video(video, [data.astronaut()] * 12, 10, 512, 512)
+    write_video(video, [data.astronaut()] * 12, 10, width=512, height=512)
     out = last_json(run_cli("expressions", str(video), "--out", str(tmp_path / "e"), "--device", "cpu", "--json").stdout)
     rows = _rows(Path(out["csv"]))
     assert out["faces"] == out["frames"] == len(rows) == 12

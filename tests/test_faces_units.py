@@ -1,6 +1,8 @@
 """The face tracker's parts on hand-made inputs: the pick that continues a track, smoothing within runs
 of detections, interpolation between them, and the crops cut from a chunk's common window."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ from torchvision.ops import roi_align
 
 from embed.crops import crop_faces, square_boxes
 from embed.extraction import DetectorConfig
-from embed.tracking import _interpolate, _pick, _smooth_runs, track_frames
+from embed.tracking import _interpolate, _pick, _smooth_runs
+from tests.frames import track_frames
 
 NAN4 = [np.nan] * 4
 
@@ -16,14 +19,14 @@ NAN4 = [np.nan] * 4
 def test_pick_continues_the_track_else_takes_the_largest_probable_face():
     boxes = np.array([[0, 0, 100, 100], [200, 200, 240, 240]], np.float32)  # a large face and a small one
     probs = np.array([0.95, 0.99], np.float32)
-    box, prob = _pick(boxes, probs, None, 0.9)
+    box, prob = _pick(boxes, probs, None, min_prob=0.9)
     assert box.tolist() == [0, 0, 100, 100] and prob == np.float32(0.95)  # largest area x probability
-    box, prob = _pick(boxes, probs, np.array([205, 198, 243, 238], np.float32), 0.9)
+    box, prob = _pick(boxes, probs, np.array([205, 198, 243, 238], np.float32), min_prob=0.9)
     assert box.tolist() == [200, 200, 240, 240] and prob == np.float32(0.99)  # the track goes on with it
-    box, _ = _pick(boxes, probs, np.array([300, 300, 340, 340], np.float32), 0.9)  # overlaps neither
+    box, _ = _pick(boxes, probs, np.array([300, 300, 340, 340], np.float32), min_prob=0.9)  # overlaps neither
     assert box.tolist() == [0, 0, 100, 100]
-    assert _pick(boxes, np.array([0.5, 0.6], np.float32), None, 0.9) == (None, 0.0)  # none probable enough
-    assert _pick(None, None, None, 0.9) == (None, 0.0)
+    assert _pick(boxes, np.array([0.5, 0.6], np.float32), None, min_prob=0.9) == (None, 0.0)  # none probable enough
+    assert _pick(None, None, None, min_prob=0.9) == (None, 0.0)
 
 
 def test_smoothing_averages_within_each_run_of_faces_and_keeps_the_gaps():
@@ -39,7 +42,7 @@ def test_interpolation_is_linear_between_faces_and_the_nearest_detection_decides
     det_idx = np.array([0, 5, 10])
     boxes = np.array([[0, 0, 10, 10], [5, 10, 15, 20], NAN4], np.float32)
     probs = np.array([0.9, 0.8, 0.0], np.float32)
-    track = _interpolate(np.arange(11), det_idx, boxes, probs)
+    track = _interpolate(np.arange(11), det_idx, boxes, det_probs=probs)
     for f in range(1, 5):  # between two faces: linear, the lower probability
         np.testing.assert_allclose(track.boxes[f], boxes[0] + (boxes[1] - boxes[0]) * f / 5, rtol=1e-6)
         assert track.probs[f] == np.float32(0.8)
@@ -61,20 +64,23 @@ def test_crops_from_the_common_window_equal_roi_align_on_whole_frames():
     rois = torch.from_numpy(np.concatenate([np.arange(n, dtype=np.float32)[:, None], sq], 1).astype(np.float32))
     whole = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     want = roi_align(whole, rois, output_size=(160, 160), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    threads = torch.get_num_threads()
+    threads, pool = torch.get_num_threads(), ThreadPoolExecutor(2)
     try:
-        for k in (1, 2):  # one call, and the crops split across two threads
+        for k in (1, 2):  # one call, and the crops split across a pool's two threads
             torch.set_num_threads(k)
-            got = crop_faces(frames, boxes, 160, 0.2)
+            got = crop_faces(frames, boxes, 160, margin=0.2, pool=pool if k == 2 else None)
             # Within 0.01 of 0..255: the rois shifted to the window's origin round differently in
             # float32, and on noise frames neighbouring pixels differ by up to 255 (measured: 0.005).
             # A window one pixel off would be tens away.
             torch.testing.assert_close(got, want, atol=1e-2, rtol=0)
             # Crops of some of the frames, named by row, equal those frames' crops above.
             rows = np.array([1, 7, 8, 30])
-            torch.testing.assert_close(crop_faces(frames, boxes[rows], 160, 0.2, rows=rows), want[rows], atol=1e-2, rtol=0)
+            torch.testing.assert_close(
+                crop_faces(frames, boxes[rows], 160, margin=0.2, rows=rows), want[rows], atol=1e-2, rtol=0
+            )
     finally:
         torch.set_num_threads(threads)
+        pool.shutdown()
 
 
 def test_region_search_is_in_the_store_key_only_when_on():

@@ -319,15 +319,13 @@ def test_a_video_features_folder_imports_and_fuses_with_openface(openface, tmp_p
     assert fused and fused[0]["backbone"] == "openface,i3d" and fused[0]["dim"] == "39"
     # In-process from here (each CLI start costs seconds of imports; the CLI paths are tested elsewhere).
     from embed.errors import ConfigError
-    from embed.manifest import load_manifest
-    from sequence.experiment import evaluate_run
-    from sequence.predict import predict_video
-    from sequence.run import Run
+    from sequence.experiment import EvaluateOptions, evaluate_run
+    from sequence.predict import PredictOptions, predict_video
 
-    assert evaluate_run(run, load_manifest(manifest), "cpu")["test"] == result["test"]  # parts found again
+    assert evaluate_run(EvaluateOptions(run, manifest, device="cpu"))["test"] == result["test"]  # parts found again
     # A part imported from another tool cannot be computed from a video: predict says so.
     with pytest.raises(ConfigError, match="'openface' was imported from openface files.*fix:"):
-        predict_video(tmp_path / "any.mp4", Run.open(run), device="cpu")
+        predict_video(PredictOptions(str(tmp_path / "any.mp4"), run, device="cpu"))
 
 
 def test_alignment_takes_the_coarser_stream_and_masks_what_a_part_lacks():
@@ -352,8 +350,7 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     from embed.manifest import load_manifest
     from sequence.config import parse_config
     from sequence.experiment import train_run
-    from sequence.predict import predict_video
-    from sequence.run import Run
+    from sequence.predict import PredictOptions, predict_video
     from tests.conftest import copy_tiny
 
     manifest = copy_tiny(tiny_embedded, tmp_path, with_cache=True)
@@ -377,7 +374,7 @@ def test_a_run_fused_from_two_backbones_predicts_a_video_as_it_was_trained(tiny_
     rows = [r for r in csv.DictReader(io.StringIO((run / "predictions.csv").read_text())) if r["split"] == "Test"]
     clip = rows[0]["clip"]
     video = next((tmp_path / "data").glob(f"DataSet/Test/*/{clip}/{clip}.*"))
-    predicted = predict_video(video, Run.open(run), weights="fer2013,random", device="cpu")
+    predicted = predict_video(PredictOptions(str(video), run, "fer2013,random", device="cpu"))
     assert predicted["windows"] == 1
     for s in STATES:
         np.testing.assert_allclose(

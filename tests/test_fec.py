@@ -182,10 +182,12 @@ def test_trained_weights_round_trip_into_stage_one(trained_fec, tiny_embedded, t
     """`embed run --backbone fec --weights fec.pt`: the store key records the file's hash, and its
     embeddings are the trained net's (not a random net's)."""
     from embed.cache import ClipData
-    from embed.streaming import stream_video
+    from embed.streaming import spec_for_stores, stream_video
 
-    def embed_video(video, **options) -> ClipData:
-        return ClipData.concat([c.data for c in stream_video(video, **options)])
+    def embed_video(video, weights: str, config: dict) -> ClipData:
+        """The video embedded as a store of `config` was (an error if these weights cannot make it)."""
+        spec = spec_for_stores([config], [weights], device="cpu", label="test")
+        return ClipData.concat([c.data for c in stream_video(video, spec, match=[config])])
 
     weights = trained_fec["result"]["weights"]
     manifest = copy_tiny(tiny_embedded, tmp_path)
@@ -198,9 +200,7 @@ def test_trained_weights_round_trip_into_stage_one(trained_fec, tiny_embedded, t
     clip_id = sorted(zarr.open_group(info["store"], mode="r")["clips"].group_keys())[0]
     stored = zarr.open_group(info["store"], mode="r")[f"clips/{clip_id}/embeddings"][...].astype(np.float32)
     video = next((tmp_path / "data").rglob(f"{clip_id}.*"))
-    again = embed_video(video, weights=weights, device="cpu", config=config).embeddings.astype(np.float32)
+    again = embed_video(video, weights, config).embeddings.astype(np.float32)
     np.testing.assert_allclose(again, stored, atol=2e-3)
-    random = embed_video(
-        video, backbone="fec", weights="random", device="cpu", config={**config, "weights": "random:0"}
-    ).embeddings.astype(np.float32)
+    random = embed_video(video, "random", {**config, "weights": "random:0"}).embeddings.astype(np.float32)
     assert np.abs(random - stored).mean() > 10 * np.abs(again - stored).mean() + 1e-3

@@ -7,8 +7,8 @@ from embed.errors import ConfigError
 from embed.layouts import read_dataset
 from embed.manifest import load_manifest
 from embed.sample import write_video
-from embed.video import decode_video
 from tests.conftest import write_manifest
+from tests.frames import decode_video
 
 HEADER = "ClipID,Boredom,Engagement,Confusion,Frustration "
 
@@ -16,7 +16,7 @@ HEADER = "ClipID,Boredom,Engagement,Confusion,Frustration "
 def _video(path, frames=5):
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(str(path)))
-    write_video(path, (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(frames)), 30, 64, 48)
+    write_video(path, (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(frames)), 30, width=64, height=48)
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import pytest
 import zarr
 
 from embed.sample import write_video
-from embed.video import decode_video
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 from tests.embed_runs import RUN, complete_clips_match, store_of
+from tests.frames import decode_video
 
 
 def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_path):
@@ -108,9 +108,9 @@ def test_every_kind_of_bad_video_fails_alone_with_a_one_line_error(tiny_embedded
     }
     for name, data in cases.items():
         (root / name).write_bytes(data)
-    write_video(root / "noface.mp4", iter(blank), 10, 320, 240)
-    write_video(root / "someface.mp4", iter(np.concatenate([face[:5], blank[:5]])), 10, 320, 240)
-    write_video(root / "tiny.mp4", iter(face[:, ::8, ::8].copy()), 10, 40, 30)
+    write_video(root / "noface.mp4", iter(blank), 10, width=320, height=240)
+    write_video(root / "someface.mp4", iter(np.concatenate([face[:5], blank[:5]])), 10, width=320, height=240)
+    write_video(root / "tiny.mp4", iter(face[:, ::8, ::8].copy()), 10, width=40, height=30)
     _vfr(root / "vfr.mp4", face)
     _audio_only(root / "audio.mp4")
     (root / "odd name é ü").mkdir()
@@ -165,7 +165,9 @@ HEADER = "ClipID,Boredom,Engagement,Confusion,Frustration \n"
 def test_bad_manifests_and_labels_exit_2_with_one_line_and_write_nothing(tmp_path, manifest_text, labels, needle):
     root = tmp_path / "data"
     (root / "DataSet" / "Train" / "1" / "1").mkdir(parents=True)
-    write_video(root / "DataSet/Train/1/1/1.avi", (np.zeros((48, 64, 3), np.uint8) for _ in range(3)), 10, 64, 48)
+    write_video(
+        root / "DataSet/Train/1/1/1.avi", (np.zeros((48, 64, 3), np.uint8) for _ in range(3)), 10, width=64, height=48
+    )
     (root / "Labels").mkdir()
     (root / "Labels" / "TrainLabels.csv").write_text(labels or HEADER + "1.avi,0,1,0,0\n")
     m = tmp_path / "m.yaml"
@@ -218,14 +220,16 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
     from dask.distributed import Client, LocalCluster
 
     from embed.cache import CacheStore
-    from embed.distributed import embed_dataset_distributed
+    from embed.clip_embedding import ClipTargets
+    from embed.cluster import ClusterChoice
+    from embed.distributed import embed_dataset_on_cluster
     from embed.embedder import EmbedSpec
     from embed.layouts import read_dataset
     from embed.manifest import load_manifest
 
     manifest = load_manifest(copy_tiny(tiny_embedded, tmp_path))
     index = read_dataset(manifest, "tiny")
-    spec = EmbedSpec(("fer2013",), (None,), "cpu", None, None, 64)
+    spec = EmbedSpec(("fer2013",), (None,), "cpu", batch_size=64)
     embedder = spec.build()
     store = CacheStore.create(manifest.cache_path, "tiny", embedder.configs[0])
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
@@ -235,8 +239,12 @@ def test_a_dask_worker_killed_mid_run_costs_nothing(tiny_embedded, tmp_path):
         result = {}
         t = threading.Thread(
             target=lambda: result.update(
-                report=embed_dataset_distributed(
-                    index, spec, [store], faces, scheduler=cluster.scheduler_address, progress=False
+                report=embed_dataset_on_cluster(
+                    index,
+                    spec,
+                    ClipTargets([store], faces),
+                    cluster=ClusterChoice(scheduler=cluster.scheduler_address),
+                    progress=False,
                 )
             )
         )
@@ -381,7 +389,7 @@ def test_a_clip_complete_in_its_stores_but_not_in_the_face_track_store_is_left_a
     """What a dask task retried after its worker died between the two commits finds: the clip is
     complete in the backbone store, its face track is not. Nothing is redone, nothing fails."""
     from embed.cache import CacheStore
-    from embed.clip_embedding import embed_clip
+    from embed.clip_embedding import ClipTargets, embed_clip
     from embed.decode_ahead import decode_ahead
     from embed.embedder import EmbedSpec
     from embed.layouts import read_dataset
@@ -395,6 +403,6 @@ def test_a_clip_complete_in_its_stores_but_not_in_the_face_track_store_is_left_a
     faces = CacheStore.create(manifest.cache_path, "tiny", embedder.faces_config)
     before = store.attrs_of(clip.clip_id)
     for _, chunks in decode_ahead([embedder.stream(clip.path)]):
-        outcome = embed_clip(embedder, clip, chunks, [store], faces)
+        outcome = embed_clip(embedder, clip, chunks, targets=ClipTargets([store], faces))
     assert outcome.error is None and outcome.frames == 0
     assert store.attrs_of(clip.clip_id) == before

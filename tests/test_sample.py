@@ -6,9 +6,8 @@ import pytest
 from embed.detector import FaceDetector
 from embed.manifest import SampleSpec
 from embed.sample import SAMPLE_STATES, _sample_levels, generate_sample
-from embed.tracking import track_frames
-from embed.video import decode_video
 from tests.conftest import TINY_SAMPLE
+from tests.frames import decode_video, track_frames
 
 
 def _iou(a, b):

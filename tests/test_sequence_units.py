@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from embed.errors import ConfigError
 from sequence.data import FramePolicy, to_tensors
-from sequence.experiment import expand_grid
+from sequence.grid_file import expand_grid
 from sequence.heads import build_head, head_defaults, head_names
 from sequence.losses import class_weights, focal_loss, ordinal_loss, sample_weights
 from sequence.metrics import state_metrics
@@ -37,7 +37,7 @@ def test_registry_has_the_heads():
 def test_head_overfits_a_tiny_batch(name):
     torch.manual_seed(0)
     x, lengths, y = _batch()
-    model = build_head(name, 16, STATES, 4, {"dropout": 0.0})
+    model = build_head(name, 16, STATES, levels=4, params={"dropout": 0.0})
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(150):
@@ -63,7 +63,7 @@ def test_padding_never_changes_the_output(name, mode):
     in eval and in training (where batch statistics must not count padded steps either)."""
     torch.manual_seed(1)
     x, lengths, _ = _batch(seed=2)
-    model = build_head(name, 16, STATES, 4, {"dropout": 0.0})
+    model = build_head(name, 16, STATES, levels=4, params={"dropout": 0.0})
     model.fit_input_stats(x, lengths)
     model.train(mode == "train")
     noisy = x + torch.randn_like(x) * (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None])
@@ -99,13 +99,13 @@ def test_masked_batch_norm_trains_on_valid_steps_only():
 
 def test_unknown_head_or_parameter_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown head 'perceiver'; fix: use one of fc, gru, lstm, tcn, transformer"):
-        build_head("perceiver", 16, STATES, 4)
+        build_head("perceiver", 16, STATES, levels=4)
     with pytest.raises(ConfigError, match="head 'lstm' has no parameter 'hiden'; fix: use one of hidden"):
-        build_head("lstm", 16, STATES, 4, {"hiden": [8]})
+        build_head("lstm", 16, STATES, levels=4, params={"hiden": [8]})
 
 
 def test_lstm_stacks_layers_of_different_sizes():
-    model = build_head("lstm", 16, STATES, 4, {"hidden": [8, 24], "fc": [5]})
+    model = build_head("lstm", 16, STATES, levels=4, params={"hidden": [8, 24], "fc": [5]})
     assert [layer.hidden_size for layer in model.layers] == [8, 24]
     assert model.outputs["Boredom"].in_features == 5
 
@@ -143,10 +143,10 @@ def test_class_weights_are_balanced():
 def test_focal_loss_reduces_to_cross_entropy_at_gamma_0_and_discounts_easy_samples():
     logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4]])
     y = torch.tensor([0, 3])
-    torch.testing.assert_close(focal_loss(logits, y, None, 0.0), F.cross_entropy(logits, y))
+    torch.testing.assert_close(focal_loss(logits, y, None, gamma=0.0), F.cross_entropy(logits, y))
     p = F.softmax(logits, 1)[[0, 1], [0, 3]]
     expected = (-((1 - p) ** 2) * p.log()).mean()
-    torch.testing.assert_close(focal_loss(logits, y, None, 2.0), expected)
+    torch.testing.assert_close(focal_loss(logits, y, None, gamma=2.0), expected)
 
 
 def test_ordinal_loss_hand_case_and_order():
@@ -176,7 +176,7 @@ def test_to_tensors_pads_and_keeps_lengths():
     for t, faces in ((30, 30), (20, 12)):
         prob = np.r_[np.ones(faces), np.zeros(t - faces)].astype(np.float32)
         clips.append((rng.standard_normal((t, 4)).astype(np.float16), prob, np.arange(t, dtype=np.float32) / 10))
-    s = to_tensors(clips, FramePolicy(frames=15), np.zeros((2, 4), dtype=np.int64), ["a", "b"])
+    s = to_tensors(clips, FramePolicy(frames=15), np.zeros((2, 4), dtype=np.int64), clip_ids=["a", "b"])
     assert s.x.shape == (2, 15, 4) and s.x.dtype == torch.float16
     assert s.lengths.tolist() == [15, 12]
     assert (s.x[1, 12:] == 0).all()
@@ -190,7 +190,7 @@ def test_deltas_append_frame_differences_of_the_chosen_frames():
         [(emb, prob, np.arange(10, dtype=np.float32))],
         FramePolicy(frames=4, deltas=True),
         np.zeros((1, 4), dtype=np.int64),
-        ["a"],
+        clip_ids=["a"],
     )
     assert s.x.shape == (1, 4, 6)  # frames 0, 3, 6, 9
     np.testing.assert_array_equal(s.x[0, :, 0].numpy(), [0, 9, 36, 81])
@@ -257,17 +257,20 @@ def test_split_loading_streamed_or_not_gives_what_the_arrays_say(tiny_embedded, 
     store = tiny_store_with_faceless_frames
     m = load_manifest(tiny_embedded["manifest"])
     index = read_dataset(m, "tiny", generate=False)
-    memory, report = load_splits(store, index, m.states, policy, stream=False)
-    streamed, streamed_report = load_splits(store, index, m.states, policy, stream=True)
+    memory, report = load_splits(store, index, m.states, policy=policy, stream=False)
+    streamed, streamed_report = load_splits(store, index, m.states, policy=policy, stream=True)
     assert not report.streamed and streamed_report.streamed
     ids = [c for d in memory.values() for c in d.clip_ids]
     raw = store.read_clips(ids)
     assert (raw[store.complete_ids()[0]].face_prob == 0).sum() == 3
     steps, dim = max(d.x.shape[1] for d in memory.values()), memory["Train"].x.shape[2]
-    assert padded_bytes(store.clip_attrs(), ids, policy, store.dim) == len(ids) * steps * dim * 2
+    assert padded_bytes(store.clip_attrs(), ids, policy, dim=store.dim) == len(ids) * steps * dim * 2
     for split, a in memory.items():
         ref = to_tensors(
-            [(raw[c].embeddings, raw[c].face_prob, raw[c].timestamps) for c in a.clip_ids], policy, a.y.numpy(), a.clip_ids
+            [(raw[c].embeddings, raw[c].face_prob, raw[c].timestamps) for c in a.clip_ids],
+            policy,
+            a.y.numpy(),
+            clip_ids=a.clip_ids,
         )
         assert torch.equal(ref.lengths, a.lengths) and torch.equal(ref.x, a.x[:, : ref.x.shape[1]])
         np.testing.assert_allclose(a.durations, ref.durations, rtol=1e-6)
@@ -304,9 +307,9 @@ def test_weighted_focal_and_ordinal_losses_are_class_weighted_means():
     torch.manual_seed(0)
     logits, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 2, 3])
     w = torch.tensor([0.5, 1.0, 2.0, 4.0])
-    per = torch.stack([focal_loss(logits[i : i + 1], y[i : i + 1], None, 2.0) for i in range(6)])
-    assert focal_loss(logits, y, w, 2.0).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
-    assert focal_loss(logits, y, w, 0.0).item() == pytest.approx(F.cross_entropy(logits, y, weight=w).item(), rel=1e-6)
+    per = torch.stack([focal_loss(logits[i : i + 1], y[i : i + 1], None, gamma=2.0) for i in range(6)])
+    assert focal_loss(logits, y, w, gamma=2.0).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
+    assert focal_loss(logits, y, w, gamma=0.0).item() == pytest.approx(F.cross_entropy(logits, y, weight=w).item(), rel=1e-6)
     per = torch.stack([ordinal_loss(logits[i : i + 1], y[i : i + 1], None) for i in range(6)])
     assert ordinal_loss(logits, y, w).item() == pytest.approx(((per * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
 
@@ -331,14 +334,14 @@ def test_select_last_keeps_the_final_epoch_and_never_stops_early():
     def split(n: int) -> SequenceSet:
         x = torch.from_numpy(rng.standard_normal((n, 6, 8)).astype(np.float16))
         y = torch.from_numpy(rng.integers(0, 4, (n, 4)))  # labels unrelated to x: validation wanders
-        return SequenceSet(x, torch.full((n,), 6), y, [f"c{i}" for i in range(n)], np.ones(n))
+        return SequenceSet(x, torch.full((n,), 6), y, clip_ids=[f"c{i}" for i in range(n)], durations=np.ones(n))
 
     train, val = split(24), split(12)
     for select, expect_all in (("last", True), ("macro_f1", False)):
         torch.manual_seed(0)
-        model = build_head("fc", 8, states, 4, {"hidden": [8]})
+        model = build_head("fc", 8, states, levels=4, params={"hidden": [8]})
         cfg = parse_config({"epochs": 12, "patience": 1, "batch": 8, "select": select, "device": "cpu"}, "test")
-        _, history, kept = fit(model, train, val, cfg, 4, torch.device("cpu"), progress=False)
+        _, history, kept = fit(model, train, val, cfg=cfg, levels=4, device=torch.device("cpu"), progress=False)
         if expect_all:
             assert len(history) == 12 and kept == history[-1].epoch
         else:

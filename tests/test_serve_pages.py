@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from embed.video import decode_video
+from tests.frames import decode_video
 from tests.serve_helpers import Server, pushing
 
 CHROMIUM = shutil.which("chromium")

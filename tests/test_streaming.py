@@ -24,10 +24,11 @@ from embed.detector import FaceDetector
 from embed.extraction import DetectorConfig
 from embed.face_search import search
 from embed.sample import write_video
-from embed.tracking import StreamTracker, track_frames
-from embed.video import VideoStream, decode_video
+from embed.tracking import StreamTracker
+from embed.video import VideoStream
 from tests import footage
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
+from tests.frames import decode_video, track_frames
 
 RUN = ["--backbone", "fer2013", "--device", "cpu", "--quiet"]
 STATES = ("Boredom", "Engagement", "Confusion", "Frustration")
@@ -75,7 +76,7 @@ def _face_gone_and_back(tiny_embedded, path: Path) -> Path:
     frames = faces.copy()
     frames[12:27] = faces[12:27].mean(axis=(0, 1, 2), keepdims=True).astype(np.uint8)  # flat grey: no face
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(path, iter(frames), 10, 320, 240)
+    write_video(path, iter(frames), 10, width=320, height=240)
     return path
 
 
@@ -191,7 +192,7 @@ def test_a_truncated_file_fails_and_is_kept_marked_with_allow_truncated(tiny_emb
 def test_a_truncated_container_without_a_frame_count_is_caught_by_its_duration(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "v.mkv"
-    write_video(path, (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(30)), 10, 64, 48)
+    write_video(path, (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(30)), 10, width=64, height=48)
     assert len(decode_video(path).frames) == 30
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -208,7 +209,7 @@ def _long_clip(tiny_embedded, path: Path, frames: int) -> Path:
     tiny_root = tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet"
     faces = np.concatenate([decode_video(v).frames for v in sorted(tiny_root.rglob("*.avi"))])
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(path, (faces[i % len(faces)] for i in range(frames)), 10, 320, 240)
+    write_video(path, (faces[i % len(faces)] for i in range(frames)), 10, width=320, height=240)
     return path
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from sequence.config import parse_config
-from sequence.experiment import expand_grid
+from sequence.grid_file import expand_grid
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = yaml.safe_load((ROOT / "sequence" / "reference" / "study.yaml").read_text())
@@ -95,8 +95,8 @@ def test_reference_table_sets_known_figures_beside_the_published_ones(tmp_path):
         run = _finished_run(tmp_path / "runs" / dataset / "r1", dataset)
         # Experiment 4: our Boredom interval [40, 50] % holds the published 45.16 %; Frustration's
         # published 77.93 % lies outside it. Experiment 12 is not the study's: left out.
-        results = [result(4, run, 0.45, 0.05), result(12, run, 0.45, 0.05)]
-        rows, paths = write_reference(results, reference, tmp_path / "runs", "study.yaml")
+        results = [result(4, run, 0.45, half_width=0.05), result(12, run, 0.45, half_width=0.05)]
+        rows, paths = write_reference(results, reference, tmp_path / "runs", grid_name="study.yaml")
         assert [(r["experiment"], r["state"]) for r in rows] == [(4, s) for s in states]
         by_state = {r["state"]: r for r in rows}
         assert by_state["Boredom"]["published_accuracy"] == 45.16 and by_state["Boredom"]["inside"] is True

@@ -9,7 +9,8 @@ import pytest
 
 from embed.errors import ClipError
 from embed.sample import write_video
-from embed.video import VideoStream, decode_video
+from embed.video import VideoStream
+from tests.frames import decode_video
 
 
 def _write(path, pts_ms, width=64, height=48, pix_fmt="yuv420p"):
@@ -42,7 +43,9 @@ def test_odd_frame_size(tmp_path):
 
 def test_max_fps_cap(tmp_path):
     rng = np.random.default_rng(1)
-    write_video(tmp_path / "v.avi", (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(30)), 30, 64, 48)
+    write_video(
+        tmp_path / "v.avi", (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(30)), 30, width=64, height=48
+    )
     full, capped = decode_video(tmp_path / "v.avi"), decode_video(tmp_path / "v.avi", max_fps=10)
     assert len(full.frames) == 30 and len(capped.frames) == 10
     np.testing.assert_allclose(np.diff(capped.timestamps), 0.1, atol=2e-3)

@@ -144,7 +144,7 @@ class Backbone(ABC):
     def build(self, weights: str | None, device: str | torch.device = "cpu") -> LoadedBackbone:
         weights = self.resolve_weights(weights)
         net = self.network(weights)
-        return LoadedBackbone(self, _Normalised(net, self.mean, self.std), self.identity(weights), device)
+        return LoadedBackbone(self, _Normalised(net, self.mean, self.std), self.identity(weights), device=device)
 
     def network(self, weights: str | None) -> nn.Module:
         """The bare network with these weights loaded (trainable; build() freezes it for embedding)."""

@@ -1,10 +1,9 @@
-"""`python -m embed fec-train`: train the FEC backbone from files on disk. Parses options and calls
-embed.fec.train; no logic here."""
+"""`python -m embed fec-train`: train the FEC backbone from files on disk. Parses options, calls
+embed.fec.train.train_from_files, prints."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +36,7 @@ def fec_train(
     alpha: Annotated[float, typer.Option(help="Weight of the AffectNet cross-entropy.")] = 0.1,
     patience: Annotated[int, typer.Option(min=1, help="Epochs without a better validation triplet accuracy.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for init, order and the validation tenth.")] = 0,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
     workers: Annotated[int, typer.Option(min=0, help="Image-decoding processes (0: in this one).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder [<runs_dir>/fec/<time> of the manifest].")] = None,
     manifest: ManifestOpt = Path("data_manifest.yaml"),
@@ -47,16 +46,9 @@ def fec_train(
     """Train the FEC-style expression backbone; writes fec.pt for `embed run --backbone fec --weights`."""
     setup_logging(quiet)
     try:
-        from embed.devices import resolve_device
-        from embed.fec.train import FecTrainConfig, train_from_files
+        from embed.fec.train import FecTrainConfig, FecTrainOptions, train_from_files
 
-        if out is None:
-            from embed.manifest import load_manifest
-
-            if not manifest.is_file():
-                raise ConfigError(f"{manifest}: no manifest to find runs_dir in; fix: pass --out DIR")
-            out = load_manifest(manifest).runs_path / "fec" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        cfg = FecTrainConfig(
+        config = FecTrainConfig(
             trunk_weights=trunk_weights,
             unfreeze=unfreeze,
             margin=margin,
@@ -66,10 +58,20 @@ def fec_train(
             lr=lr,
             patience=patience,
             seed=seed,
-            device=str(resolve_device(device)),
+            device=device or "auto",
             workers=workers,
         )
-        result = train_from_files(triplets, images, cfg, out, val_triplets, affectnet, progress=not quiet)
+        options = FecTrainOptions(
+            triplets,
+            images,
+            config,
+            val_triplets=val_triplets,
+            affectnet=affectnet,
+            out=out,
+            manifest=manifest,
+            progress=not quiet,
+        )
+        result = train_from_files(options)
     except ConfigError as e:
         fail(str(e))
     t = Table(title="fec-train summary", show_header=False)

@@ -59,7 +59,9 @@ class Triplets:
         return len(self.odd)
 
     def subset(self, rows: np.ndarray) -> Triplets:
-        return Triplets(self.images, self.index[rows], self.odd[rows], [self.types[i] for i in rows], self.skipped)
+        return Triplets(
+            self.images, self.index[rows], self.odd[rows], types=[self.types[i] for i in rows], skipped=self.skipped
+        )
 
 
 @dataclass
@@ -138,7 +140,7 @@ def read_fec_csv(path: Path, images: Path) -> Triplets:
         )
     if skipped:
         log.warning("%s: %d triplets used; left out: %s", path, len(rows), dict(skipped))
-    return Triplets(faces, np.asarray(rows, dtype=np.int64), np.asarray(odd, dtype=np.int64), types, skipped)
+    return Triplets(faces, np.asarray(rows, dtype=np.int64), np.asarray(odd, dtype=np.int64), types=types, skipped=skipped)
 
 
 def read_affectnet(folder: Path, split: str) -> Expressions:
@@ -205,4 +207,4 @@ def load_crop(face: FaceImage, size: int, margin: float | None = None) -> torch.
     else:
         box, margin = (0.0, 0.0, float(w), float(h)), 0.0  # an already-cropped face: all of it
     margin = DetectorConfig().margin if margin is None else margin
-    return crop_faces(rgb[None], np.asarray([box], dtype=np.float32), size, margin)[0]
+    return crop_faces(rgb[None], np.asarray([box], dtype=np.float32), size, margin=margin)[0]

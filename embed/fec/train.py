@@ -8,11 +8,13 @@ The result is a state dict the `fec` backbone loads strictly: `embed run --backb
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from embed.backbones import get_backbone
 from embed.backbones.fec import FEC, FECNet
 from embed.errors import ConfigError
 from embed.fec.data import EXPRESSIONS, Expressions, FaceImage, Triplets, load_crop, read_affectnet, read_fec_csv
+from embed.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 CROP_CACHE_BYTES = 2 << 30  # crops kept in memory (uint8) when all of them fit in this
@@ -219,39 +222,57 @@ class FecResult:
         }
 
 
-def train_from_files(
-    triplets: Path,
-    images: Path,
-    cfg: FecTrainConfig,
-    out_dir: Path,
-    val_triplets: Path | None = None,
-    affectnet: Path | None = None,
-    progress: bool = True,
-) -> FecResult:
-    """Read the datasets (FEC CSVs, AffectNet folder) and train. Without --val-triplets a seeded
+@dataclass(frozen=True)
+class FecTrainOptions:
+    """What `embed fec-train` is told: the FEC triplet CSV and image folder, optionally FEC's test CSV
+    to validate on and an AffectNet folder, the output folder (None: <runs_dir>/fec/<time> of the
+    manifest) and the training settings."""
+
+    triplets: Path
+    images: Path
+    config: FecTrainConfig = field(default_factory=FecTrainConfig)
+    val_triplets: Path | None = None
+    affectnet: Path | None = None
+    out: Path | None = None
+    manifest: Path = Path("data_manifest.yaml")
+    progress: bool = True
+
+
+def train_from_files(options: FecTrainOptions) -> FecResult:
+    """Read the datasets (FEC CSVs, AffectNet folder) and train. Without val_triplets a seeded
     tenth of the training triplets validates (they may share images with the rest: prefer FEC's
     own test CSV)."""
-    train = read_fec_csv(triplets, images)
-    if val_triplets is not None:
-        val = read_fec_csv(val_triplets, images)
+    from embed.devices import resolve_device
+
+    cfg = dataclasses.replace(options.config, device=str(resolve_device(options.config.device)))
+    out_dir = options.out
+    if out_dir is None:
+        if not options.manifest.is_file():
+            raise ConfigError(f"{options.manifest}: no manifest to find runs_dir in; fix: pass --out DIR")
+        out_dir = load_manifest(options.manifest).runs_path / "fec" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    train = read_fec_csv(options.triplets, options.images)
+    if options.val_triplets is not None:
+        val = read_fec_csv(options.val_triplets, options.images)
     else:
         if len(train) < 10:
             raise ConfigError(
-                f"{triplets}: {len(train)} usable triplets, too few to hold out a validation tenth; fix: pass --val-triplets"
+                f"{options.triplets}: {len(train)} usable triplets, too few to hold out a validation tenth; "
+                f"fix: pass --val-triplets"
             )
         rows = np.random.default_rng(cfg.seed).permutation(len(train))
         cut = len(train) // 10
         train, val = train.subset(np.sort(rows[cut:])), train.subset(np.sort(rows[:cut]))
     expressions = None
-    if affectnet is not None:
-        expressions = (read_affectnet(affectnet, "training"), read_affectnet(affectnet, "validation"))
-    return train_fec(train, val, cfg, Path(out_dir), expressions, progress)
+    if options.affectnet is not None:
+        expressions = (read_affectnet(options.affectnet, "training"), read_affectnet(options.affectnet, "validation"))
+    return train_fec(train, val, cfg, out_dir=Path(out_dir), affectnet=expressions, progress=options.progress)
 
 
 def train_fec(
     train: Triplets,
     val: Triplets,
     cfg: FecTrainConfig,
+    *,
     out_dir: Path,
     affectnet: tuple[Expressions, Expressions] | None = None,
     progress: bool = True,
@@ -266,14 +287,14 @@ def train_fec(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     train_crops, val_crops = _crops(train.images, cfg), _crops(val.images, cfg)
-    train_dl = _loader(TripletSet(train, train_crops), cfg, True, cfg.seed)
+    train_dl = _loader(TripletSet(train, train_crops), cfg, True, seed=cfg.seed)
     val_dl = _loader(TripletSet(val, val_crops), cfg, False)
     expr_train = expr_val = None
     if affectnet is not None:
-        expr_train = _loader(ExpressionSet(affectnet[0], _crops(affectnet[0].images, cfg)), cfg, True, cfg.seed + 1)
+        expr_train = _loader(ExpressionSet(affectnet[0], _crops(affectnet[0].images, cfg)), cfg, True, seed=cfg.seed + 1)
         expr_val = _loader(ExpressionSet(affectnet[1], _crops(affectnet[1].images, cfg)), cfg, False)
-    acc, expr_acc = evaluate(model, val_dl, expr_val, device)
-    history: list[EpochLog] = [EpochLog(0, None, acc, expr_acc, 0.0)]
+    acc, expr_acc = evaluate(model, val_dl, expr_val, device=device)
+    history: list[EpochLog] = [EpochLog(0, None, acc, expression_accuracy=expr_acc, seconds=0.0)]
     log.info("untrained: validation triplet accuracy %.3f (chance 1/3)", acc)
     best: tuple[float, int, dict] | None = None
     columns = [
@@ -305,8 +326,9 @@ def train_fec(
                 opt.step()
                 total, seen = total + loss.item() * len(x), seen + len(x)
                 bar.advance(task)
-            acc, expr_acc = evaluate(model, val_dl, expr_val, device)
-            entry = EpochLog(epoch, total / max(seen, 1), acc, expr_acc, time.perf_counter() - start)
+            acc, expr_acc = evaluate(model, val_dl, expr_val, device=device)
+            seconds = time.perf_counter() - start
+            entry = EpochLog(epoch, total / max(seen, 1), acc, expression_accuracy=expr_acc, seconds=seconds)
             history.append(entry)
             if best is None or acc > best[0]:
                 best = (acc, epoch, copy.deepcopy(model.net.state_dict()))

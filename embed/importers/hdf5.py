@@ -51,11 +51,11 @@ class Hdf5Importer(Importer):
                         if base in names:
                             member = _group_member(node, feature)
                             if member is not None:
-                                _add(found, base, src, f"{path}/{member}")
+                                _add(found, base, src, member=f"{path}/{member}")
                         return
                     parent = path.rsplit("/", 2)[-2] if "/" in path else ""
                     if node.ndim == 2 and base in names and parent not in names:
-                        _add(found, base, src, path)
+                        _add(found, base, src, member=path)
                     elif parent not in names and base not in COMPANIONS:
                         unmatched.append(f"{src}:{path}")
 
@@ -106,7 +106,7 @@ class Hdf5Importer(Importer):
         columns = exported.get("columns")
         if not (isinstance(columns, list) and len(columns) == values.shape[1]):
             columns = [f"{f.member.rsplit('/', 1)[-1]}:{values.shape[1]}"]
-        return Features(values, timestamps, np.where(finite, face_prob, 0).astype(np.float32), boxes, columns)
+        return Features(values, timestamps, np.where(finite, face_prob, 0).astype(np.float32), boxes=boxes, columns=columns)
 
 
 def _group_member(group, feature: str | None) -> str | None:

@@ -73,7 +73,9 @@ class NpyImporter(Importer):
             if not present:  # only features not chosen
                 unmatched += [str(p) for p in files.values()]
                 continue
-            found[name] = FeatureFile(name, present[0], None, parts, companions.get((name, present[0].parent), {}))
+            found[name] = FeatureFile(
+                name, present[0], None, parts=parts, companions=companions.get((name, present[0].parent), {})
+            )
         return found, unmatched
 
     def read(self, f: FeatureFile) -> Features:
@@ -110,8 +112,8 @@ class NpyImporter(Importer):
             np.where(finite[:, None], values, 0).astype(np.float32),
             timestamps,
             finite.astype(np.float32),
-            np.full((t, 4), np.nan, np.float32),
-            columns,
+            boxes=np.full((t, 4), np.nan, np.float32),
+            columns=columns,
         )
 
 

@@ -132,8 +132,8 @@ class OpenFaceImporter(Importer):
             data[:, [col[c] for c in selected]].astype(np.float32),
             timestamps,
             np.where(face, confidence, 0.0).astype(np.float32),
-            _boxes(header, data, face),
-            selected,
+            boxes=_boxes(header, data, face),
+            columns=selected,
         )
 
 

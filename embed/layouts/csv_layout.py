@@ -22,7 +22,7 @@ def read_csv_layout(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
     if not csv_path.is_file():
         raise ConfigError(f"{manifest.path}: datasets.{name}.csv = {csv_path} does not exist; fix: correct the path")
     rows = read_label_csv(
-        csv_path, "path", manifest.states, manifest.levels, extra_columns=("split",), optional_columns=("subject",)
+        csv_path, "path", manifest.states, levels=manifest.levels, extra_columns=("split",), optional_columns=("subject",)
     )
     index = DatasetIndex(name=name, root=root)
     for rel, row in rows.items():
@@ -34,7 +34,7 @@ def read_csv_layout(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
         # The id is the path relative to root without its suffix: stems alone collide in arbitrary trees.
         clip_id = check_clip_id(str(Path(rel).with_suffix("")).replace("/", "--"), f"{csv_path}:{row['line']}")
         video = root / rel
-        clip = Clip(clip_id, video, row["split"], row["labels"], row["subject"])
+        clip = Clip(clip_id, video, row["split"], labels=row["labels"], subject=row["subject"])
         (index.clips if video.is_file() else index.absent).append(clip)
     index.clips.sort(key=lambda c: c.clip_id)
     return index

@@ -28,7 +28,7 @@ def _labels(manifest: Manifest, labels_dir: Path, split: str) -> dict[str, dict[
     path = labels_dir / f"{split}Labels.csv"
     if not path.is_file():
         return {}
-    rows = read_label_csv(path, "ClipID", manifest.states, manifest.levels)
+    rows = read_label_csv(path, "ClipID", manifest.states, levels=manifest.levels)
     out: dict[str, dict[str, int]] = {}
     for raw_id, row in rows.items():
         clip_id = _strip_ext(raw_id)
@@ -65,13 +65,19 @@ def read_daisee(manifest: Manifest, name: str, root: Path) -> DatasetIndex:
             seen[clip_id] = on_disk[clip_id] = video
         for clip_id, video in on_disk.items():
             lab = labels.get(clip_id)
-            index.clips.append(Clip(clip_id, video, split, lab, video.parent.parent.name))  # <subject>/<clip>/
+            index.clips.append(
+                Clip(clip_id, video, split, labels=lab, subject=video.parent.parent.name)
+            )  # <subject>/<clip>/
             if lab is None:
                 index.unlabelled.append(clip_id)
         if labels is not all_labels:
-            index.absent += [Clip(c, None, split, labels[c], _subject(c)) for c in sorted(set(labels) - set(on_disk))]
+            index.absent += [
+                Clip(c, None, split, labels=labels[c], subject=_subject(c)) for c in sorted(set(labels) - set(on_disk))
+            ]
     if all_labels and not any((labels_dir / f"{s}Labels.csv").is_file() for s in SPLITS):
-        index.absent = [Clip(c, None, "", all_labels[c], _subject(c)) for c in sorted(set(all_labels) - set(seen))]
+        index.absent = [
+            Clip(c, None, "", labels=all_labels[c], subject=_subject(c)) for c in sorted(set(all_labels) - set(seen))
+        ]
     index.clips.sort(key=lambda c: c.clip_id)
     if index.missing_on_disk:
         log.warning("%s: %d labelled clips are missing on disk", name, len(index.missing_on_disk))

@@ -74,7 +74,7 @@ class TCNHead(Head):
         super().__init__(states, levels, width)
         ins = [input_dim, *channels[:-1]]
         self.blocks = nn.ModuleList(
-            _Block(i, o, kernel, 2**k, dropout) for k, (i, o) in enumerate(zip(ins, channels, strict=True))
+            _Block(i, o, kernel, dilation=2**k, dropout=dropout) for k, (i, o) in enumerate(zip(ins, channels, strict=True))
         )
         self.top = top
 

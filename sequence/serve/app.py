@@ -91,12 +91,11 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
             pass  # the client went, or the source was removed: the decoder sees the end either way
         finally:
             hub().push_ended(sid)
-        source = hub().sources.get(sid)
-        return JSONResponse(source.describe() if source else {"id": sid, "status": "ended"})
+        return JSONResponse(hub().describe(sid))
 
     async def push_socket(websocket: WebSocket) -> None:
         sid = websocket.path_params["id"]
-        if sid not in hub().sources or hub().sources[sid].pipe is None:
+        if not hub().is_push(sid):
             await websocket.close(code=1008, reason="no such push source")
             return
         await websocket.accept()

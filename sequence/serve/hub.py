@@ -26,7 +26,9 @@ from embed.push_pipe import PushPipe
 from sequence.live import LiveWindows
 
 if TYPE_CHECKING:
-    from sequence.run import EngineSource, Run, StreamEngine
+    from embed.engine import EngineSource, StreamEngine
+    from sequence.run import Run
+    from sequence.serve.options import ServeOptions
 
 RECENT = 600  # lines kept per source: ten minutes of one-second windows for a page's timeline
 QUEUE = 256  # events a subscriber may fall behind by before its oldest are dropped
@@ -96,32 +98,21 @@ class Source:
 
 
 class SourceHub:
-    """Adds, lists and removes sources on one engine; fans their events out to subscribers."""
+    """Adds, lists and removes sources on one engine, which it owns from then on (close() closes it);
+    fans their events out to subscribers. Its methods run on the server's event loop, except the
+    callbacks marked as running on a source's thread."""
 
-    def __init__(
-        self,
-        run: Run,
-        engine: StreamEngine,
-        loop: asyncio.AbstractEventLoop,
-        device: str | None = "auto",
-        window: float | None = None,
-        hop: float = 1.0,
-        smooth: float = 0.0,
-        min_face_fraction: float | None = None,
-        max_sources: int = 32,
-        sample_fps: float | None = None,
-    ):
+    def __init__(self, run: Run, engine: StreamEngine, loop: asyncio.AbstractEventLoop, options: ServeOptions):
         self.run, self.engine, self.loop = run, engine, loop
-        self.scorer = run.scorer(device, engine.stage)
-        self.window, self.hop, self.smooth = window or run.config["clip_seconds"], hop, smooth
-        self.min_face_fraction, self.max_sources, self.sample_fps = min_face_fraction, max_sources, sample_fps
-        self.pacing = run.pacing(sample_fps)
+        self.scorer = run.scorer(options.device or "auto", engine.stage)
+        self.windows = options.windows.for_run(run.config["clip_seconds"])
+        self.max_sources, self.sample_fps = options.max_sources, options.sample_fps
         self.sources: dict[str, Source] = {}
         self.everyone: set[asyncio.Queue] = set()  # subscribers to every source's events
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
         # A pushed stream's writer waits while its pipe is full: one thread each, never the event loop's.
-        self.pushers = ThreadPoolExecutor(max_workers=max_sources, thread_name_prefix="push")
+        self.pushers = ThreadPoolExecutor(max_workers=options.max_sources, thread_name_prefix="push")
 
     # ---- adding and removing ----
 
@@ -152,28 +143,25 @@ class SourceHub:
             target, label, secret = url, redact(url), url
         else:
             target, label, secret = str(spec["device"]), str(spec["device"]), ""
-        windows = LiveWindows(
-            self.run.states,
-            self.scorer.score,
-            self.window,
-            self.hop,
-            self.smooth,
-            self.min_face_fraction,
-            keep_timeline=False,
-        )
-        source = Source(sid, kind, label, str(spec.get("name") or label)[:80], windows, secret=secret)
+        windows = LiveWindows(self.run.states, self.scorer.score, self.windows, keep_timeline=False)
+        name = str(spec.get("name") or label)[:80]
+        source = Source(sid, kind, label, name=name, windows=windows, secret=secret)
         source.pipe = target if kind == "push" else None
         with self.lock:
             self.sources[sid] = source
-        source.handle = self.engine.add(
+        reading = self.run.reading(
             target,
-            lambda chunk: self._chunk(source, chunk),
-            lambda error: self._end(source, error),
-            name=f"{sid} ({label})",
             input_format=input_format,
             input_options={str(k): str(v) for k, v in options.items()},
-            rate_cap=self.run.source_rate_cap(target, input_format, self.sample_fps),
-            pacing=self.pacing,
+            sample_fps=self.sample_fps,
+            live=True,
+        )
+        source.handle = self.engine.add(
+            target,
+            on_chunk=lambda chunk: self._chunk(source, chunk),
+            on_end=lambda error: self._end(source, error),
+            reading=reading,
+            name=f"{sid} ({label})",
         )
         self._status(source)
         return source
@@ -197,6 +185,16 @@ class SourceHub:
         except KeyError:
             raise SourceError(f"no source {sid!r}; fix: GET /sources lists them", 404) from None
 
+    def is_push(self, sid: str) -> bool:
+        """Whether a source that is still listed takes pushed bytes."""
+        source = self.sources.get(sid)
+        return source is not None and source.pipe is not None
+
+    def describe(self, sid: str) -> dict:
+        """One source's description; one that has been forgotten meanwhile reads as ended."""
+        source = self.sources.get(sid)
+        return source.describe() if source is not None else {"id": sid, "status": "ended"}
+
     def listing(self, recent: int = 0) -> list[dict]:
         """Every source; with `recent`, each with its last lines (a page's timeline)."""
         with self.lock:
@@ -204,10 +202,13 @@ class SourceHub:
         return [{**s.describe(), **({"recent": list(s.recent)[-recent:]} if recent else {})} for s in sources]
 
     def close(self) -> None:
+        """Stop every source, then the engine (its sources' threads and the model stage end before
+        this returns) and the pushers (their pipes are closed, so none of them waits any more)."""
         for sid in list(self.sources):
             with contextlib.suppress(SourceError):
                 self.remove(sid)
-        self.pushers.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()
+        self.pushers.shutdown(wait=True, cancel_futures=True)
 
     # ---- pushing ----
 

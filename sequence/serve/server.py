@@ -19,6 +19,7 @@ from embed.errors import ConfigError
 from sequence.run import Run
 from sequence.serve.app import create_app
 from sequence.serve.hub import SourceHub
+from sequence.serve.options import ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -45,72 +46,72 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(
-    run_dir: Path,
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    token: str | None = None,
-    max_sources: int = 32,
-    sample_fps: float | None = None,
-    device: str | None = "auto",
-    weights: str | None = None,
-    window: float | None = None,
-    hop: float = 1.0,
-    smooth: float = 0.0,
-    min_face_fraction: float | None = None,
-    tls: tuple[Path, Path] | None = None,
-) -> None:
-    """Serve until interrupted. Prints `serving on URL` on stderr once the socket listens. With `tls`
-    (certificate and key files) over HTTPS: beyond this machine a browser grants the student page
-    its camera only on a secure page, and the token must not cross the network in clear."""
+def serve(options: ServeOptions) -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM: uvicorn ends its loop, the hub stops every source
+    and closes the engine). Prints `serving on URL` on stderr once the socket listens. With a TLS
+    certificate and key, over HTTPS: beyond this machine a browser grants the student page its
+    camera only on a secure page, and the token must not cross the network in clear."""
     import uvicorn
 
+    token = read_token(options.token, options.token_file)
+    host, port, max_sources = options.host, options.port, options.max_sources
     if not is_loopback(host) and not token:
         raise ConfigError(
             f"--host {host}: binding beyond this machine shows students' faces' states to the network; "
             f"fix: pass --token (or --token-file), or keep the default --host 127.0.0.1"
         )
-    if max_sources < 1 or (sample_fps is not None and sample_fps <= 0):
+    if max_sources < 1 or (options.sample_fps is not None and options.sample_fps <= 0):
         raise ConfigError(
             "--max-sources must be at least 1 and --sample-fps positive; fix: e.g. --max-sources 30 --sample-fps 5"
         )
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together; fix: pass both PEM files, or neither")
+    tls = (options.tls_cert, options.tls_key) if options.tls_cert else None
     for f in tls or ():
         if not Path(f).is_file():
             raise ConfigError(f"{f}: no such file; fix: pass the PEM certificate and key with --tls-cert / --tls-key")
-    run = Run.open(run_dir)
-    engine = run.engine(weights, device)
+    run = Run.open(options.run)
+    options.windows.for_run(run.config["clip_seconds"])  # a bad window fails before the networks load
+    engine = run.engine(options.weights, options.device or "auto")
+    try:
 
-    def make_hub() -> SourceHub:
-        loop = asyncio.get_running_loop()
-        return SourceHub(run, engine, loop, device, window, hop, smooth, min_face_fraction, max_sources, sample_fps)
+        def make_hub() -> SourceHub:
+            return SourceHub(run, engine, asyncio.get_running_loop(), options=options)
 
-    app = create_app(make_hub, token)
+        app = create_app(make_hub, token)
+        sock = _listen(host, port)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"serving on {'https' if tls else 'http'}://{shown}:{bound}/ (run {run.path.name}, at most {max_sources} "
+            f"sources{', token required' if token else ''})",
+            file=sys.stderr,
+            flush=True,
+        )
+        certificate, key = tls or (None, None)
+        config = uvicorn.Config(
+            app,
+            log_config=None,  # this process's logging (embed.console), not a second set-up of uvicorn's own
+            log_level="warning",
+            access_log=False,
+            ws="websockets-sansio",
+            lifespan="on",
+            ssl_certfile=certificate,
+            ssl_keyfile=key,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        engine.close()  # the hub has closed it on a normal shutdown; this covers a start that failed
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket: connections wait in its backlog from now on, not refused while uvicorn starts."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-        sock.listen(128)  # connections wait in the backlog from now on, not refused while uvicorn starts
+        sock.listen(128)
     except OSError as e:
+        sock.close()
         raise ConfigError(f"{host}:{port}: cannot listen ({e.strerror}); fix: choose another --port") from None
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(
-        f"serving on {'https' if tls else 'http'}://{shown}:{bound}/ (run {run.path.name}, at most {max_sources} sources"
-        f"{', token required' if token else ''})",
-        file=sys.stderr,
-        flush=True,
-    )
-    certificate, key = tls or (None, None)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        ws="websockets-sansio",
-        lifespan="on",
-        ssl_certfile=certificate,
-        ssl_keyfile=key,
-    )
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        engine.close()
+    return sock

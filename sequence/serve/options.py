@@ -1,0 +1,28 @@
+"""What `sequence serve` is told (shared by the server, which binds and checks, and the hub)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sequence.config import WindowOptions
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The run whose model watches the sources; where to listen (any host but loopback needs a
+    token, given here or in `token_file`); how many sources at once and at what frame rate (None:
+    the run's); the windows; HTTPS with `tls_cert` and `tls_key`."""
+
+    run: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    token_file: Path | None = None
+    max_sources: int = 32
+    sample_fps: float | None = None
+    device: str | None = None
+    weights: str | None = None
+    windows: WindowOptions = field(default_factory=WindowOptions)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
