@@ -52,9 +52,9 @@ class FaceDetector:
         return mtcnn.to(memory_format=torch.channels_last)  # see face_search._refine
 
     def downscale(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
-        """Frames resized to detect_width, and the scale factor. Pillow's antialiased bilinear resize
-        on uint8 (the filter torch's antialias=True copies) takes 1.4 ms a 640x480 frame; torch's
-        needs the frames as float first and took 3.3 ms (measured on the 2-core CPU)."""
+        """Frames resized to detect_width, and the scale factor: Pillow's antialiased bilinear resize on
+        uint8 (the filter torch's antialias=True copies), where torch's would need the frames as float
+        first, at twice the time (docs/performance.md)."""
         h, w = frames.shape[1:3]
         scale = min(1.0, self.config.detect_width / w)
         if scale == 1.0:

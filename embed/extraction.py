@@ -47,7 +47,7 @@ class DetectorConfig:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
-        if self.search_region <= 0:  # whole-frame search, as before region search existed: same store keys
+        if self.search_region <= 0:  # whole-frame search: its keys leave region search's settings out
             for k in ("search_region", "search_sizes", "full_search_every"):
                 del d[k]
         return d

@@ -148,7 +148,7 @@ class VideoStream:
 
     def _check_file(self) -> None:
         if not self.path.is_file():
-            raise ClipError(f"{self.path}: no such file")
+            raise ClipError(f"{self.path}: no such file; fix: check the path, or restore the video")
         if self.path.stat().st_size == 0:
             raise ClipError(f"{self.path}: empty file (0 bytes); fix: re-copy the video")
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from filelock import FileLock
@@ -259,3 +260,18 @@ def offline_windows(live_setup: dict, out: Path) -> list[dict]:
         ).stdout
     )
     return json.loads(Path(result["timeline"]).read_text())
+
+
+def same_as_offline(windows: list[dict], offline: list[dict]) -> int:
+    """Each window scored before any frame was dropped (a source behind its stream drops its oldest
+    frames: how far behind depends on the machine's load, what a dropped frame changes does not) has
+    offline predict's probabilities, to float rounding; returns how many were compared."""
+    rows = {(r["start"], r["end"]): r for r in offline}
+    compared = 0
+    for w in windows:
+        if w["dropped"] == 0:
+            r = rows[(w["t_start"], w["t_end"])]
+            for s in w["states"]:  # each state of the run
+                np.testing.assert_allclose([r[f"{s}_p{k}"] for k in range(4)], w["states"][s]["probs"], atol=2e-3)
+            compared += 1
+    return compared

@@ -1,4 +1,5 @@
-"""The cache contract, end to end through the real CLI (subprocesses) and read back with plain zarr."""
+"""The cache contract, end to end through the CLI (in this process: tests/test_cli_processes.py runs each
+command as a process) and read back with plain zarr."""
 
 import json
 import re
@@ -77,6 +78,18 @@ def test_changed_extraction_config_gets_a_new_store(tiny_embedded):
         run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--weights", "random:1", "--json").stdout
     )
     assert info["key"] != tiny_embedded["info"]["key"]
+
+
+def test_info_without_a_backbone_names_the_datasets_one_store_or_all_of_them(tiny_embedded, tmp_path):
+    """A dataset with only fer2013 stores: `embed info` needs no --backbone (and no VGGFace2 weights);
+    with a second store it names both and asks for one."""
+    manifest = str(copy_tiny(tiny_embedded, tmp_path, with_cache=True))
+    info = last_json(run_cli("info", "--manifest", manifest, "--json").stdout)
+    assert info["backbone"] == "fer2013" and info["complete"] == 7 and info["key"] == tiny_embedded["info"]["key"]
+    run_cli("run", "--manifest", manifest, "--backbone", "resnet18", "--weights", "random", "--limit", "1", "--quiet")
+    proc = run_cli("info", "--manifest", manifest, check=2)
+    assert "2 stores: " in proc.stderr and "fer2013 (" in proc.stderr and "resnet18 (" in proc.stderr
+    assert "fix: pick one with --backbone" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_ls_lists_the_store(tiny_embedded):

@@ -360,7 +360,18 @@ def test_a_grid_on_two_dask_workers_equals_the_serial_grid(features, tmp_path):
         return {k: json.loads((Path(next(iter(r.values()))) / "metrics.json").read_text())["test"] for k, r in runs.items()}
 
     serial = figures(run_cli("experiments", str(grid), "--manifest", manifest, "--quiet", module="sequence", check=1))
-    proc = run_cli("experiments", str(grid), "--manifest", manifest, "--workers", "2", "--quiet", module="sequence", check=1)
+    proc = run_cli(
+        "experiments",
+        str(grid),
+        "--manifest",
+        manifest,
+        "--workers",
+        "2",
+        "--quiet",
+        module="sequence",
+        check=1,
+        process=True,
+    )
     assert "dask: 3 runs in" in proc.stderr and "http://127.0.0.1:" in proc.stderr
     on_dask = figures(proc)  # the record now names the cluster's runs: new folders, the same figures
     assert on_dask == serial

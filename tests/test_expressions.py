@@ -1,4 +1,4 @@
-"""fer2013's expression track on real faces: `embed expressions` as a subprocess, the astronaut's
+"""fer2013's expression track on real faces: `embed expressions` through its CLI, the astronaut's
 smile, faceless frames, and videos stored sideways with a display rotation."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from skimage import data
 from torchvision.ops import box_iou
 
 from embed.backbones.fer2013 import EXPRESSIONS
+from embed.detector import FaceDetector
 from embed.sample import write_video
 from tests.conftest import last_json, run_cli, write_manifest
 from tests.footage import DEFAULT_DIR
+from tests.frames import decode_video, track_frames
 from tests.rotated import stored_sideways
 
 
@@ -33,6 +35,9 @@ def test_expressions_of_real_footage_with_a_faceless_stretch(tmp_path):
     assert list(rows[0]) == ["time", "frame", "face", *EXPRESSIONS]
     assert len(rows) == out["frames"] == 169 and [int(r["frame"]) for r in rows] == list(range(169))
     face = np.array([r["face"] == "1" for r in rows])
+    # The frames with a face are those the face track of the whole video in memory finds (tests.frames).
+    whole = track_frames(FaceDetector(), decode_video(DEFAULT_DIR / "face_noface.mov").frames).probs > 0
+    np.testing.assert_array_equal(face, whole)
     assert out["faces"] == face.sum() and 0 < face.sum() < len(rows)
     # The face leaves and does not come back: a face stretch, then frames without one.
     assert face[: face.sum()].all() and not face[face.sum() :].any()

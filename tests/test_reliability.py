@@ -1,5 +1,5 @@
-"""Bad input, killed runs, concurrent writers and `embed verify`, all for real: subprocesses,
-signals, real files and stores."""
+"""Bad input, killed runs, concurrent writers and `embed verify`, all for real: processes killed with
+signals, dask workers killed, real files and stores."""
 
 import contextlib
 import os
@@ -39,10 +39,16 @@ def test_verify_finds_broken_clips_and_repair_resets_them(tiny_embedded, tmp_pat
     proc = run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--json", check=1)
     broken = {b["clip"]: b["problem"] for b in last_json(proc.stdout)["broken"]}
     assert broken == {ids[0]: "non-finite embedding values", ids[1]: f"source {victim} changed since it was embedded"}
+    # What a process SIGKILLed inside one of zarr's writes leaves: a file under zarr's temporary name.
+    leftover = store / "clips" / ids[3] / "zarr.0123456789abcdef0123456789abcdef.partial"
+    leftover.write_text("{")
+    proc = run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", check=1)
+    assert "1 unfinished zarr write(s) of a killed process left (--repair removes them)" in proc.stderr
     repaired = last_json(
         run_cli("verify", "--manifest", str(manifest), "--backbone", "fer2013", "--repair", "--json").stdout
     )
-    assert repaired["repaired"] == 2
+    assert repaired["repaired"] == 2 and repaired["partial_files"] == [str(leftover)] and not leftover.exists()
+    assert repaired["removed_partial_files"] == 1
     proc = run_cli("run", "--manifest", str(manifest), *RUN)
     assert "2 embedded now, 5 already complete" in proc.stderr
     assert (

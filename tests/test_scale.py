@@ -104,6 +104,7 @@ def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_em
         "2",
         "--quiet",
         timeout=600,
+        process=True,  # the command's process, its cluster's scheduler and two worker processes
     )
     assert "dask" in proc.stderr and "http://127.0.0.1:" in proc.stderr
     assert "7 embedded now, 0 already complete, 0 failed" in proc.stderr

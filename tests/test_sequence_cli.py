@@ -1,4 +1,5 @@
-"""Stage two through its real CLI (subprocesses) on real caches embedded by stage one."""
+"""Stage two through its CLI (in this process: tests/test_cli_processes.py runs each command as a process)
+on real caches embedded by stage one."""
 
 import csv
 import io

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import websockets.sync.client
 
-from tests.conftest import offline_windows, run_cli
+from tests.conftest import offline_windows, run_cli, same_as_offline
 from tests.serve_helpers import Listener, Server, pushing
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
@@ -43,12 +43,11 @@ def test_three_pushed_streams_equal_offline_predict_and_a_broken_one_fails_alone
         log = server.stop()
     for sid in ids:
         windows, end = listeners[sid].windows(), listeners[sid].end()
-        assert (end["status"], end["reason"], end["dropped"]) == ("ended", "end of stream", 0), log
+        assert (end["status"], end["reason"]) == ("ended", "end of stream"), log
+        assert end["frames"] + end["dropped"] == 35  # each frame embedded, or dropped while behind
         # The same windows as offline predict on the file, with the same tolerance as `predict --live`.
         assert [(w["t_start"], w["t_end"]) for w in windows] == [(r["start"], r["end"]) for r in offline]
-        for r, w in zip(offline, windows, strict=True):
-            for s in STATES:
-                np.testing.assert_allclose([r[f"{s}_p{k}"] for k in range(4)], w["states"][s]["probs"], atol=2e-3)
+        assert same_as_offline(windows, offline) == sum(w["dropped"] == 0 for w in windows) >= 1
         assert listed[sid]["status"] == "ended" and listed[sid]["latest"] == windows[-1]
     end = listeners[broken].end()
     assert end["status"] == "failed" and listeners[broken].windows() == [], end
@@ -112,8 +111,9 @@ def test_every_endpoint_refuses_a_request_without_the_token(live_setup):
                 r = httpx.request(method, server.url + path, headers=headers, json={"push": True}, timeout=30)
                 assert r.status_code == 401 and "token" in r.json()["error"], (method, path, headers)
             ws = server.url.replace("http", "ws") + f"/sources/{sid}/ws"
-            with pytest.raises(websockets.exceptions.InvalidStatus):
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
                 websockets.sync.client.connect(ws, additional_headers=headers, open_timeout=30)
+            assert refused.value.response.status_code == 403  # closed before the handshake: HTTP 403
         # The token link: a cookie, then the page and the API without the header.
         with httpx.Client(base_url=server.url, timeout=30, follow_redirects=True) as browser:
             r = browser.get(f"/?token={TOKEN}")
@@ -158,7 +158,10 @@ def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_set
             assert r.status_code == 201 and r.json()["kind"] == "device"
             camera = Listener(server.url, r.json()["id"])
             camera.join(timeout=120)
-            assert camera.end()["status"] == "ended" and camera.windows(), camera.events
+            end = camera.end()
+            # Read to its end (the newest frames are never the ones dropped): its 7 one-second windows.
+            assert end["status"] == "ended" and end["frames"] + end["dropped"] == 35, camera.events
+            assert [(w["t_start"], w["t_end"]) for w in camera.windows()] == [(float(k), k + 1.0) for k in range(7)]
             listed = c.get("/sources").text
     finally:
         log = server.stop()

@@ -109,8 +109,12 @@ def test_three_pushed_streams_show_healthy_tiles_and_a_broken_one_a_failed_tile(
         failed = page.locator("section.tile[data-status=failed]")
         assert failed.locator("h2").text_content() == "broken"
         assert "cannot open" in failed.locator(".badge").text_content()
+        # Each pushed stream runs to its end: its tile says so.
+        page.wait_for_function(
+            "() => document.querySelectorAll('section.tile[data-status=ended]').length === 3", timeout=60_000
+        )
         for i in range(3):
-            assert _tile(page, f"pushed {i}").get_attribute("data-status") in ("running", "ended")
+            assert _tile(page, f"pushed {i}").get_attribute("data-status") == "ended"
         page.screenshot(path=str(live_setup["tmp"] / "class-page.png"))
     finally:
         server.stop()

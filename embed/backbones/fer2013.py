@@ -168,8 +168,8 @@ class FER2013(Backbone):
     std = (0.5, 0.5, 0.5)
     default_weights = "fer2013"
     expressions = EXPRESSIONS
-    # 8 faces' activations (the largest is 246 KB a face) stay in the heap: 0.5 ms a face against 2.1 ms
-    # in batches of 64, the difference page faults (2 CPU threads, 512 faces).
+    # 8 faces' activations stay under glibc's mmap threshold (embed.memory): larger batches' blocks are
+    # mapped afresh and faulted in page by page (docs/performance.md, "Stage one's time in the kernel").
     cpu_batch = 8
 
     def architecture(self) -> nn.Module:
