@@ -1,13 +1,20 @@
-"""Which torch device a `--device` option means: shared by both stages (no decoding, no detection)."""
+"""Which torch device a `--device` option means: shared by both stages (no decoding, no detection).
+torch is imported when a device is resolved, not with this module: a command that fails on its
+options or files says so before seconds of imports."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from embed.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device in (None, "", "auto"):

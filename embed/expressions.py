@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from embed.backbones import get_backbone, require_expressions
 from embed.errors import ClipError
 
 
@@ -32,12 +31,17 @@ class ExpressionOptions:
 def expression_track(options: ExpressionOptions) -> dict:
     """Write out/expressions.{csv,png}; returns what `embed expressions --json` prints. Both files
     are written under a temporary name and renamed when whole; a video without a face is a ClipError."""
-    from embed.embedder import EmbedSpec
-    from embed.streaming import Reading, stream_video
     from embed.video import is_file_source
 
     video, backbone, weights = options.video, options.backbone, options.weights
-    stem = Path(video).stem if is_file_source(video, options.input_format) else "stream"
+    is_file = is_file_source(video, options.input_format)
+    if is_file and not Path(video).is_file():  # before seconds of imports
+        raise ClipError(f"{video}: no such file; fix: check the path, or pass a URL or a device with --input-format")
+    from embed.backbones import get_backbone, require_expressions
+    from embed.embedder import EmbedSpec
+    from embed.streaming import Reading, stream_video
+
+    stem = Path(video).stem if is_file else "stream"
     out_dir = Path(options.out) if options.out else Path("expressions") / stem
     net = get_backbone(backbone)
     require_expressions(net)

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from filelock import FileLock
 
-# Under pytest-xdist (`make test`: two workers on CI's two cores) each worker, and every CLI it starts,
-# gets its share of the cores: two 2-thread torch processes on 2 cores run several times slower than
-# one, while two 1-thread ones finish two jobs in ~1.07x the time of one (measured on embed run).
+# Under pytest-xdist (`make test`: three workers on CI's two cores) each worker, and every CLI it starts,
+# gets its share of the cores, one thread at least: two 2-thread torch processes on 2 cores run several
+# times slower than one, while 1-thread ones share the cores without that loss (docs/performance.md).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -14,12 +14,14 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embed.errors import ConfigError
 from sequence.run import Run
-from sequence.serve.app import create_app
-from sequence.serve.hub import SourceHub
-from sequence.serve.options import ServeOptions
+
+if TYPE_CHECKING:
+    from sequence.serve.hub import SourceHub
+    from sequence.serve.options import ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ def serve(options: ServeOptions) -> None:
             raise ConfigError(f"{f}: no such file; fix: pass the PEM certificate and key with --tls-cert / --tls-key")
     run = Run.open(options.run)
     options.windows.for_run(run.config["clip_seconds"])  # a bad window fails before the networks load
+    # Imported only now: a mistaken option or run folder is reported before seconds of imports.
+    from sequence.serve.app import create_app
+    from sequence.serve.hub import SourceHub
+
     engine = run.engine(options.weights, options.device or "auto")
     try:
 
