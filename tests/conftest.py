@@ -208,37 +208,29 @@ def copy_tiny(tiny_embedded: dict, dest: Path, with_cache: bool = False) -> Path
     return write_manifest(dest / "m.yaml", {"tiny": {"layout": "daisee", "root": "data"}})
 
 
-@pytest.fixture(scope="session")
-def live_setup(tiny_embedded, tmp_path_factory) -> dict:
-    """A trained run on the tiny sample (1-s clips at 10 fps) and a 7-s video of its faces at 5 fps
-    (half the run's rate: light enough that a loaded 2-core machine keeps up without dropping)."""
+def _live_run(root: Path) -> None:
     from embed.sample import write_video
     from tests.frames import decode_video
 
+    tiny = root.parent / "tiny"  # made before this, by the same session (tiny_embedded)
+    manifest = write_manifest(root / "copy" / "m.yaml", {"tiny": {"layout": "daisee", "root": str(tiny / "data" / "tiny")}})
+    shutil.copytree(tiny / "cache", root / "copy" / "cache")
+    args = ["--manifest", str(manifest), "--backbone", "fer2013", "--head", "fc", "--epochs", "2", "--quiet"]
+    run = last_json(run_cli("train", *args, "--device", "cpu", "--json", module="sequence").stdout)["run"]
+    (root / "run.txt").write_text(run)
+    clips = sorted((tiny / "data" / "tiny" / "DataSet").rglob("*.avi"))
+    frames = (f for c in clips for f in decode_video(c).frames[::2])
+    write_video(root / "lesson.mp4", frames, 5, width=320, height=240)
+
+
+@pytest.fixture(scope="session")
+def live_setup(tiny_embedded, tmp_path_factory) -> dict:
+    """A run trained on the tiny sample (1-s clips at 10 fps) and a 7-s video of its faces at 5 fps
+    (half the run's rate: light for a loaded 2-core machine), made once per session; the run folder
+    is only read (predictions go to each test's own folder) and `tmp` is this worker's."""
+    shared = shared_once(tmp_path_factory, "live", _live_run)
     tmp = tmp_path_factory.mktemp("live")
-    manifest = copy_tiny(tiny_embedded, tmp / "copy", with_cache=True)  # its runs stay out of the shared one's
-    run = last_json(
-        run_cli(
-            "train",
-            "--manifest",
-            str(manifest),
-            "--backbone",
-            "fer2013",
-            "--head",
-            "fc",
-            "--epochs",
-            "2",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--json",
-            module="sequence",
-        ).stdout
-    )["run"]
-    clips = sorted((tiny_embedded["manifest"].parent / "data" / "tiny" / "DataSet").rglob("*.avi"))
-    video = tmp / "lesson.mp4"
-    write_video(video, (f for c in clips for f in decode_video(c).frames[::2]), 5, width=320, height=240)
-    return {"run": run, "video": video, "tmp": tmp}
+    return {"run": (shared / "run.txt").read_text(), "video": shared / "lesson.mp4", "tmp": tmp}
 
 
 def offline_windows(live_setup: dict, out: Path) -> list[dict]:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import offline_windows, run_cli, same_as_offline
 
@@ -76,8 +77,15 @@ def _live(setup: dict, *extra: str, stop_after: float | None = None) -> dict:
     }
 
 
-def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(live_setup, tmp_path):
-    live = _live(live_setup, "--out", str(tmp_path / "live"))
+@pytest.fixture(scope="module")
+def smoothed(live_setup, tmp_path_factory) -> dict:
+    """The whole video streamed once with --smooth 3: the raw values it writes are what an unsmoothed
+    stream writes (the next test), and its 'smoothed' key is the smoothing's (the one after)."""
+    return _live(live_setup, "--smooth", "3", "--out", str(tmp_path_factory.mktemp("live") / "out"))
+
+
+def test_live_lines_arrive_while_the_stream_goes_on_and_equal_offline_predict(smoothed, live_setup, tmp_path):
+    live = smoothed
     assert live["code"] == 0, live["stderr"]
     windows, summary = live["windows"], live["summary"]
     assert [(w["t_start"], w["t_end"]) for w in windows] == [(float(k), float(k + 1)) for k in range(7)]  # one per hop
@@ -116,8 +124,8 @@ def test_a_stream_cut_off_mid_way_ends_with_the_windows_it_had(live_setup, tmp_p
     assert Path(live["summary"]["timeline_csv"]).is_file()
 
 
-def test_smoothing_changes_the_display_never_the_written_values(live_setup, tmp_path):
-    live = _live(live_setup, "--smooth", "3", "--out", str(tmp_path / "smooth"))
+def test_smoothing_changes_the_display_never_the_written_values(smoothed):
+    live = smoothed
     assert live["code"] == 0, live["stderr"]
     w = live["windows"]
     assert "smoothed" in w[1] and w[0]["smoothed"] == {s: w[0]["states"][s]["probs"] for s in STATES}

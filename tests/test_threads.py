@@ -41,16 +41,25 @@ def no_thread_left(store: Path) -> Iterator[None]:
     assert left == []
 
 
+class Terminated(Exception):
+    """What SIGTERM raises here (a process of its own would end)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 @contextlib.contextmanager
-def ctrl_c() -> Iterator[Callable[[], None]]:
-    """A function that presses Ctrl-C (SIGINT to this process's main thread, from any thread), with
-    Python's own handler installed meanwhile (the KeyboardInterrupt a terminal's Ctrl-C raises)."""
+def ctrl_c(signum: int = signal.SIGINT) -> Iterator[Callable[[], None]]:
+    """A function that sends `signum` to this process's main thread from any thread: Ctrl-C, with
+    Python's own handler meanwhile (the KeyboardInterrupt a terminal's Ctrl-C raises), or SIGTERM (a
+    service manager's stop), raising Terminated."""
     main = threading.main_thread().ident
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else _terminated)
     try:
-        yield lambda: signal.pthread_kill(main, signal.SIGINT)
+        yield lambda: signal.pthread_kill(main, signum)
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.signal(signum, old)
 
 
 def _embed(manifest: Path) -> EmbedRunOptions:
@@ -58,10 +67,13 @@ def _embed(manifest: Path) -> EmbedRunOptions:
     return EmbedRunOptions(store, "cpu", clips_in_flight=2, progress=False)
 
 
-def test_embed_run_leaves_no_thread_at_its_end_and_after_ctrl_c(tiny_embedded, tmp_path):
+def test_embed_run_leaves_no_thread_at_its_end_with_a_failing_video_and_after_ctrl_c(tiny_embedded, tmp_path):
+    manifest = copy_tiny(tiny_embedded, tmp_path / "whole")
+    victim = sorted((tmp_path / "whole" / "data").rglob("*.avi"))[0]
+    victim.write_bytes(victim.read_bytes()[:40] + b"garbage" * 50)
     with no_thread_left(tiny_embedded["store"]):
-        report = run_embedding(_embed(copy_tiny(tiny_embedded, tmp_path / "whole")))
-    assert report.embedded == 7 and not report.interrupted
+        report = run_embedding(_embed(manifest))
+    assert report.embedded == 6 and [f["clip"] for f in report.failures] == [victim.stem] and not report.interrupted
 
     manifest = copy_tiny(tiny_embedded, tmp_path / "stopped")
     store = manifest.parent / "cache" / "tiny" / tiny_embedded["store"].name
@@ -87,7 +99,8 @@ def test_embed_run_leaves_no_thread_at_its_end_and_after_ctrl_c(tiny_embedded, t
 
 
 def _live(live_setup: dict, source: str) -> PredictOptions:
-    return PredictOptions(source, Path(live_setup["run"]), device="cpu", windows=WindowOptions(hop=1.0))
+    out = live_setup["tmp"] / "threads"  # the timeline goes here, not into the shared run folder
+    return PredictOptions(source, Path(live_setup["run"]), device="cpu", windows=WindowOptions(hop=1.0), out=out)
 
 
 def test_predict_live_leaves_no_thread_at_the_end_on_ctrl_c_and_when_the_source_fails(live_setup, tiny_embedded):
@@ -118,13 +131,14 @@ class _Listening(io.TextIOBase):
         return self.stderr.write(text)
 
 
-def test_serve_leaves_no_thread_after_ctrl_c_with_a_source_streaming_and_one_failed(live_setup, tiny_embedded):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_leaves_no_thread_once_stopped_with_a_source_streaming_and_one_failed(live_setup, tiny_embedded, signum):
     from tests.serve_helpers import Listener, push
 
     options = ServeOptions(Path(live_setup["run"]), port=0, device="cpu", sample_fps=5)
     out = _Listening(sys.stderr)
     seen: dict = {}
-    with no_thread_left(tiny_embedded["store"]), ctrl_c() as press:
+    with no_thread_left(tiny_embedded["store"]), ctrl_c(signum) as press:
 
         def client() -> None:
             out.listening.wait()
@@ -141,7 +155,8 @@ def test_serve_leaves_no_thread_after_ctrl_c_with_a_source_streaming_and_one_fai
         thread = threading.Thread(target=client)
         thread.start()
         try:
-            with contextlib.redirect_stderr(out), pytest.raises(KeyboardInterrupt):  # uvicorn hands the Ctrl-C on
+            # uvicorn stops on either signal, then hands it on to the handler it found.
+            with contextlib.redirect_stderr(out), pytest.raises((KeyboardInterrupt, Terminated)):
                 serve(options)
         finally:
             out.listening.set()

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import AppStatus, EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -41,6 +41,10 @@ PING_S = 15  # keep-alive comments on idle event streams (proxies close silent c
 
 def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> Starlette:
     """The application; `make_hub` is called on start-up, on the server's event loop."""
+    # sse-starlette ends every event stream once a uvicorn server of this process has been told to
+    # stop (a process-wide flag it sets then): a server started after another (a test, a notebook)
+    # starts with it cleared.
+    AppStatus.should_exit = False
     state: dict[str, SourceHub] = {}
 
     @asynccontextmanager
