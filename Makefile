@@ -56,7 +56,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory gpu-carry gpu-rehearsal clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune postgres gpu-carry gpu-rehearsal clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -121,11 +121,16 @@ serve: weights
 $(CHROMIUM):
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# The tests start their own PostgreSQL servers (tests/postgres.py) from Debian's package (its server
+# binaries: the client package alone does not have them).
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
 sample: $(STAMP)
 	$(PY) -m embed sample --manifest $(MANIFEST)
 
 # Lint first (ruff check and format --check): CI runs this target, so unformatted code never lands.
-test: lint weights $(FOOTAGE) $(CHROMIUM)
+test: lint weights $(FOOTAGE) $(CHROMIUM) postgres
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 lint: $(STAMP)
@@ -148,6 +153,10 @@ bench-flight: weights $(FOOTAGE)
 
 bench-memory: weights $(FOOTAGE)
 	$(PY) bench/frame_memory.py --json $(call opt,--device,$(DEVICE))
+
+# What a 100-trial tuning study costs on DAiSEE-sized data (synthetic; see the script).
+bench-tune: $(STAMP)
+	$(PY) bench/tune_cost.py --json
 
 # bench/gpu.sh's carried wheels and weights (.gpu/), and its rehearsal here on the CPU from a fresh venv
 # that holds only what the GPU machines' image holds (torch and the common packages, none of ours).

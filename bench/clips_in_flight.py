@@ -2,7 +2,8 @@
 
 On a DAiSEE-shaped tree (generated, 640x480, 30 fps, 10-s clips, a seed the tests do not use) it
 measures, in alternating rounds (best of each, this machine's speed drifts within minutes):
-  ceiling   the CNN alone on ready face crops at its best batch size (frames/s);
+  ceiling   the CNN alone on ready face crops at its best batch size (frames/s), every shape warmed
+            up first (embed_bench.network_ceiling), measured in each round between the pipeline's runs;
   serial    `embed run`'s one-clip-at-a-time path end to end (decode, detect, crop, CNN, both stores);
   engine    the same with N clips in flight through one model stage, for each N and CNN batch size;
 and each step of one clip alone (seconds per 300 frames: decode, detect, crop, cnn, write), and
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from embed_bench import bench_weights, machine, step_seconds
+from embed_bench import bench_weights, machine, network_ceiling, step_seconds
 
 from embed.backbones import get_backbone
 from embed.cache import CacheStore
@@ -62,20 +63,12 @@ def run_fps(embedder: Embedder, index: DatasetIndex, cache: Path, in_flight: int
     return report.frames / seconds, report.frames
 
 
-def ceiling_fps(embedder: Embedder, video: Path, sizes: list[int]) -> float:
+def ready_crops(embedder: Embedder, video: Path) -> torch.Tensor:
+    """One clip's face crops as the pipeline makes them: what the ceiling's network runs on."""
     backbone = embedder.backbones[0]
     frames = decode_video(video).frames
     track = track_frames(embedder.detector, frames)
-    crops = crop_faces(frames, track.boxes, backbone.spec.input_size, margin=0.2, device=backbone.device)
-    best = 0.0
-    for bs in sizes:
-        backbone.embed(crops[:bs], bs)  # warm-up at this size
-        if backbone.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        backbone.embed(crops, bs)  # returns on the CPU: synchronised
-        best = max(best, len(crops) / (time.perf_counter() - t0))
-    return best
+    return crop_faces(frames, track.boxes, backbone.spec.input_size, margin=0.2, device=backbone.device)
 
 
 def decode_scaling(videos: list[Path], most: int) -> dict[int, float]:
@@ -122,10 +115,13 @@ def main() -> None:
         return e
 
     plain = embedder(1, sizes[0])
-    ceiling = max(ceiling_fps(plain, index.clips[0].path, [16, 32, 64, 128, 256, 512]) for _ in range(args.rounds))
+    crops = ready_crops(plain, index.clips[0].path)
+    ceiling_sizes = (16, 32, 64, 128, 256, 512) if device.type == "cuda" else (16, 32, 64, 128)
     best: dict[tuple[int, int], float] = {}
-    frames = 0
+    frames, ceiling = 0, 0.0
     for r in range(args.rounds):
+        # The ceiling in every round, between the pipeline's runs: the machine's speed drifts.
+        ceiling = max(ceiling, network_ceiling(backbone, crops, ceiling_sizes))
         for n in counts:
             for bs in sizes if n > 1 else sizes[:1]:
                 e = embedder(n, bs)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from embed.errors import ConfigError
 
 
-def start_local_cluster(workers: int, gpus: int | None = None):
-    """A cluster of worker processes on loopback sized for this machine (see the module docstring).
-    Returns the cluster, its client and the torch threads each worker should use.
+def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker: int = 1):
+    """A cluster of worker processes on loopback sized for this machine (see the module docstring),
+    each running `tasks_per_worker` tasks at once (stage one's clips in flight share one model stage
+    per worker; torch's threads are sized by processes, not tasks). Returns the cluster, its client
+    and the torch threads each worker should use.
 
     With GPUs each worker's nanny starts its process with CUDA_VISIBLE_DEVICES set to one device, so
     a worker the nanny restarts (killed, out of memory) comes back on the same GPU; setting the
@@ -28,6 +30,9 @@ def start_local_cluster(workers: int, gpus: int | None = None):
     import torch
     from dask.distributed import Client, Nanny, Scheduler, SpecCluster
 
+    # The scheduler and nannies run in this process: their INFO lines (every connection and worker)
+    # would bury the command's own log; their warnings and errors still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     gpus = torch.cuda.device_count() if gpus is None else gpus
     n = min(workers, gpus) if gpus else workers
     threads = max(1, (os.cpu_count() or 1) // n)
@@ -35,7 +40,7 @@ def start_local_cluster(workers: int, gpus: int | None = None):
         i: {
             "cls": Nanny,
             "options": {
-                "nthreads": 1,
+                "nthreads": tasks_per_worker,
                 "host": "127.0.0.1",
                 "silence_logs": logging.ERROR,
                 "env": {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {},
@@ -62,14 +67,15 @@ class ClusterChoice:
         return bool(self.workers or self.scheduler)
 
 
-def connect(choice: ClusterChoice):
-    """(cluster or None, client, torch threads per worker or None) for the choice."""
+def connect(choice: ClusterChoice, tasks_per_worker: int = 1):
+    """(cluster or None, client, torch threads per worker or None) for the choice; a local cluster's
+    workers run `tasks_per_worker` tasks at once (a scheduler's, their own --nthreads)."""
     from dask.distributed import Client
 
     try:
         if choice.scheduler:
             return None, Client(choice.scheduler, timeout="20s"), None
-        return start_local_cluster(choice.workers or 1)
+        return start_local_cluster(choice.workers or 1, tasks_per_worker=tasks_per_worker)
     except OSError as e:
         raise ConfigError(
             f"--scheduler {choice.scheduler}: cannot reach the dask scheduler ({e}); "

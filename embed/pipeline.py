@@ -69,7 +69,13 @@ def run_embedding(options: EmbedRunOptions) -> RunReport:
             from embed.distributed import embed_dataset_on_cluster
 
             report = embed_dataset_on_cluster(
-                index, spec, targets, cluster=options.cluster, limit=options.limit, progress=options.progress
+                index,
+                spec,
+                targets,
+                cluster=options.cluster,
+                limit=options.limit,
+                progress=options.progress,
+                clips_in_flight=_in_flight(options),
             )
         else:
             report = _embed_here(index, spec, targets=targets, options=options)
@@ -77,13 +83,19 @@ def run_embedding(options: EmbedRunOptions) -> RunReport:
     return report
 
 
-def _embed_here(index, spec, *, targets, options: EmbedRunOptions) -> RunReport:
+def _in_flight(options: EmbedRunOptions) -> int:
+    """Clips embedded at once (per worker on a local cluster): the option, else the device's default."""
     from embed.clips_in_flight import default_clips_in_flight
     from embed.devices import resolve_device
+
+    return options.clips_in_flight or default_clips_in_flight(resolve_device(options.device))
+
+
+def _embed_here(index, spec, *, targets, options: EmbedRunOptions) -> RunReport:
     from embed.local_run import embed_dataset
     from embed.model_stage import ModelStage
 
-    in_flight = options.clips_in_flight or default_clips_in_flight(resolve_device(options.device))
+    in_flight = _in_flight(options)
     stage = ModelStage() if in_flight > 1 else None
     embedder = spec.build(stage=stage)
     try:

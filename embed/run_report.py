@@ -26,7 +26,9 @@ class RunReport:
     failures: list[dict] = field(default_factory=list)
     interrupted: bool = False
     dashboard: str | None = None
-    clips_in_flight: int = 1  # clips embedded at once (embed.clips_in_flight)
+    clips_in_flight: int = 1  # clips embedded at once (embed.clips_in_flight; on a cluster, per worker)
+    # On a cluster: per worker address, each batch function's BatchStats (embed.model_stage) as a dict.
+    batching: dict[str, dict] = field(default_factory=dict)
     weights: list[str] = field(default_factory=list)  # each store's weights identity, in the stores' order
 
     @property
@@ -65,6 +67,7 @@ class RunReport:
             "interrupted": self.interrupted,
             "clips_in_flight": self.clips_in_flight,
             "weights": self.weights,
+            "batching": self.batching,
         }
 
 

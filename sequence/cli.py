@@ -21,8 +21,9 @@ from embed.cli_options import (
 from embed.cluster import ClusterChoice
 from embed.console import err, fail, run_app, setup_logging
 from embed.errors import ConfigError
-from sequence.cli_options import TRAIN_OPTIONS
+from sequence.cli_options import TRAIN_OPTIONS, CvOpt
 from sequence.cli_predict import predict, serve
+from sequence.cli_tune import tune
 from sequence.config import TrainSettings
 
 # rich_markup_mode=None: help texts say [default: ...] and random[:seed], which rich markup would eat.
@@ -48,20 +49,25 @@ def train(
         str | None,
         typer.Option(help="Run once per seed (comma-separated, e.g. 0,1,2); figures are then mean ± sd over the runs."),
     ] = None,
+    cv: CvOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a head on Train, select by Validation, report on Test; write a run folder."""
     setup_logging(quiet)
-    from sequence.cli_print import print_aggregate, print_state_table
+    from sequence.cli_print import print_aggregate, print_cv, print_state_table
     from sequence.experiment import TrainOptions
     from sequence.experiment import train as train_head
 
-    options = TrainOptions(manifest, config, settings, params=param or [], seeds=seeds, progress=not quiet)
+    options = TrainOptions(manifest, config, settings, params=param or [], seeds=seeds, cv=cv, progress=not quiet)
     try:
         out = train_head(options)
     except ConfigError as e:
         fail(str(e))
+    if "folds" in out:
+        print_cv(out, out["states"])
+        print(json.dumps({k: v for k, v in out.items() if k != "states"}) if as_json else out["record"])
+        return
     if "runs" in out:
         print_aggregate(out, out["states"])
         print(json.dumps({"runs": out["runs"], "aggregate": out["aggregate"]}) if as_json else "\n".join(out["runs"]))
@@ -212,6 +218,7 @@ def experiments(
     raise typer.Exit(1 if out["failures"] else 0)
 
 
+app.command()(tune)
 app.command()(predict)
 app.command()(serve)
 

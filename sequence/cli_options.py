@@ -21,6 +21,13 @@ RunWeightsOpt = Annotated[str | None, typer.Option(help="Backbone weights, if th
 SampleFpsOpt = Annotated[
     float | None, typer.Option(help="Frames per second kept from a live source [the run's frame rate]; 5 is plenty.")
 ]
+CvOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Cross-validate: K folds over Train and Validation by subject (a run folder each; no student in two "
+        "folds), figures as the mean over folds with a 95 % interval; the final model is trained on both and tested once."
+    ),
+]
 
 # sequence.windows.WindowOptions
 WINDOW_OPTIONS: dict[str, Any] = {

@@ -78,6 +78,58 @@ def print_aggregate(out: dict, states: list[str]) -> None:
         err.print(f"run folder: {run}", highlight=False, soft_wrap=True)
 
 
+def print_cv(out: dict, states: list[str]) -> None:
+    """The folds' validation figures (mean [95 % interval]) beside the majority baseline, then the
+    final model's test figures."""
+    k = len(out["folds"])
+    t = Table(
+        title=f"validation over {k} subject-wise folds: mean [95 % t-interval over folds]",
+        caption=f"final model: {out['epochs']} epochs on Train and Validation together; its test figures below",
+    )
+    for col in ("state", "accuracy", "majority", "macro-F1", "balanced acc", "QWK", "MCC"):
+        t.add_column(col, justify="right" if col != "state" else "left")
+
+    def span(f: dict) -> str:
+        return f"{f['mean']:.3f} [{f['low']:.2f}, {f['high']:.2f}]"
+
+    for s in states:
+        m = out["summary"][s]
+        t.add_row(
+            s,
+            span(m["accuracy"]),
+            f"{m['majority_accuracy']['mean']:.3f}",
+            span(m["macro_f1"]),
+            span(m["balanced_accuracy"]),
+            span(m["qwk"]),
+            span(m["mcc"]),
+        )
+    Console(stderr=True, width=max(err.width, 170)).print(t)
+    for f in out["folds"]:
+        err.print(f"fold {f['fold']}: {f['run']}", highlight=False, soft_wrap=True)
+    print_state_table(out["final"], states)
+    err.print(f"final model: {out['final']['run']}", highlight=False, soft_wrap=True)
+
+
+def print_top_trials(out: dict) -> None:
+    """The study's best trials by validation macro-F1, with what this call did."""
+    done = out["trials"]
+    pruned = sum(1 for t in done if t.get("pruned"))
+    failed = sum(1 for t in done if "error" in t)
+    t = Table(
+        title=f"study '{out['study']}': top trials by validation macro-F1 (mean over states)",
+        caption=f"this call: {len(done)} trials ({pruned} pruned, {failed} failed)"
+        + (f"; trials {out['retried']} were cut off and ran again" if out["retried"] else ""),
+    )
+    if not out["top"]:
+        return
+    cols = [c for c in out["top"][0] if c not in ("state", "runs")]
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("trial", "value", "seconds") else "left")
+    for row in out["top"]:
+        t.add_row(*[f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+    Console(stderr=True, width=max(err.width, 170)).print(t)
+
+
 def print_rows(rows: list[dict], *, fmt: str, title: str, states: list[str]) -> None:
     """The comparison table as `fmt` says: table (the terminal), markdown, csv or json (stdout)."""
     if fmt == "json":

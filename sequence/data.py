@@ -334,3 +334,23 @@ def train_subset(data: SequenceSet, n: int | None, seed: int) -> SequenceSet:
         return data
     rows = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
     return data.subset(rows)
+
+
+def concat_sets(a: SequenceSet, b: SequenceSet) -> SequenceSet:
+    """Two splits as one (Train and Validation pooled for cross-validation), padded to the longer."""
+    if a.streamed != b.streamed:
+        raise ValueError("concat_sets: both in memory or both streamed")
+    if isinstance(a.x, StreamedClips) and isinstance(b.x, StreamedClips):
+        x = StreamedClips(a.x.store, a.x.clip_ids + b.x.clip_ids, a.x.chosen + b.x.chosen, dim=a.x.dim, deltas=a.x.deltas)
+    else:
+        steps = max(a.x.shape[1], b.x.shape[1])
+        x = torch.zeros((len(a) + len(b), steps, a.x.shape[2]), dtype=a.x.dtype)
+        x[: len(a), : a.x.shape[1]] = a.x
+        x[len(a) :, : b.x.shape[1]] = b.x
+    return SequenceSet(
+        x,
+        torch.cat([a.lengths, b.lengths]),
+        torch.cat([a.y, b.y]),
+        clip_ids=a.clip_ids + b.clip_ids,
+        durations=np.concatenate([a.durations, b.durations]),
+    )

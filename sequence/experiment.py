@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from embed.manifest import Manifest, load_manifest
 from sequence import plots
 from sequence.config import TrainConfig, TrainSettings, config_from_options, parse_seeds
 from sequence.data import FramePolicy, LoadReport, SequenceSet, load_splits, train_subset
+from sequence.folds import Fold
 from sequence.fusion import FusedStore, open_input, reopen_input
 from sequence.heads import build_head, head_class, resolve_params
 from sequence.metrics import INTERVAL_METRICS, by_subject, evaluate, majority_levels
@@ -33,7 +35,7 @@ from sequence.runs import (
     write_json,
     write_yaml,
 )
-from sequence.train import fit, predict_probs
+from sequence.train import EpochLog, fit, predict_probs
 from sequence.uncertainty import intervals, unit
 
 log = logging.getLogger(__name__)
@@ -81,13 +83,47 @@ def _frame_rate(store: Input, clip_ids: list[str], sample: int = 200) -> float |
     return float(np.median(rates)) if rates else None
 
 
-def train_run(
-    manifest: Manifest, cfg: TrainConfig, progress: bool = True, memo: DataMemo | None = None, command: str | None = None
-) -> dict:
-    """Train one configuration and write its run folder. Returns {"run", "validation", "test"}."""
+def _resolved(cfg: TrainConfig) -> TrainConfig:
+    """Deltas decided by the head when not set (TrainConfig.deltas)."""
+    return cfg if cfg.deltas is not None else cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
+
+
+def load_for(
+    manifest: Manifest, cfg: TrainConfig, memo: DataMemo | None = None
+) -> tuple[dict[str, SequenceSet], LoadReport]:
+    """The splits a configuration trains on, as train_run loads them (shared through `memo`)."""
     dataset, _ = manifest.dataset(cfg.dataset)
-    if cfg.deltas is None:
-        cfg = cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
+    cfg = _resolved(cfg)
+    store = open_input(manifest.cache_path, dataset, cfg.backbone, weights=cfg.weights, key=cfg.key)
+    return _load(manifest, dataset, store, policy=FramePolicy.from_config(cfg.model_dump()), memo=memo, stream=cfg.stream)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How a run departs from an ordinary one: `fold` re-cuts Train and Validation (cross-validation,
+    or the final model on both); `test` False leaves the Test split unscored (a tuner's trials select
+    on Validation alone; the best is tested once); `on_epoch` sees each epoch and returns True to stop
+    (pruning); `note` is recorded in data.json (the trial, the fold)."""
+
+    fold: Fold | None = None
+    test: bool = True
+    on_epoch: Callable[[EpochLog], bool] | None = None
+    note: dict = field(default_factory=dict)
+
+
+def train_run(
+    manifest: Manifest,
+    cfg: TrainConfig,
+    progress: bool = True,
+    memo: DataMemo | None = None,
+    command: str | None = None,
+    plan: RunPlan | None = None,
+) -> dict:
+    """Train one configuration and write its run folder. Returns {"run", "validation", "test",
+    "best_epoch", "stopped"} (stopped: ended by plan.on_epoch)."""
+    plan = plan or RunPlan()
+    dataset, _ = manifest.dataset(cfg.dataset)
+    cfg = _resolved(cfg)
     store = open_input(manifest.cache_path, dataset, cfg.backbone, weights=cfg.weights, key=cfg.key)
     device = resolve_device(cfg.device)
     head_params = resolve_params(cfg.head, cfg.head_params)
@@ -97,6 +133,8 @@ def train_run(
         cfg.head, input_dim, manifest.states, levels=manifest.levels, params=head_params
     )  # bad params fail before loading
     data, report = _load(manifest, dataset, store, policy=policy, memo=memo, stream=cfg.stream)
+    if plan.fold is not None:
+        data = plan.fold.apply(data)
     train = train_subset(data["Train"], cfg.train_clips, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_head(cfg.head, input_dim, manifest.states, levels=manifest.levels, params=head_params)
@@ -126,7 +164,14 @@ def train_run(
     fused = {"not_in_every_store": store.not_in_every} if isinstance(store, FusedStore) else {}
     write_json(
         run_dir / "data.json",
-        {**report.as_dict(), "clips": {s: len(d) for s, d in data.items()}, "train_clips_used": len(train), **fused},
+        {
+            **report.as_dict(),
+            "clips": {s: len(d) for s, d in data.items()},
+            "train_clips_used": len(train),
+            **fused,
+            **({"fold": plan.fold.describe()} if plan.fold else {}),
+            **plan.note,
+        },
     )
     (run_dir / "command.txt").write_text((command or command_line()) + "\n")
     log.info(
@@ -139,42 +184,81 @@ def train_run(
         store.config.get("weights") or "-",
     )
 
+    stopped: list[int] = []
+
+    def on_epoch(entry: EpochLog) -> bool:
+        stop = plan.on_epoch is not None and plan.on_epoch(entry)
+        stopped.extend([entry.epoch] if stop else [])
+        return stop
+
     best_state, history, best_epoch = fit(
-        model, train, data["Validation"], cfg=cfg, levels=manifest.levels, device=device, progress=progress
+        model,
+        train,
+        data["Validation"],
+        cfg=cfg,
+        levels=manifest.levels,
+        device=device,
+        progress=progress,
+        on_epoch=on_epoch,
     )
     model.load_state_dict(best_state)
     save_model(run_dir / "model.pt", model, head_params, input_dim=input_dim, levels=manifest.levels)
     hist = [vars(h) for h in history]
     write_json(run_dir / "history.json", hist)
     plots.curves_png(run_dir / "curves.png", hist, best_epoch)
+    scored = {**data, "Test": data["Test"] if plan.test else data["Test"].subset([])}
     metrics = _evaluate(
-        model, data, train, manifest=manifest, batch=cfg.batch, device=device, run_dir=run_dir, subject_of=report.subject_of
+        model,
+        scored,
+        train,
+        manifest=manifest,
+        batch=cfg.batch,
+        device=device,
+        run_dir=run_dir,
+        subject_of=report.subject_of,
     )
     metrics.update({"best_epoch": best_epoch, "epochs_trained": len(history), "train_clips": len(train)})
+    if stopped:
+        metrics["stopped_at"] = stopped[0]
     _confusion_plots(run_dir, metrics, cfg)
     write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run finished
     final = finish_run(run_dir)
-    return {"run": str(final), "validation": metrics["validation"], "test": metrics["test"]}
+    return {
+        "run": str(final),
+        "validation": metrics["validation"],
+        "test": metrics["test"],
+        "best_epoch": best_epoch,
+        "stopped": bool(stopped),
+    }
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     """What `sequence train` is told: a YAML of settings (as a grid's base) overridden by `settings`
-    and by `params` (head parameters KEY=VALUE); `seeds` ("0,1,2") trains once per seed instead of once."""
+    and by `params` (head parameters KEY=VALUE); `seeds` ("0,1,2") trains once per seed instead of
+    once; `cv` K cross-validates by subject over Train and Validation (sequence.cross_validation)."""
 
     manifest: Path = Path("data_manifest.yaml")
     config: Path | None = None
     settings: TrainSettings = field(default_factory=TrainSettings)
     params: list[str] = field(default_factory=list)
     seeds: str | None = None
+    cv: int | None = None
     progress: bool = True
 
 
 def train(options: TrainOptions) -> dict:
-    """One run ({"run", "validation", "test"}), or with seeds one per seed ({"runs", "results",
-    "aggregate"}); `states`: the manifest's, in order."""
+    """One run ({"run", "validation", "test"}), with seeds one per seed ({"runs", "results",
+    "aggregate"}), with cv the folds and the final model ({"folds", "summary", "final", ...});
+    `states`: the manifest's, in order."""
     manifest = load_manifest(options.manifest)
     cfg = config_from_options(options.config, asdict(options.settings), options.params)
+    if options.cv is not None:
+        if options.seeds is not None:
+            raise ConfigError("--cv and --seeds: give one; fix: --cv K folds by subject with the one --seed")
+        from sequence.cross_validation import cross_validate
+
+        return {**cross_validate(manifest, cfg, options.cv, progress=options.progress), "states": manifest.states}
     if options.seeds is not None:
         seeds = parse_seeds(options.seeds, options.settings.seed)
         return {**train_seeds(manifest, cfg, seeds, progress=options.progress), "states": manifest.states}

@@ -12,6 +12,7 @@ from embed.devices import resolve_device
 from embed.errors import ConfigError
 from embed.identity import WeightsIdentity
 from embed.stores import split_per_store
+from sequence.config import WindowOptions
 from sequence.runs import load_model, load_run
 
 if TYPE_CHECKING:
@@ -152,6 +153,33 @@ class Run:
             raise ConfigError(f"{source}: no such video; fix: pass the path of a video file")
         spec = spec_for_stores(configs, w, device=device, label=self.path.name)
         return stream_video(source, spec, reading, match=configs, ready=ready)
+
+    def predict(
+        self,
+        video: str | Path,
+        *,
+        windows: WindowOptions | None = None,
+        device: str | None = "auto",
+        weights: str | None = None,
+        out: Path | None = None,
+    ) -> dict:
+        """What `sequence predict VIDEO --json` prints: each state's level and probabilities (the mean
+        over the video's windows) and, for a video longer than one window, its timeline's files
+        (timeline.json: one dict per window)."""
+        from sequence.predict import PredictOptions, predict_video
+
+        options = PredictOptions(str(video), self.path, weights, device=device, windows=windows or WindowOptions(), out=out)
+        return predict_video(options, run=self)
+
+    def predict_folder(self, folder: str | Path, *, pattern: str = "*", **kwargs) -> dict[str, dict]:
+        """Run.predict for each video of a folder (by name, VIDEO_SUFFIXES, `pattern` to narrow),
+        each timeline in RUN/predictions/<video name>."""
+        from embed.layouts import VIDEO_SUFFIXES
+
+        videos = sorted(p for p in Path(folder).rglob(pattern) if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not videos:
+            raise ConfigError(f"{folder}: no video files (*{', *'.join(VIDEO_SUFFIXES)}); fix: pass a folder of videos")
+        return {str(v): self.predict(v, **kwargs) for v in videos}
 
     def source_name(self, source: str | Path, input_format: str | None = None) -> str | None:
         """A file source's name; None for a stream, a device or a pipe."""

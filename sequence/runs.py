@@ -24,6 +24,7 @@ import yaml
 from embed.errors import ConfigError
 
 PARTIAL = ".partial"
+TUNING_PREFIX = "tune-"  # <runs>/<dataset>/tune-<study>/: a study's outputs (sequence.tuning), not a run
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -111,7 +112,7 @@ def list_runs(runs_path: Path, dataset: str = "*") -> tuple[list[dict], list[Pat
     """Finished runs (oldest first) and unfinished folders."""
     runs, partial = [], []
     for path in sorted(Path(runs_path).glob(f"{dataset}/*")):
-        if not path.is_dir():
+        if not path.is_dir() or path.name.startswith(TUNING_PREFIX):
             continue
         try:
             runs.append(load_run(path))

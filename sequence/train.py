@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -95,9 +97,14 @@ def fit(
     levels: int,
     device: torch.device,
     progress: bool = True,
+    on_epoch: Callable[[EpochLog], bool] | None = None,
 ) -> tuple[dict, list[EpochLog], int]:
     """Train, keep the parameters of the best validation epoch (or the last, with select "last");
-    returns them, the history and that epoch."""
+    returns them, the history and that epoch. `on_epoch` sees each epoch's figures and returns True
+    to stop there (a tuner's pruning). An empty `val` (a final model trained on Train and Validation
+    together) needs select "last": there is nothing to select on."""
+    if len(val) == 0 and cfg.select != "last":
+        raise ValueError("fit without validation clips needs select 'last'")
     states = model.states
     train_y = train.y.numpy()
     losses = make_loss(cfg.loss, train_y, levels, device=device, gamma=cfg.focal_gamma)
@@ -138,14 +145,17 @@ def fit(
                 scaler.update()
                 total, seen = total + loss.item() * len(y), seen + len(y)
                 bar.advance(task)
-            probs, val_loss = _forward_all(model, val, cfg.batch, device=device, amp=cfg.amp, losses=losses)
-            metrics = evaluate(val.y.numpy(), probs, states, levels=levels, majority=majority)
+            val_loss, val_f1, val_acc = math.nan, math.nan, math.nan
+            if len(val):
+                probs, val_loss = _forward_all(model, val, cfg.batch, device=device, amp=cfg.amp, losses=losses)
+                metrics = evaluate(val.y.numpy(), probs, states, levels=levels, majority=majority)
+                val_f1, val_acc = mean_over_states(metrics, "macro_f1"), mean_over_states(metrics, "accuracy")
             entry = EpochLog(
                 epoch,
                 total / max(seen, 1),
                 val_loss,
-                val_macro_f1=mean_over_states(metrics, "macro_f1"),
-                val_accuracy=mean_over_states(metrics, "accuracy"),
+                val_macro_f1=val_f1,
+                val_accuracy=val_acc,
                 seconds=time.perf_counter() - start,
             )
             history.append(entry)
@@ -161,6 +171,10 @@ def fit(
                 f"F1 {entry.val_macro_f1:.3f} (best {best[1]})",
             )
             log.debug("%s", asdict(entry))
+            if on_epoch is not None and on_epoch(entry):
+                log.info("stopped at epoch %d by the caller (pruned)", epoch)
+                bar.update(task, total=epoch * steps, completed=epoch * steps)
+                break
             if epoch - best[1] >= cfg.patience:
                 log.info("early stop at epoch %d: no better validation %s since epoch %d", epoch, cfg.select, best[1])
                 bar.update(task, total=epoch * steps, completed=epoch * steps)

@@ -44,7 +44,9 @@ FIRST = (
     "test_engine.py",
     "test_evaluation.py",
     "test_sample_order.py",
+    "test_tuning.py",
     "test_sample_predict.py",
+    "test_api_doc.py",
 )
 
 

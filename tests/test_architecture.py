@@ -17,6 +17,7 @@ SEQUENCE_MAY_IMPORT = {
     "embed.errors",
     "embed.identity",
     "embed.layouts",
+    "embed.locking",
     "embed.lookahead",
     "embed.manifest",
     "embed.model_stage",
@@ -64,8 +65,8 @@ def test_training_and_the_light_commands_never_load_decoding_or_detection():
     """Importing stage two's training, its CLI and stage one's store-reading modules loads neither the
     decoder (PyAV), nor MTCNN (facenet-pytorch), nor torchvision: seconds of start-up they do not need."""
     light = (
-        "sequence.cli sequence.experiment sequence.predict sequence.live sequence.serve.hub embed.cli embed.stores "
-        "embed.extraction"
+        "sequence.cli sequence.experiment sequence.predict sequence.live sequence.serve.hub sequence.tuning "
+        "sequence.cross_validation sequence.datasets embed.cli embed.stores embed.extraction"
     )
     heavy = ("av", "torchvision", "facenet_pytorch", "embed.detector", "embed.video")
     code = f"import json, sys, {', '.join(light.split())}\nprint(json.dumps([m for m in {heavy!r} if m in sys.modules]))"

@@ -102,12 +102,24 @@ def test_local_dask_cluster_of_two_workers_equals_the_single_process_run(tiny_em
         "cpu",
         "--workers",
         "2",
+        "--clips-in-flight",
+        "3",
         "--quiet",
+        "--json",
         timeout=600,
         process=True,  # the command's process, its cluster's scheduler and two worker processes
     )
     assert "dask" in proc.stderr and "http://127.0.0.1:" in proc.stderr
     assert "7 embedded now, 0 already complete, 0 failed" in proc.stderr
+    # Each worker embeds its clips in flight (three at once) through one model stage: every detector and
+    # backbone call of each worker went through its stage (how often two clips' calls met in one batch
+    # depends on timing: the stage's batching itself is tested in test_clips_in_flight).
+    report = last_json(proc.stdout)
+    assert report["clips_in_flight"] == 3 and len(report["batching"]) == 2
+    for worker in report["batching"].values():
+        assert {"FaceDetector._find_in_batch", "_BackbonePass"} <= set(worker), worker
+    clips = sum(w["_BackbonePass"]["items"] for w in report["batching"].values())
+    assert clips >= 7  # at least one backbone call per clip, all through the stages
     info = _info(manifest, "fer2013")
     assert info["key"] == tiny_embedded["info"]["key"] and (info["complete"], info["failed"], info["pending"]) == (7, 0, 0)
     distributed, single = read_clips(info["store"]), read_clips(tiny_embedded["store"])
