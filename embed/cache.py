@@ -118,19 +118,28 @@ class ClipData:
         return cls(emb, **{n: np.concatenate([getattr(p, n) for p in parts]) for n in ARRAYS[1:]})
 
 
+# zarr's file reads and writes at once (its own pool, `zarr_pool`): what asyncio's default executor,
+# which zarr used otherwise, would have.
+ZARR_IO_THREADS = min(32, (os.cpu_count() or 1) + 4)
+
+
 @functools.cache
-def _quiet_about_unwritten_clips() -> None:
-    """A run killed between making a clip's folder and writing its metadata leaves a folder zarr does
-    not recognise: no clip yet (the next run writes it), not something to warn the user about. The
-    filter is the process's: set by the first store opened, not by importing this module."""
+def _configure_zarr() -> None:
+    """Set for the process by the first store opened, not by importing this module:
+    - a run killed between making a clip's folder and writing its metadata leaves a folder zarr does
+      not recognise: no clip yet (the next run writes it), not something to warn the user about;
+    - zarr's file I/O runs on its own named pool (`zarr_pool`, the threads table) rather than on its
+      event loop's default executor, whose unnamed `asyncio_N` threads no one could tell apart."""
     warnings.filterwarnings("ignore", r"Object at .* is not recognized as a component of a Zarr hierarchy", ZarrUserWarning)
+    if zarr.config.get("threading.max_workers", None) is None:
+        zarr.config.set({"threading.max_workers": ZARR_IO_THREADS})
 
 
 class CacheStore:
     """One extraction store. Open for reading with CacheStore(path); create with CacheStore.create."""
 
     def __init__(self, path: str | os.PathLike, mode: str = "r"):
-        _quiet_about_unwritten_clips()
+        _configure_zarr()
         self.path = Path(path)
         if mode == "r" and not (self.path / "zarr.json").is_file():
             raise FileNotFoundError(f"{self.path}: no embedding store here; fix: run `python -m embed run` first")

@@ -4,7 +4,9 @@ which opens it like any other source (VideoStream accepts a readable object).
 
 Bounded: a writer waits while `capacity` bytes are unread (the upload then slows down to the decoder's
 pace rather than piling up in memory). Reads return what has arrived, as FFmpeg's own pipe protocol
-does, never waiting to fill a whole buffer. Nothing is written to disk.
+does, never waiting to fill a whole buffer. Nothing is written to disk. With `idle_timeout`, a read
+that waits that long for a first or a next byte raises StreamIdle (a sender that went away without
+ending its upload frees its source), and every later read sees the end.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import threading
 CAPACITY = 4 << 20  # bytes: seconds of a webcam stream, a bounded memory cost per source
 
 
+class StreamIdle(Exception):
+    """Nothing arrived on a pushed stream for its idle timeout."""
+
+
 class PushPipe(io.RawIOBase):
-    def __init__(self, name: str = "<push>", capacity: int = CAPACITY):
+    def __init__(self, name: str = "<push>", capacity: int = CAPACITY, idle_timeout: float | None = None):
         super().__init__()
-        self.name, self.capacity = name, capacity
+        self.name, self.capacity, self.idle_timeout = name, capacity, idle_timeout
         self._buf = bytearray()
         self._cond = threading.Condition()
         self._ended = False  # the writer is done: reads drain what is left, then see the end
@@ -30,8 +36,12 @@ class PushPipe(io.RawIOBase):
 
     def readinto(self, b) -> int:
         with self._cond:
-            while not self._buf and not self._ended and not self._gone:
-                self._cond.wait()
+            if not self._cond.wait_for(lambda: self._buf or self._ended or self._gone, timeout=self.idle_timeout):
+                self._ended = True  # the decoder's later reads (FFmpeg closing its probe) see the end
+                raise StreamIdle(
+                    f"no bytes for {self.idle_timeout:g} s (the sender stopped without ending its upload); "
+                    f"fix: send again to a new source, or start the server with a longer --idle-timeout"
+                )
             n = min(len(b), len(self._buf))
             b[:n] = self._buf[:n]
             del self._buf[:n]

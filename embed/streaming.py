@@ -48,7 +48,8 @@ class Reading:
     `rate_cap` keeps at most that many frames per second (a 60-fps camera for a model whose cache
     was embedded at 30). `pacing` (detect_every, chunk_frames) overrides the tracker's detection
     interval and the chunk size (live_pacing). With `expressions`, each chunk also carries the first
-    backbone's expression probabilities (a backbone that has a classifier)."""
+    backbone's expression probabilities (a backbone that has a classifier). `idle_timeout`: seconds a
+    network address may send nothing before the source fails (None: embed.video.NETWORK_TIMEOUT_S)."""
 
     input_format: str | None = None
     input_options: dict[str, str] | None = None
@@ -56,6 +57,7 @@ class Reading:
     rate_cap: float | None = None
     pacing: tuple[int, int] | None = None
     expressions: bool = False
+    idle_timeout: float | None = None
 
 
 def spec_for_stores(configs: list[dict], weights: list[str | None], *, device: str | None, label: str) -> EmbedSpec:
@@ -155,6 +157,7 @@ def embed_stream(
         input_format=reading.input_format,
         options=reading.input_options,
         chunk_bytes=embedder.chunk_bytes,
+        **({"network_timeout": reading.idle_timeout} if reading.idle_timeout else {}),
     )
     tracker = embedder.tracker(chunk_frames=chunk_frames, detect_every=every)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out

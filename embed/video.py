@@ -124,7 +124,9 @@ class VideoStream:
         input_format: str | None = None,
         options: dict[str, str] | None = None,
         chunk_bytes: int | None = None,
+        network_timeout: float = NETWORK_TIMEOUT_S,
     ):
+        self.network_timeout = network_timeout  # seconds a network address may send nothing before it fails
         # A readable object (a pushed stream, embed.push_pipe) is opened as it is, named by its name.
         self.reader = path if hasattr(path, "read") else None
         self.source = str(getattr(path, "name", "<stream>")) if self.reader is not None else str(path)
@@ -162,7 +164,7 @@ class VideoStream:
         # FFmpeg's defaults read 5 s of stream before the first frame. --input-option overrides.
         options = self.options if self.is_file else {**LIVE_PROBE, **self.options}
         try:
-            timeout = NETWORK_TIMEOUT_S if "://" in self.source and self.reader is None else None
+            timeout = self.network_timeout if "://" in self.source and self.reader is None else None
             return av.open(target, format=self.input_format, options=options or None, timeout=timeout)
         except (av.error.FFmpegError, ValueError, OSError) as e:
             if self.is_file:

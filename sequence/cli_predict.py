@@ -98,6 +98,13 @@ def serve(
     weights: RunWeightsOpt = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS (with --tls-key).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    allow_files: Annotated[
+        Path | None,
+        typer.Option(help="A folder whose videos sources may name as local files [none: network addresses and /dev only]."),
+    ] = None,
+    idle_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a source may send nothing before it fails, freeing its place.")
+    ] = 30.0,
     device: DeviceOpt = None,
 ) -> None:
     """Watch many sources at once (students' cameras, streams, pushed uploads) with one model, and show

@@ -114,9 +114,11 @@ class Run:
         input_options: dict[str, str] | None = None,
         sample_fps: float | None = None,
         live: bool = False,
+        idle_timeout: float | None = None,
     ) -> Reading:
         """How stage one reads a source for this run: a file at every frame the cache's policy keeps,
-        a stream thinned to the run's rate (or `sample_fps`), a live one paced for it (pacing)."""
+        a stream thinned to the run's rate (or `sample_fps`), a live one paced for it (pacing); a
+        network address that sends nothing for `idle_timeout` seconds fails."""
         from embed.streaming import Reading
 
         return Reading(
@@ -125,6 +127,7 @@ class Run:
             live=live,
             rate_cap=self.source_rate_cap(source, input_format, sample_fps),
             pacing=self.pacing(sample_fps) if live else None,
+            idle_timeout=idle_timeout,
         )
 
     def rate_cap(self) -> float | None:

@@ -141,7 +141,7 @@ def test_every_endpoint_refuses_a_request_without_the_token(live_setup):
 
 
 def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_setup):
-    server = Server(live_setup["run"], "--max-sources", "2")
+    server = Server(live_setup["run"], "--max-sources", "2", "--allow-files", str(Path(live_setup["video"]).parent))
     try:
         with server.client() as c:
             r = c.post("/sources", json={"url": "rtsp://alice:hunter2secret@127.0.0.1:9/cam"})
@@ -157,7 +157,8 @@ def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_set
             assert c.get("/sources/s99").status_code == 404
             c.delete(f"/sources/{first}")
             # Room again: a capture device's way in (a device path with its input format; here a
-            # file read as FFmpeg's mov demuxer reads a device, at its own pace, to its end).
+            # file, in the --allow-files folder, read as FFmpeg's mov demuxer reads a device, at its
+            # own pace, to its end).
             device = {"device": str(live_setup["video"]), "input_format": "mov", "name": "camera"}
             r = c.post("/sources", json=device)
             assert r.status_code == 201 and r.json()["kind"] == "device"
@@ -198,3 +199,49 @@ def test_https_with_a_certificate_for_hosts_beyond_loopback(live_setup, tmp_path
         server.stop()
     proc = run_cli("serve", "--run", live_setup["run"], "--tls-cert", str(cert), module="sequence", check=2)
     assert "--tls-key" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_closed_doors_local_files_idle_senders_and_waiting_sources(live_setup, tmp_path):
+    """A url names a network address (a local file only under --allow-files); a source that sends
+    nothing for --idle-timeout fails and frees its place; until its first frame a source is waiting."""
+    import socket
+
+    allowed = tmp_path / "videos"
+    allowed.mkdir()
+    (allowed / "lesson.mp4").write_bytes(Path(live_setup["video"]).read_bytes())
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts a connection and never sends a byte
+    args = ("--max-sources", "1", "--idle-timeout", "1.5", "--allow-files", str(allowed))
+    server = Server(live_setup["run"], *args)
+    try:
+        with server.client() as c:
+            for spec, says in [
+                ({"url": "/etc/passwd"}, "not under --allow-files"),
+                ({"url": f"file://{live_setup['video']}"}, "not under --allow-files"),
+                ({"url": "ftp://127.0.0.1/x.mp4"}, "scheme 'ftp' is not served"),
+                ({"device": str(live_setup["video"])}, "not under --allow-files"),
+            ]:
+                r = c.post("/sources", json=spec)
+                assert r.status_code == 400 and says in r.json()["error"] and "fix:" in r.json()["error"], (spec, r.text)
+            # A push source that never sends: waiting, then failed after the idle timeout; its place freed.
+            r = c.post("/sources", json={"push": True, "name": "closed laptop"})
+            assert r.status_code == 201 and r.json()["status"] == "waiting"
+            idle = Listener(server.url, r.json()["id"])
+            idle.join(timeout=60)
+            assert idle.end()["status"] == "failed" and "no bytes for 1.5 s" in idle.end()["reason"], idle.events
+            # A network address that connects and then sends nothing fails the same way.
+            r = c.post("/sources", json={"url": f"tcp://127.0.0.1:{silent.getsockname()[1]}"})
+            assert r.status_code == 201
+            stalled = Listener(server.url, r.json()["id"])
+            stalled.join(timeout=60)
+            assert stalled.end()["status"] == "failed", stalled.events
+            # A video in the allowed folder, named by path: waiting, then running, then ended.
+            r = c.post("/sources", json={"url": str(allowed / "lesson.mp4"), "name": "file"})
+            assert r.status_code == 201
+            lesson = Listener(server.url, r.json()["id"])
+            lesson.join(timeout=120)
+            statuses = [data["status"] for event, data in lesson.events if event in ("status", "end")]
+            assert statuses[-1] == "ended" and "running" in statuses and lesson.windows(), statuses
+    finally:
+        silent.close()
+        log = server.stop()
+    assert "Traceback" not in log, log

@@ -3,7 +3,8 @@
   GET    /                      the class page: a tile per source, updating live
   GET    /student               a student's page: sends their camera, shows their own states
   GET    /sources               every source with its status and latest window line
-  POST   /sources               {"url"}, {"device", "input_format"} or {"push": true} -> {"id"}
+  POST   /sources               {"url"}, {"device", "input_format"} or {"push": true} -> {"id"} (waiting
+                                until its first frame, then running, ended or failed)
   GET    /sources/{id}          one source
   DELETE /sources/{id}          stop watching it
   PUT    /sources/{id}/stream   a push source's container stream, as a chunked upload
@@ -31,7 +32,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from sequence.serve.hub import SourceError, SourceHub, check_spec
+from sequence.serve.hub import ACTIVE, SourceError, SourceHub, check_spec
 
 PAGES = Path(__file__).with_name("pages")
 COOKIE = "affectseq_token"
@@ -120,7 +121,7 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
         async def stream():
             try:
                 yield {"event": "status" if sid else "sources", "data": json.dumps(first)}
-                if sid and first["status"] != "running":
+                if sid and first["status"] not in ACTIVE:
                     yield {"event": "end", "data": json.dumps(first)}
                     return
                 while True:

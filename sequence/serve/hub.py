@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from embed.push_pipe import PushPipe
 from sequence.live import LiveWindows
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from sequence.serve.options import ServeOptions
 
 RECENT = 600  # lines kept per source: ten minutes of one-second windows for a page's timeline
+# What a {"url"} source may name: network addresses. A path on the server's disk only under --allow-files:
+# otherwise anyone holding the token could have the server read (and describe) any video file it can.
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
+ACTIVE = ("waiting", "running")  # a source that holds a place: until its first frame, then while it runs
 QUEUE = 256  # events a subscriber may fall behind by before its oldest are dropped
 ENDED_KEPT = 64  # ended or failed sources still listed (the oldest are forgotten: a server runs for weeks)
 
@@ -64,7 +69,7 @@ class Source:
     name: str  # a display name the client chose (a student's), or the label
     windows: LiveWindows
     secret: str = ""  # the raw address, only ever passed to the decoder and redacted from errors
-    status: str = "running"  # then ended or failed
+    status: str = "waiting"  # until its first frame; then running, and at last ended or failed
     reason: str | None = None
     started: float = field(default_factory=time.time)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -107,6 +112,8 @@ class SourceHub:
         self.scorer = run.scorer(options.device or "auto", engine.stage)
         self.windows = options.windows.for_run(run.config["clip_seconds"])
         self.max_sources, self.sample_fps = options.max_sources, options.sample_fps
+        self.allow_files = Path(options.allow_files).resolve() if options.allow_files else None
+        self.idle_timeout = options.idle_timeout
         self.sources: dict[str, Source] = {}
         self.everyone: set[asyncio.Queue] = set()  # subscribers to every source's events
         self.lock = threading.Lock()
@@ -124,7 +131,7 @@ class SourceHub:
             raise SourceError('give exactly one of "url", "device" or "push": true; e.g. {"url": "rtsp://cam/1"}')
         kind = kinds[0]
         with self.lock:
-            running = sum(s.status == "running" for s in self.sources.values())
+            running = sum(s.status in ACTIVE for s in self.sources.values())
             if running >= self.max_sources:
                 raise SourceError(
                     f"the server already watches its maximum of {self.max_sources} sources; fix: remove one "
@@ -136,13 +143,14 @@ class SourceHub:
         if not isinstance(options, dict):
             raise SourceError('"input_options" must be an object of FFmpeg options, e.g. {"video_size": "640x480"}')
         if kind == "push":
-            pipe = PushPipe(f"push {sid}")
+            pipe = PushPipe(f"push {sid}", idle_timeout=self.idle_timeout)
             target, label, secret = pipe, "push", ""
         elif kind == "url":
             url = str(spec["url"])
-            target, label, secret = url, redact(url), url
+            target, label, secret = self._address(url), redact(url), url
         else:
-            target, label, secret = str(spec["device"]), str(spec["device"]), ""
+            device = str(spec["device"])
+            target, label, secret = device if device.startswith("/dev/") else self._local_file(device, "device"), device, ""
         windows = LiveWindows(self.run.states, self.scorer.score, self.windows, keep_timeline=False)
         name = str(spec.get("name") or label)[:80]
         source = Source(sid, kind, label, name=name, windows=windows, secret=secret)
@@ -155,6 +163,7 @@ class SourceHub:
             input_options={str(k): str(v) for k, v in options.items()},
             sample_fps=self.sample_fps,
             live=True,
+            idle_timeout=self.idle_timeout,
         )
         source.handle = self.engine.add(
             target,
@@ -166,6 +175,29 @@ class SourceHub:
         self._status(source)
         return source
 
+    def _address(self, url: str) -> str:
+        """A url source's address: a network one as it is; a local file only under --allow-files."""
+        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+        if scheme in NETWORK_SCHEMES:
+            return url
+        if scheme not in ("", "file"):
+            raise SourceError(
+                f'"url": scheme {scheme!r} is not served; fix: use one of {", ".join(NETWORK_SCHEMES)} '
+                f'(a camera: {{"device": "/dev/video0"}}; a browser or encoder: {{"push": true}})'
+            )
+        return self._local_file(unquote(urlsplit(url).path) if scheme else url, "url")
+
+    def _local_file(self, path: str, key: str) -> str:
+        if self.allow_files is None:
+            raise SourceError(
+                f'"{key}": this server reads no local file (only network addresses and /dev devices); '
+                f"fix: push the video, or start the server with --allow-files DIR holding it"
+            )
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.allow_files):
+            raise SourceError(f'"{key}": not under --allow-files {self.allow_files}; fix: name a video in that folder')
+        return str(resolved)
+
     def remove(self, sid: str) -> Source:
         source = self.get(sid)
         with self.lock:
@@ -174,7 +206,7 @@ class SourceHub:
             source.handle.stop()
         if source.pipe is not None:
             source.pipe.close()  # its decoder sees the end at once
-        if source.status == "running":
+        if source.status in ACTIVE:
             source.status, source.reason = "ended", "removed"
         self._deliver(source, {"event": "end", "data": source.describe()})
         return source
@@ -234,6 +266,8 @@ class SourceHub:
         return queue, lambda: group.discard(queue)
 
     def _chunk(self, source: Source, chunk) -> None:  # the source's thread
+        if source.status == "waiting":
+            self.loop.call_soon_threadsafe(self._running, source)
         for line in source.windows.add(chunk):
             self.loop.call_soon_threadsafe(self._line, source, line)
 
@@ -241,6 +275,11 @@ class SourceHub:
         ended = None if error is None else source.clean(str(error).splitlines()[0] if str(error) else type(error).__name__)
         lines = source.windows.close(ended)
         self.loop.call_soon_threadsafe(self._finished, source, lines, ended)
+
+    def _running(self, source: Source) -> None:
+        if source.status == "waiting":  # its first frames: not ended or removed meanwhile
+            source.status = "running"
+            self._status(source)
 
     def _line(self, source: Source, line: dict) -> None:
         source.recent.append(line)
@@ -251,11 +290,11 @@ class SourceHub:
     def _finished(self, source: Source, lines: list[dict], error: str | None) -> None:
         for line in lines:
             self._line(source, line)
-        if source.status == "running":
+        if source.status in ACTIVE:
             source.status, source.reason = ("failed", error) if error else ("ended", "end of stream")
         self._status(source, "end")
         with self.lock:
-            gone = [s.id for s in self.sources.values() if s.status != "running"][:-ENDED_KEPT]
+            gone = [s.id for s in self.sources.values() if s.status not in ACTIVE][:-ENDED_KEPT]
             for sid in gone:
                 del self.sources[sid]
 

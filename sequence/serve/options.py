@@ -12,7 +12,9 @@ from sequence.config import WindowOptions
 class ServeOptions:
     """The run whose model watches the sources; where to listen (any host but loopback needs a
     token, given here or in `token_file`); how many sources at once and at what frame rate (None:
-    the run's); the windows; HTTPS with `tls_cert` and `tls_key`."""
+    the run's); the windows; HTTPS with `tls_cert` and `tls_key`; `allow_files`, the one folder whose
+    videos `{"url": PATH}` or a device path may name (None: network addresses and /dev only); a source
+    that sends nothing for `idle_timeout` seconds fails, freeing its place."""
 
     run: Path
     host: str = "127.0.0.1"
@@ -26,3 +28,5 @@ class ServeOptions:
     windows: WindowOptions = field(default_factory=WindowOptions)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    allow_files: Path | None = None
+    idle_timeout: float = 30.0

@@ -66,6 +66,10 @@ def serve(options: ServeOptions) -> None:
         raise ConfigError(
             "--max-sources must be at least 1 and --sample-fps positive; fix: e.g. --max-sources 30 --sample-fps 5"
         )
+    if options.allow_files is not None and not Path(options.allow_files).is_dir():
+        raise ConfigError(
+            f"--allow-files {options.allow_files}: no such folder; fix: name the folder of videos sources may read"
+        )
     if (options.tls_cert is None) != (options.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together; fix: pass both PEM files, or neither")
     tls = (options.tls_cert, options.tls_key) if options.tls_cert else None
