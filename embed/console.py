@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -12,13 +13,29 @@ from rich.logging import RichHandler
 err = Console(stderr=True)
 
 
-def setup_logging(quiet: bool = False) -> None:
+def setup_logging(quiet: bool = False, json_lines: bool = False) -> None:
+    """Logs on stderr: for a person (rich), or with `json_lines` one JSON object per line for a log
+    collector (time, level, logger, message)."""
+    handler: logging.Handler = RichHandler(console=err, show_path=False, show_time=False)
+    if json_lines:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLines())
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-        force=True,
+        level=logging.WARNING if quiet else logging.INFO, format="%(message)s", handlers=[handler], force=True
     )
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -105,11 +105,14 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a source may send nothing before it fails, freeing its place.")
     ] = 30.0,
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="Log one JSON object per line (for a log collector).")
+    ] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Watch many sources at once (students' cameras, streams, pushed uploads) with one model, and show
     their states live on a web page at / (a student's own page at /student). Ctrl-C stops it."""
-    setup_logging(quiet=True)
+    setup_logging(quiet=not log_json, json_lines=log_json)
     from sequence.serve.options import ServeOptions
     from sequence.serve.server import serve as run_server
 

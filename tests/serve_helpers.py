@@ -31,8 +31,9 @@ class Server:
         self.url = None
         for line in self.proc.stderr:
             self.err.append(line)
-            if line.startswith("serving on "):
-                self.url = line.split()[2].rstrip("/")
+            text = json.loads(line)["message"] if line.startswith('{"') else line  # --log-json
+            if text.startswith("serving on "):
+                self.url = text.split()[2].rstrip("/")
                 break
         threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
         if self.url is None:

@@ -4,6 +4,7 @@ on sources, and addresses' credentials never echoed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,3 +246,44 @@ def test_closed_doors_local_files_idle_senders_and_waiting_sources(live_setup, t
         silent.close()
         log = server.stop()
     assert "Traceback" not in log, log
+
+
+def test_health_metrics_and_json_log_lines_for_operations(live_setup):
+    """/healthz answers anyone and names no one; /metrics (behind the token) counts what the sources
+    did, exactly; --log-json makes every log line a JSON object, none naming a student."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.serve_helpers import push
+
+    server = Server(live_setup["run"], "--token", TOKEN, "--log-json")
+    try:
+        assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+        assert httpx.get(server.url + "/metrics").status_code == 401
+        with server.client(TOKEN) as c:
+            sid = c.post("/sources", json={"push": True, "name": "Ada Lovelace"}).json()["id"]
+            listener = Listener(server.url, sid, token=TOKEN)
+            push(server.url, sid, video=live_setup["video"], token=TOKEN, realtime=False)
+            listener.join(timeout=120)
+            end = listener.end()
+            health = httpx.get(server.url + "/healthz").json()
+            text = c.get("/metrics").text
+    finally:
+        log = server.stop()
+    assert health["status"] == "ok" and health["sources"] == {"ended": 1} and "Ada" not in str(health)
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
+    lines = listener.windows()
+    assert values[("affectseq_windows_total", ())] == len(lines) > 0
+    assert values[("affectseq_window_latency_seconds_count", ())] == sum(w["latency_s"] is not None for w in lines)
+    assert values[("affectseq_frames_embedded_total", ())] == end["frames"]
+    assert values[("affectseq_frames_dropped_total", ())] == end["dropped"]
+    assert values[("affectseq_sources", (("status", "ended"),))] == 1
+    assert values[("affectseq_sources", (("status", "running"),))] == 0
+    calls = {dict(k)["function"]: v for (name, k), v in values.items() if name == "affectseq_batch_calls_total"}
+    items = {dict(k)["function"]: v for (name, k), v in values.items() if name == "affectseq_batch_items_total"}
+    assert {"FaceDetector._find_in_batch", "_BackbonePass"} <= set(calls) and len(calls) >= 3, calls
+    assert all(items[f] >= calls[f] >= 1 for f in calls)
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any(e["message"] == f"source {sid} (push) added" for e in entries) and "Ada" not in log

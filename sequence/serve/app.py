@@ -11,6 +11,8 @@
   WS     /sources/{id}/ws       the same as binary WebSocket messages (a browser's MediaRecorder)
   GET    /sources/{id}/events   server-sent events: `window` (the line `predict --live` prints), `end`
   GET    /events                every source's events in one stream (what the class page listens to)
+  GET    /healthz               ok and the sources by status (no token needed: it names no one)
+  GET    /metrics               Prometheus' text format (sequence.serve.metrics)
 
 With a token every request must carry it: `Authorization: Bearer TOKEN`, or the cookie a page gets by
 opening `/?token=TOKEN` once (a browser's EventSource and WebSocket cannot set headers).
@@ -33,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sequence.serve.hub import ACTIVE, SourceError, SourceHub, check_spec
+from sequence.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 
 PAGES = Path(__file__).with_name("pages")
 COOKIE = "affectseq_token"
@@ -67,6 +70,12 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
             return response
         name = "student.html" if request.url.path.rstrip("/").endswith("student") else "class.html"
         return FileResponse(PAGES / name, headers={"Cache-Control": "no-store"})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(hub().health())
+
+    async def metrics(request: Request) -> Response:
+        return Response(hub().metrics.text(), media_type=METRICS_TYPE)
 
     async def list_sources(request: Request) -> Response:
         return JSONResponse(hub().listing())
@@ -138,6 +147,8 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
     routes = [
         Route("/", page),
         Route("/student", page),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
         Route("/sources", list_sources, methods=["GET"]),
         Route("/sources", add_source, methods=["POST"]),
         Route("/sources/{id}", one_source, methods=["GET", "DELETE"]),
@@ -181,7 +192,8 @@ class TokenGate:
         return any(secrets.compare_digest(g.encode(), self.token.encode()) for g in given)
 
     async def __call__(self, scope, receive, send: Callable[[dict], Awaitable[None]]) -> None:
-        if scope["type"] not in ("http", "websocket") or self._holds(scope):
+        # /healthz answers anyone (a load balancer, a probe): it names no student and no address.
+        if scope["type"] not in ("http", "websocket") or scope.get("path") == "/healthz" or self._holds(scope):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -25,6 +26,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from embed.push_pipe import PushPipe
 from sequence.live import LiveWindows
+from sequence.serve.metrics import ServeMetrics
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from embed.engine import EngineSource, StreamEngine
@@ -76,6 +80,7 @@ class Source:
     subscribers: set[asyncio.Queue] = field(default_factory=set)
     pipe: PushPipe | None = None
     handle: EngineSource | None = None
+    counted: tuple[int, int] = (0, 0)  # frames and dropped already in the server's metrics
 
     @property
     def latest(self) -> dict | None:
@@ -120,6 +125,8 @@ class SourceHub:
         self.ids = itertools.count(1)
         # A pushed stream's writer waits while its pipe is full: one thread each, never the event loop's.
         self.pushers = ThreadPoolExecutor(max_workers=options.max_sources, thread_name_prefix="push")
+        self.metrics = ServeMetrics(self.status_counts, engine.stage.stats)
+        self.started = time.time()
 
     # ---- adding and removing ----
 
@@ -173,6 +180,7 @@ class SourceHub:
             name=f"{sid} ({label})",
         )
         self._status(source)
+        log.info("source %s (%s) added", sid, kind)
         return source
 
     def _address(self, url: str) -> str:
@@ -227,6 +235,16 @@ class SourceHub:
         source = self.sources.get(sid)
         return source.describe() if source is not None else {"id": sid, "status": "ended"}
 
+    def status_counts(self) -> dict[str, int]:
+        """How many listed sources are in each status."""
+        with self.lock:
+            statuses = [s.status for s in self.sources.values()]
+        return {status: statuses.count(status) for status in set(statuses)}
+
+    def health(self) -> dict:
+        """What /healthz answers: ok, the sources by status and the uptime; no name, no address."""
+        return {"status": "ok", "sources": self.status_counts(), "uptime_s": round(time.time() - self.started, 1)}
+
     def listing(self, recent: int = 0) -> list[dict]:
         """Every source; with `recent`, each with its last lines (a page's timeline)."""
         with self.lock:
@@ -276,6 +294,13 @@ class SourceHub:
         lines = source.windows.close(ended)
         self.loop.call_soon_threadsafe(self._finished, source, lines, ended)
 
+    def _count(self, source: Source, line: dict | None = None) -> None:
+        """The source's frames and drops since last counted (and its line) into the metrics."""
+        report = source.windows.report
+        frames, dropped = report.frames - source.counted[0], report.dropped - source.counted[1]
+        source.counted = (report.frames, report.dropped)
+        self.metrics.count(line, frames=frames, dropped=dropped)
+
     def _running(self, source: Source) -> None:
         if source.status == "waiting":  # its first frames: not ended or removed meanwhile
             source.status = "running"
@@ -283,6 +308,7 @@ class SourceHub:
 
     def _line(self, source: Source, line: dict) -> None:
         source.recent.append(line)
+        self._count(source, line)
         report = source.windows.report
         counts = {"frames": report.frames, "dropped": report.dropped, "windows": report.windows}
         self._deliver(source, {"event": "window", "data": line, "counts": counts})
@@ -292,7 +318,9 @@ class SourceHub:
             self._line(source, line)
         if source.status in ACTIVE:
             source.status, source.reason = ("failed", error) if error else ("ended", "end of stream")
+        self._count(source)  # frames after its last window's
         self._status(source, "end")
+        log.info("source %s %s: %s", source.id, source.status, source.reason)
         with self.lock:
             gone = [s.id for s in self.sources.values() if s.status not in ACTIVE][:-ENDED_KEPT]
             for sid in gone:

@@ -14,7 +14,8 @@ class ServeOptions:
     token, given here or in `token_file`); how many sources at once and at what frame rate (None:
     the run's); the windows; HTTPS with `tls_cert` and `tls_key`; `allow_files`, the one folder whose
     videos `{"url": PATH}` or a device path may name (None: network addresses and /dev only); a source
-    that sends nothing for `idle_timeout` seconds fails, freeing its place."""
+    that sends nothing for `idle_timeout` seconds fails, freeing its place; `log_json`: log lines as
+    JSON objects."""
 
     run: Path
     host: str = "127.0.0.1"
@@ -30,3 +31,4 @@ class ServeOptions:
     tls_key: Path | None = None
     allow_files: Path | None = None
     idle_timeout: float = 30.0
+    log_json: bool = False

@@ -92,12 +92,14 @@ def serve(options: ServeOptions) -> None:
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        print(
+        where = (
             f"serving on {'https' if tls else 'http'}://{shown}:{bound}/ (run {run.path.name}, at most {max_sources} "
-            f"sources{', token required' if token else ''})",
-            file=sys.stderr,
-            flush=True,
+            f"sources{', token required' if token else ''})"
         )
+        if options.log_json:
+            log.warning("%s", where)  # a JSON line like every other (shown at any log level)
+        else:
+            print(where, file=sys.stderr, flush=True)
         certificate, key = tls or (None, None)
         config = uvicorn.Config(
             app,
