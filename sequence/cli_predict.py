@@ -105,6 +105,13 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a source may send nothing before it fails, freeing its place.")
     ] = 30.0,
+    db: Annotated[
+        str, typer.Option(help="Where the history is kept: a SQLite file, or a URL (postgresql+psycopg://user@host/db).")
+    ] = "serve.db",
+    session: Annotated[
+        str | None, typer.Option(help="The class session recorded into; an existing name continues it [a new one].")
+    ] = None,
+    retain_days: Annotated[float, typer.Option(min=0, help="Sessions older than this many days are deleted.")] = 30.0,
     log_json: Annotated[
         bool, typer.Option("--log-json", help="Log one JSON object per line (for a log collector).")
     ] = False,

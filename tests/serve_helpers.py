@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,10 @@ class Server:
     a guessed sleep); its stderr is collected on a thread."""
 
     def __init__(self, run: str, *extra: str):
+        # Each server's history in its own folder unless the test names a database.
+        db = [] if "--db" in extra else ["--db", str(Path(tempfile.mkdtemp(prefix="serve-db-")) / "serve.db")]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sequence", "serve", "--run", run, "--port", "0", "--device", "cpu", *extra],
+            [sys.executable, "-m", "sequence", "serve", "--run", run, "--port", "0", "--device", "cpu", *db, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -135,7 +135,8 @@ class _Listening(io.TextIOBase):
 def test_serve_leaves_no_thread_once_stopped_with_a_source_streaming_and_one_failed(live_setup, tiny_embedded, signum):
     from tests.serve_helpers import Listener, push
 
-    options = ServeOptions(Path(live_setup["run"]), port=0, device="cpu", sample_fps=5)
+    db = str(live_setup["tmp"] / f"threads-{signum}.db")
+    options = ServeOptions(Path(live_setup["run"]), port=0, device="cpu", sample_fps=5, db=db)
     out = _Listening(sys.stderr)
     seen: dict = {}
     with no_thread_left(tiny_embedded["store"]), ctrl_c(signum) as press:

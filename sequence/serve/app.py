@@ -11,7 +11,9 @@
   WS     /sources/{id}/ws       the same as binary WebSocket messages (a browser's MediaRecorder)
   GET    /sources/{id}/events   server-sent events: `window` (the line `predict --live` prints), `end`
   GET    /events                every source's events in one stream (what the class page listens to)
-  GET    /healthz               ok and the sources by status (no token needed: it names no one)
+  GET    /sources/{id}/history  its stored windows (?from=&to= seconds; CSV with Accept: text/csv)
+  DELETE /students/{name}/history  erase everything stored under that name -> {"removed": rows}
+  GET    /healthz               ok or degraded, the sources by status (no token needed: it names no one)
   GET    /metrics               Prometheus' text format (sequence.serve.metrics)
 
 With a token every request must carry it: `Authorization: Bearer TOKEN`, or the cookie a page gets by
@@ -28,12 +30,14 @@ from pathlib import Path
 
 from sse_starlette.sse import AppStatus, EventSourceResponse
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from sequence.serve.history import as_csv
 from sequence.serve.hub import ACTIVE, SourceError, SourceHub, check_spec
 from sequence.serve.metrics import CONTENT_TYPE as METRICS_TYPE
 
@@ -76,6 +80,21 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
 
     async def metrics(request: Request) -> Response:
         return Response(hub().metrics.text(), media_type=METRICS_TYPE)
+
+    async def source_history(request: Request) -> Response:
+        sid, query = request.path_params["id"], request.query_params
+        try:
+            bounds = [float(query[k]) if query.get(k) else None for k in ("from", "to")]
+        except ValueError:
+            raise SourceError("from and to are seconds from the source's start; fix: e.g. ?from=60&to=120") from None
+        lines = await run_in_threadpool(hub().history.windows_of, sid, *bounds)
+        if "text/csv" in request.headers.get("accept", ""):
+            return Response(as_csv(lines, hub().run.states), media_type="text/csv")
+        return JSONResponse(lines)
+
+    async def erase_student(request: Request) -> Response:
+        removed = await run_in_threadpool(hub().history.erase, request.path_params["name"])
+        return JSONResponse({"removed": removed})
 
     async def list_sources(request: Request) -> Response:
         return JSONResponse(hub().listing())
@@ -154,6 +173,8 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
         Route("/sources/{id}", one_source, methods=["GET", "DELETE"]),
         Route("/sources/{id}/stream", push_stream, methods=["PUT", "POST"]),
         Route("/sources/{id}/events", events),
+        Route("/sources/{id}/history", source_history),
+        Route("/students/{name}/history", erase_student, methods=["DELETE"]),
         Route("/events", events),
         WebSocketRoute("/sources/{id}/ws", push_socket),
         Mount("/static", StaticFiles(directory=PAGES)),

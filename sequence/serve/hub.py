@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from embed.engine import EngineSource, StreamEngine
     from sequence.run import Run
+    from sequence.serve.history import History
     from sequence.serve.options import ServeOptions
 
 RECENT = 600  # lines kept per source: ten minutes of one-second windows for a page's timeline
@@ -112,8 +113,15 @@ class SourceHub:
     fans their events out to subscribers. Its methods run on the server's event loop, except the
     callbacks marked as running on a source's thread."""
 
-    def __init__(self, run: Run, engine: StreamEngine, loop: asyncio.AbstractEventLoop, options: ServeOptions):
-        self.run, self.engine, self.loop = run, engine, loop
+    def __init__(
+        self,
+        run: Run,
+        engine: StreamEngine,
+        loop: asyncio.AbstractEventLoop,
+        options: ServeOptions,
+        history: History | None = None,
+    ):
+        self.run, self.engine, self.loop, self.history = run, engine, loop, history
         self.scorer = run.scorer(options.device or "auto", engine.stage)
         self.windows = options.windows.for_run(run.config["clip_seconds"])
         self.max_sources, self.sample_fps = options.max_sources, options.sample_fps
@@ -122,7 +130,6 @@ class SourceHub:
         self.sources: dict[str, Source] = {}
         self.everyone: set[asyncio.Queue] = set()  # subscribers to every source's events
         self.lock = threading.Lock()
-        self.ids = itertools.count(1)
         # A pushed stream's writer waits while its pipe is full: one thread each, never the event loop's.
         self.pushers = ThreadPoolExecutor(max_workers=options.max_sources, thread_name_prefix="push")
         self.metrics = ServeMetrics(self.status_counts, engine.stage.stats)
@@ -145,7 +152,8 @@ class SourceHub:
                     f"(DELETE /sources/ID) or start the server with a higher --max-sources",
                     429,
                 )
-            sid = f"s{next(self.ids)}"
+            # Unique across restarts and across servers sharing one history database.
+            sid = f"s{secrets.token_hex(4)}"
         input_format, options = spec.get("input_format") or spec.get("format"), spec.get("input_options") or {}
         if not isinstance(options, dict):
             raise SourceError('"input_options" must be an object of FFmpeg options, e.g. {"video_size": "640x480"}')
@@ -180,6 +188,7 @@ class SourceHub:
             name=f"{sid} ({label})",
         )
         self._status(source)
+        self._record(source)
         log.info("source %s (%s) added", sid, kind)
         return source
 
@@ -216,6 +225,7 @@ class SourceHub:
             source.pipe.close()  # its decoder sees the end at once
         if source.status in ACTIVE:
             source.status, source.reason = "ended", "removed"
+        self._record(source)
         self._deliver(source, {"event": "end", "data": source.describe()})
         return source
 
@@ -242,8 +252,15 @@ class SourceHub:
         return {status: statuses.count(status) for status in set(statuses)}
 
     def health(self) -> dict:
-        """What /healthz answers: ok, the sources by status and the uptime; no name, no address."""
-        return {"status": "ok", "sources": self.status_counts(), "uptime_s": round(time.time() - self.started, 1)}
+        """What /healthz answers: ok or degraded (and why), the sources by status and the uptime; no
+        name, no address."""
+        problem = self.history.problem if self.history is not None else None
+        return {
+            "status": "degraded" if problem else "ok",
+            **({"reason": problem} if problem else {}),
+            "sources": self.status_counts(),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
 
     def listing(self, recent: int = 0) -> list[dict]:
         """Every source; with `recent`, each with its last lines (a page's timeline)."""
@@ -259,6 +276,8 @@ class SourceHub:
                 self.remove(sid)
         self.engine.close()
         self.pushers.shutdown(wait=True, cancel_futures=True)
+        if self.history is not None:
+            self.history.close()  # after the engine: no line comes any more
 
     # ---- pushing ----
 
@@ -305,9 +324,19 @@ class SourceHub:
         if source.status == "waiting":  # its first frames: not ended or removed meanwhile
             source.status = "running"
             self._status(source)
+            self._record(source)
+
+    def _record(self, source: Source) -> None:
+        """The source's row in the history (its name as given, never its address)."""
+        if self.history is not None:
+            name = source.name if source.name != source.label else source.id  # a name given, never an address
+            row = {"id": source.id, "name": name, "kind": source.kind, "status": source.status}
+            self.history.source({**row, "reason": source.reason, "started": source.started})
 
     def _line(self, source: Source, line: dict) -> None:
         source.recent.append(line)
+        if self.history is not None:
+            self.history.window(source.id, line)
         self._count(source, line)
         report = source.windows.report
         counts = {"frames": report.frames, "dropped": report.dropped, "windows": report.windows}
@@ -319,6 +348,7 @@ class SourceHub:
         if source.status in ACTIVE:
             source.status, source.reason = ("failed", error) if error else ("ended", "end of stream")
         self._count(source)  # frames after its last window's
+        self._record(source)
         self._status(source, "end")
         log.info("source %s %s: %s", source.id, source.status, source.reason)
         with self.lock:

@@ -15,7 +15,9 @@ class ServeOptions:
     the run's); the windows; HTTPS with `tls_cert` and `tls_key`; `allow_files`, the one folder whose
     videos `{"url": PATH}` or a device path may name (None: network addresses and /dev only); a source
     that sends nothing for `idle_timeout` seconds fails, freeing its place; `log_json`: log lines as
-    JSON objects."""
+    JSON objects; `db`, the history's database (a SQLite file, or a URL), `session` the class session
+    recorded into (None: a new one named by the time; an existing name continues it), kept
+    `retain_days` days."""
 
     run: Path
     host: str = "127.0.0.1"
@@ -32,3 +34,6 @@ class ServeOptions:
     allow_files: Path | None = None
     idle_timeout: float = 30.0
     log_json: bool = False
+    db: str = "serve.db"
+    session: str | None = None
+    retain_days: float = 30.0

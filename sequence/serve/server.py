@@ -80,13 +80,21 @@ def serve(options: ServeOptions) -> None:
     options.windows.for_run(run.config["clip_seconds"])  # a bad window fails before the networks load
     # Imported only now: a mistaken option or run folder is reported before seconds of imports.
     from sequence.serve.app import create_app
+    from sequence.serve.history import History
     from sequence.serve.hub import SourceHub
 
-    engine = run.engine(options.weights, options.device or "auto")
+    history = History(options.db, options.session, retain_days=options.retain_days)  # a bad --db fails now
+    made: list[SourceHub] = []
+    try:
+        engine = run.engine(options.weights, options.device or "auto")
+    except BaseException:
+        history.close()
+        raise
     try:
 
         def make_hub() -> SourceHub:
-            return SourceHub(run, engine, asyncio.get_running_loop(), options=options)
+            made.append(SourceHub(run, engine, asyncio.get_running_loop(), options=options, history=history))
+            return made[0]
 
         app = create_app(make_hub, token)
         sock = _listen(host, port)
@@ -114,6 +122,8 @@ def serve(options: ServeOptions) -> None:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         engine.close()  # the hub has closed it on a normal shutdown; this covers a start that failed
+        if not made:
+            history.close()  # the hub closes it otherwise
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -1,0 +1,93 @@
+"""`sequence serve` keeps what it saw: every window line in a real database (SQLite on disk; a real
+PostgreSQL server shared by two servers), still there after a restart that continues the session,
+readable per source, and erasable per student."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from tests.serve_helpers import Listener, Server, push
+
+STORED = ("t_start", "t_end", "frames", "face_fraction", "states", "latency_s", "dropped")
+
+
+def _stream(server: Server, name: str, video) -> tuple[str, list[dict]]:
+    """A push source named `name` fed the video as fast as it goes: its id and the lines it gave."""
+    sid = httpx.post(f"{server.url}/sources", json={"push": True, "name": name}).json()["id"]
+    listener = Listener(server.url, sid)
+    push(server.url, sid, video=video, realtime=False)
+    listener.join(timeout=120)
+    return sid, listener.windows()
+
+
+def test_history_in_sqlite_survives_a_restart_and_a_students_erasure_leaves_no_row(live_setup, tmp_path):
+    db = tmp_path / "class.db"
+    server = Server(live_setup["run"], "--db", str(db), "--session", "Tuesday")
+    try:
+        sid, lines = _stream(server, "Ada", live_setup["video"])
+    finally:
+        server.stop()
+    assert lines and sid.startswith("s") and len(sid) == 9
+
+    # Restarted with the same session: it continues, and the source's history is still there.
+    server = Server(live_setup["run"], "--db", str(db), "--session", "Tuesday")
+    try:
+        with server.client() as c:
+            stored = c.get(f"/sources/{sid}/history").json()
+            assert stored == [{k: line[k] for k in STORED} for line in lines]
+            later = c.get(f"/sources/{sid}/history", params={"from": 3}).json()
+            assert later == [w for w in stored if w["t_end"] > 3] and 0 < len(later) < len(stored)
+            rows = list(csv.DictReader(io.StringIO(c.get(f"/sources/{sid}/history", headers={"Accept": "text/csv"}).text)))
+            assert len(rows) == len(lines) and rows[0]["Engagement_level"] == str(lines[0]["states"]["Engagement"]["level"])
+            removed = c.request("DELETE", "/students/Ada/history").json()["removed"]
+            assert removed == len(lines) + 1  # its windows and its source
+            assert c.get(f"/sources/{sid}/history").json() == []
+    finally:
+        server.stop()
+    with create_engine(f"sqlite:///{db}").connect() as conn:
+        assert conn.execute(text("select count(*) from sources where name = 'Ada'")).scalar() == 0
+        assert conn.execute(text("select count(*) from windows")).scalar() == 0
+        sessions = conn.execute(text("select name, ended from sessions")).all()
+    assert [name for name, _ in sessions] == ["Tuesday"] and sessions[0][1] is not None  # one session, closed
+
+
+def test_two_servers_share_one_postgresql_history(live_setup):
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        first = Server(live_setup["run"], "--db", url, "--session", "Thursday")
+        second = Server(live_setup["run"], "--db", url, "--session", "Thursday")
+        try:
+            a, lines_a = _stream(first, "Grace", live_setup["video"])
+            b, lines_b = _stream(second, "Alan", live_setup["video"])
+        finally:
+            log = first.stop() + second.stop()
+        with create_engine(url).connect() as conn:
+            sources = dict(conn.execute(text("select id, name from sources")).all())
+            counts = dict(conn.execute(text("select source_id, count(*) from windows group by source_id")).all())
+            sessions = conn.execute(text("select count(*) from sessions")).scalar()
+    assert a != b and sources == {a: "Grace", b: "Alan"} and sessions == 1
+    assert counts == {a: len(lines_a), b: len(lines_b)}
+    assert "Traceback" not in log, log
+
+
+def test_sessions_older_than_the_retention_are_deleted_at_start(tmp_path):
+    from sequence.serve.history import History
+
+    db = tmp_path / "old.db"
+    old = History(str(db), "last term")
+    old.source({"id": "sold", "name": "Ada", "kind": "push", "status": "ended", "reason": None, "started": 0.0})
+    old.window("sold", {"t_start": 0.0, "t_end": 1.0, "frames": 5, "face_fraction": 1.0, "states": {}, "dropped": 0})
+    old.close()
+    with create_engine(f"sqlite:///{db}").begin() as conn:
+        conn.execute(text("update sessions set started = started - 40 * 86400"))
+    kept = History(str(db), "this week", retain_days=30)
+    kept.close()
+    with create_engine(f"sqlite:///{db}").connect() as conn:
+        assert conn.execute(text("select name from sessions")).scalars().all() == ["this week"]
+        assert conn.execute(text("select count(*) from windows")).scalar() == 0
+        assert conn.execute(text("select count(*) from sources")).scalar() == 0
