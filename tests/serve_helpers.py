@@ -86,11 +86,18 @@ class Listener(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.sid, self.token, self.on_event = url, sid, token, on_event
         self.events: list[tuple[str, dict]] = []
+        self.broken: Exception | None = None
         self.subscribed = threading.Event()
         self.start()
         self.subscribed.wait(timeout=60)
 
     def run(self) -> None:
+        try:
+            self._read()
+        except httpx.TransportError as e:  # the server went (a test killed it): recorded, not raised in a thread
+            self.broken = e
+
+    def _read(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         event = None
         with httpx.stream("GET", f"{self.url}/sources/{self.sid}/events", headers=headers, timeout=300) as response:

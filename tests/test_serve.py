@@ -280,6 +280,7 @@ def test_health_metrics_and_json_log_lines_for_operations(live_setup):
     assert values[("affectseq_frames_dropped_total", ())] == end["dropped"]
     assert values[("affectseq_sources", (("status", "ended"),))] == 1
     assert values[("affectseq_sources", (("status", "running"),))] == 0
+    assert values[("affectseq_history_waiting", ())] >= 0 and values[("affectseq_history_lag_seconds", ())] >= 0
     calls = {dict(k)["function"]: v for (name, k), v in values.items() if name == "affectseq_batch_calls_total"}
     items = {dict(k)["function"]: v for (name, k), v in values.items() if name == "affectseq_batch_items_total"}
     assert {"FaceDetector._find_in_batch", "_BackbonePass"} <= set(calls) and len(calls) >= 3, calls

@@ -91,3 +91,56 @@ def test_sessions_older_than_the_retention_are_deleted_at_start(tmp_path):
         assert conn.execute(text("select name from sessions")).scalars().all() == ["this week"]
         assert conn.execute(text("select count(*) from windows")).scalar() == 0
         assert conn.execute(text("select count(*) from sources")).scalar() == 0
+
+
+def test_a_history_of_another_schema_version_is_one_line_with_the_fix(tmp_path):
+    import pytest
+
+    from embed.errors import ConfigError
+    from sequence.serve.history import History
+
+    db = tmp_path / "older.db"
+    History(str(db), "one").close()
+    with create_engine(f"sqlite:///{db}").begin() as conn:
+        conn.execute(text("update meta set value = '0' where key = 'schema'"))
+    with pytest.raises(ConfigError) as e:
+        History(str(db), "two")
+    assert "schema version 0" in str(e.value) and "fix: give a new --db" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_server_killed_mid_class_loses_at_most_its_last_second(live_setup, tmp_path):
+    """SIGKILL while a stream is pushed at real-time pace: the windows written before are all there,
+    and only those of the last second (the writer's batch) can be missing."""
+    import contextlib
+    import signal
+    import threading
+
+    db = tmp_path / "killed.db"
+    server = Server(live_setup["run"], "--db", str(db), "--session", "Friday")
+    sid = httpx.post(f"{server.url}/sources", json={"push": True, "name": "Ada"}).json()["id"]
+    seen: list[float] = []
+    enough = threading.Event()
+
+    def on_event(event: str) -> None:
+        if event == "window" and len(listener.windows()) >= 4:
+            enough.set()
+
+    def feed() -> None:
+        with contextlib.suppress(httpx.TransportError):  # cut off by the kill
+            push(server.url, sid, video=live_setup["video"])
+
+    listener = Listener(server.url, sid, on_event=on_event)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    assert enough.wait(timeout=120)
+    seen = [w["t_end"] for w in listener.windows()]
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(timeout=30)
+    feeder.join(timeout=60)
+    listener.join(timeout=60)
+    with create_engine(f"sqlite:///{db}").connect() as conn:
+        stored = (
+            conn.execute(text("select t_end from windows where source_id = :s order by t_end"), {"s": sid}).scalars().all()
+        )
+    assert stored == seen[: len(stored)] and stored, (stored, seen)
+    assert seen[-1] - (stored[-1] if stored else 0.0) <= 1.0 + 1e-9, (stored, seen)

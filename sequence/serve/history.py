@@ -172,8 +172,14 @@ class History:
         with self._cond:
             if len(self._queue) == self._queue.maxlen:
                 self.lost += 1
-            self._queue.append(item)
+            self._queue.append((time.monotonic(), *item))
             self._cond.notify()
+
+    def lag(self) -> tuple[int, float]:
+        """Lines waiting to be written, and how long the oldest has waited (seconds)."""
+        with self._cond:
+            oldest = self._queue[0][0] if self._queue else None
+            return len(self._queue), 0.0 if oldest is None else time.monotonic() - oldest
 
     # ---- the writer thread ----
 
@@ -204,7 +210,7 @@ class History:
 
     def _write(self, batch: list[tuple]) -> None:
         with Session(self.engine) as s, s.begin():
-            for item in batch:
+            for _, *item in batch:
                 if item[0] == "source":
                     row = item[1]
                     existing = s.get(SourceRow, row["id"])

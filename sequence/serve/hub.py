@@ -132,7 +132,7 @@ class SourceHub:
         self.lock = threading.Lock()
         # A pushed stream's writer waits while its pipe is full: one thread each, never the event loop's.
         self.pushers = ThreadPoolExecutor(max_workers=options.max_sources, thread_name_prefix="push")
-        self.metrics = ServeMetrics(self.status_counts, engine.stage.stats)
+        self.metrics = ServeMetrics(self.status_counts, engine.stage.stats, history.lag if history else None)
         self.started = time.time()
 
     # ---- adding and removing ----

@@ -25,8 +25,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class _StateCollector:
     """Sources by status and each batch function's calls, items and largest batch, read at scrape time."""
 
-    def __init__(self, statuses: Callable[[], dict[str, int]], batching: Callable[[], dict[str, BatchStats]]):
-        self.statuses, self.batching = statuses, batching
+    def __init__(
+        self,
+        statuses: Callable[[], dict[str, int]],
+        batching: Callable[[], dict[str, BatchStats]],
+        lag: Callable[[], tuple[int, float]] | None,
+    ):
+        self.statuses, self.batching, self.lag = statuses, batching, lag
 
     def collect(self):
         sources = GaugeMetricFamily("affectseq_sources", "Sources the server lists, by status", labels=["status"])
@@ -46,10 +51,23 @@ class _StateCollector:
             items.add_metric([name], stats.items)
             largest.add_metric([name], stats.largest)
         yield from (calls, items, largest)
+        if self.lag is not None:
+            waiting, seconds = self.lag()
+            yield GaugeMetricFamily(
+                "affectseq_history_waiting", "Lines not yet written to the history database", value=waiting
+            )
+            yield GaugeMetricFamily(
+                "affectseq_history_lag_seconds", "How long the oldest unwritten line has waited", value=seconds
+            )
 
 
 class ServeMetrics:
-    def __init__(self, statuses: Callable[[], dict[str, int]], batching: Callable[[], dict[str, BatchStats]]):
+    def __init__(
+        self,
+        statuses: Callable[[], dict[str, int]],
+        batching: Callable[[], dict[str, BatchStats]],
+        lag: Callable[[], tuple[int, float]] | None = None,
+    ):
         self.registry = CollectorRegistry()
         self.windows = Counter("affectseq_windows", "Windows scored", registry=self.registry)
         self.latency = Histogram(
@@ -62,7 +80,7 @@ class ServeMetrics:
         self.dropped = Counter(
             "affectseq_frames_dropped", "Frames skipped because the pipeline was behind", registry=self.registry
         )
-        self.registry.register(_StateCollector(statuses, batching))
+        self.registry.register(_StateCollector(statuses, batching, lag))
 
     def count(self, line: dict | None, frames: int, dropped: int) -> None:
         """A line scored (None: a source's end), and its source's frames and drops since last counted."""
