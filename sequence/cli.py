@@ -218,6 +218,30 @@ def experiments(
     raise typer.Exit(1 if out["failures"] else 0)
 
 
+@app.command()
+def report(
+    db: Annotated[str, typer.Option(help="The history database `sequence serve` wrote (a SQLite file or a URL).")],
+    session: Annotated[str, typer.Option(help="The session's name (or id).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html, report.csv and report.png.")] = Path("report"),
+    as_json: JsonOpt = False,
+) -> None:
+    """A class session's report (per student the states over time, the class minute by minute) from
+    a server's history, with no server running."""
+    setup_logging(quiet=True)
+    from sequence.serve.report import report_from_db
+
+    try:
+        result = report_from_db(db, session, out)
+    except ConfigError as e:
+        fail(str(e))
+    err.print(
+        f"session {result['session']}: {result['students']} students, {result['windows']} windows -> {result['html']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    print(json.dumps(result) if as_json else result["html"])
+
+
 app.command()(tune)
 app.command()(predict)
 app.command()(serve)

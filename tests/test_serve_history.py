@@ -144,3 +144,41 @@ def test_a_server_killed_mid_class_loses_at_most_its_last_second(live_setup, tmp
         )
     assert stored == seen[: len(stored)] and stored, (stored, seen)
     assert seen[-1] - (stored[-1] if stored else 0.0) <= 1.0 + 1e-9, (stored, seen)
+
+
+def test_sessions_and_their_reports_served_and_written_offline(live_setup, tmp_path):
+    from tests.conftest import last_json, run_cli
+
+    db = tmp_path / "term.db"
+    server = Server(live_setup["run"], "--db", str(db), "--session", "Monday")
+    try:
+        _, ada = _stream(server, "Ada", live_setup["video"])
+        with server.client() as c:
+            r = c.post("/sessions", json={"name": "Monday afternoon"})
+            assert r.status_code == 201 and r.json()["name"] == "Monday afternoon"
+            assert c.post("/sessions", json={}).status_code == 400
+        _stream(server, "Grace", live_setup["video"])
+        with server.client() as c:
+            listed = c.get("/sessions").json()
+            assert [(s["name"], s["sources"]) for s in listed] == [("Monday", 1), ("Monday afternoon", 1)]
+            monday = listed[0]["id"]
+            page = c.get(f"/sessions/{monday}/report")
+            served_csv = c.get(f"/sessions/{monday}/report.csv").text
+            png = c.get(f"/sessions/{monday}/report.png").content
+            assert c.get("/sessions/999/report").status_code == 404
+    finally:
+        server.stop()
+    assert page.status_code == 200 and "<td>Ada</td>" in page.text and "Grace" not in page.text
+    rows = list(csv.DictReader(io.StringIO(served_csv)))
+    assert len(rows) == len(ada) and {r["name"] for r in rows} == {"Ada"}
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # The same files with no server running.
+    out = last_json(
+        run_cli(
+            "report", "--db", str(db), "--session", "Monday", "--out", str(tmp_path / "r"), "--json", module="sequence"
+        ).stdout
+    )
+    assert (out["students"], out["windows"]) == (1, len(ada))
+    assert (tmp_path / "r" / "report.csv").read_text() == served_csv and (tmp_path / "r" / "report.png").stat().st_size > 0
+    refused = run_cli("report", "--db", str(db), "--session", "Sunday", module="sequence", check=2)
+    assert "Monday afternoon" in refused.stderr and "fix:" in refused.stderr

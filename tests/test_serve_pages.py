@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 
@@ -118,3 +119,24 @@ def test_three_pushed_streams_show_healthy_tiles_and_a_broken_one_a_failed_tile(
         page.screenshot(path=str(live_setup["tmp"] / "class-page.png"))
     finally:
         server.stop()
+
+
+def test_a_sessions_report_page_shows_its_figure_and_a_row_per_student(live_setup, browser, tmp_path):
+    from tests.serve_helpers import Listener, push
+
+    server = Server(live_setup["run"], "--db", str(tmp_path / "report.db"), "--session", "Wednesday")
+    try:
+        sid = httpx.post(f"{server.url}/sources", json={"push": True, "name": "Ada"}).json()["id"]
+        listener = Listener(server.url, sid)
+        push(server.url, sid, video=live_setup["video"], realtime=False)
+        listener.join(timeout=120)
+        session = httpx.get(f"{server.url}/sessions").json()[0]["id"]
+        page = browser.new_page()
+        page.goto(f"{server.url}/sessions/{session}/report")
+        page.wait_for_function("() => document.querySelector('#report').naturalWidth > 0", timeout=30_000)
+        cells = page.locator("#students tbody tr td").all_text_contents()
+        heading = page.locator("h1").text_content()
+    finally:
+        log = server.stop()
+    assert heading == "Session Wednesday" and cells[0] == "Ada" and cells[1] == str(len(listener.windows()))
+    assert "Traceback" not in log, log

@@ -13,6 +13,9 @@
   GET    /events                every source's events in one stream (what the class page listens to)
   GET    /sources/{id}/history  its stored windows (?from=&to= seconds; CSV with Accept: text/csv)
   DELETE /students/{name}/history  erase everything stored under that name -> {"removed": rows}
+  POST   /sessions              {"name"}: a class session starts; sources started from now belong to it
+  GET    /sessions              every session kept
+  GET    /sessions/{id}/report  its report page (.csv: one row per window; .png: the figure)
   GET    /healthz               ok or degraded, the sources by status (no token needed: it names no one)
   GET    /metrics               Prometheus' text format (sequence.serve.metrics)
 
@@ -32,7 +35,7 @@ from sse_starlette.sse import AppStatus, EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -91,6 +94,33 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
         if "text/csv" in request.headers.get("accept", ""):
             return Response(as_csv(lines, hub().run.states), media_type="text/csv")
         return JSONResponse(lines)
+
+    async def sessions(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                name = str((await request.json())["name"]).strip()
+            except (json.JSONDecodeError, KeyError, TypeError):
+                name = ""
+            if not name:
+                raise SourceError('the body must name the session, e.g. {"name": "Tuesday 10:00"}')
+            return JSONResponse(await run_in_threadpool(hub().history.start_session, name[:200]), status_code=201)
+        return JSONResponse(await run_in_threadpool(hub().history.sessions))
+
+    async def session_report(request: Request) -> Response:
+        from sequence.serve import report
+
+        key, part = request.path_params["id"], request.path_params.get("part", "html")
+        try:
+            session, rows = await run_in_threadpool(hub().history.session_windows, int(key) if key.isdigit() else key)
+        except KeyError:
+            raise SourceError(f"no session {key!r}; fix: GET /sessions lists them", 404) from None
+        states = hub().run.states
+        if part == "csv":
+            return Response(report.as_csv(session, rows, states), media_type="text/csv")
+        png = await run_in_threadpool(report.as_png, session, rows, states)
+        if part == "png":
+            return Response(png, media_type="image/png")
+        return HTMLResponse(report.as_html(session, rows, states, png))
 
     async def erase_student(request: Request) -> Response:
         removed = await run_in_threadpool(hub().history.erase, request.path_params["name"])
@@ -175,6 +205,9 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
         Route("/sources/{id}/events", events),
         Route("/sources/{id}/history", source_history),
         Route("/students/{name}/history", erase_student, methods=["DELETE"]),
+        Route("/sessions", sessions, methods=["GET", "POST"]),
+        Route("/sessions/{id}/report", session_report),
+        Route("/sessions/{id}/report.{part:str}", session_report),
         Route("/events", events),
         WebSocketRoute("/sources/{id}/ws", push_socket),
         Mount("/static", StaticFiles(directory=PAGES)),

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, create_engine, delete, event, select
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, create_engine, delete, event, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -98,18 +98,26 @@ class History:
     """One server's history: the session it records into, and its writer thread (close() ends it
     after what is queued is written, or given up on once the database stays unreachable)."""
 
-    def __init__(self, url: str, session: str | None = None, retain_days: float = 30.0, buffer: int = BUFFER):
+    def __init__(
+        self, url: str, session: str | None = None, retain_days: float = 30.0, buffer: int = BUFFER, record: bool = True
+    ):
+        """`record` False: only to read (a report): no session is opened and nothing is deleted."""
         self.url, self.retain_days = url, retain_days
+        self.session_id, self.session_name = None, None
         try:
+            if not record and "://" not in url and not Path(url).is_file():
+                raise ConfigError(f"--db {url}: no such file; fix: give the history database a server wrote")
             self.engine = _engine(url)
             self._check_schema()
-            self.session_id, self.session_name = self._open_session(session)
-            self._purge()
+            if record:
+                self.session_id, self.session_name = self._open_session(session)
+                self._purge()
         except SQLAlchemyError as e:
             raise ConfigError(
                 f"--db {_shown(url)}: cannot open ({str(e).splitlines()[0]}); fix: check the URL and the server"
             ) from None
         self._queue: deque = deque(maxlen=buffer)
+        self._queued = self._written = 0  # items ever queued / written: what a reader waits for
         self.lost = 0  # lines dropped from a full queue while the database could not be written
         self.problem: str | None = None
         self._cond = threading.Condition()
@@ -162,8 +170,9 @@ class History:
     # ---- what the hub hands over (never waits) ----
 
     def source(self, row: dict) -> None:
-        """A source started or changed status: {"id", "name", "kind", "status", "reason", "started"}."""
-        self._put(("source", row))
+        """A source started or changed status: {"id", "name", "kind", "status", "reason", "started"};
+        it belongs to the session current now."""
+        self._put(("source", {**row, "session_id": self.session_id}))
 
     def window(self, source_id: str, line: dict) -> None:
         self._put(("window", source_id, line))
@@ -173,7 +182,15 @@ class History:
             if len(self._queue) == self._queue.maxlen:
                 self.lost += 1
             self._queue.append((time.monotonic(), *item))
-            self._cond.notify()
+            self._queued += 1
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until what was queued before this call is written (a reader sees every line scored so
+        far), at most `timeout` seconds (the database may be down: then the reader sees what is there)."""
+        with self._cond:
+            target = self._queued
+            self._cond.wait_for(lambda: self._written >= target or self._stop.is_set(), timeout=timeout)
 
     def lag(self) -> tuple[int, float]:
         """Lines waiting to be written, and how long the oldest has waited (seconds)."""
@@ -203,6 +220,8 @@ class History:
             with self._cond:
                 for _ in batch:
                     self._queue.popleft()
+                self._written += len(batch)
+                self._cond.notify_all()
             self.problem = None
             if time.time() - self._purged > DAY_S:
                 self._purged = time.time()
@@ -215,7 +234,7 @@ class History:
                     row = item[1]
                     existing = s.get(SourceRow, row["id"])
                     if existing is None:
-                        s.add(SourceRow(session_id=self.session_id, ended=None, **row))
+                        s.add(SourceRow(ended=None, **row))
                     else:
                         existing.status, existing.reason = row["status"], row["reason"]
                         existing.ended = time.time() if row["status"] in ("ended", "failed") else None
@@ -245,7 +264,7 @@ class History:
             log.error("history: %d lines could not be written to %s", len(self._queue), _shown(self.url))
         with Session(self.engine) as s:
             try:
-                row = s.get(ClassSession, self.session_id)
+                row = s.get(ClassSession, self.session_id) if self.session_id is not None else None
                 if row is not None:
                     row.ended = time.time()
                     s.commit()
@@ -253,9 +272,53 @@ class History:
                 pass
         self.engine.dispose()
 
+    # ---- sessions ----
+
+    def start_session(self, name: str) -> dict:
+        """End the current session and record into `name` from now on (continued if it exists)."""
+        with Session(self.engine) as s:
+            current = s.get(ClassSession, self.session_id)
+            if current is not None and current.name != name:
+                current.ended = time.time()
+                s.commit()
+        self.session_id, self.session_name = self._open_session(name)
+        return {"id": self.session_id, "name": self.session_name}
+
+    def sessions(self) -> list[dict]:
+        """Every session kept, oldest first, with its number of sources."""
+        self.flush()
+        with Session(self.engine) as s:
+            counts = dict(s.execute(select(SourceRow.session_id, func.count()).group_by(SourceRow.session_id)).all())
+            rows = s.scalars(select(ClassSession).order_by(ClassSession.started))
+            return [
+                {"id": r.id, "name": r.name, "started": r.started, "ended": r.ended, "sources": counts.get(r.id, 0)}
+                for r in rows
+            ]
+
+    def session_windows(self, session: int | str) -> tuple[dict, list[dict]]:
+        """A session (by id or name) and its windows, each with its source's id, name and start."""
+        self.flush()
+        with Session(self.engine) as s:
+            where = ClassSession.id == session if isinstance(session, int) else ClassSession.name == session
+            found = s.scalars(select(ClassSession).where(where)).first()
+            if found is None:
+                raise KeyError(session)
+            query = (
+                select(WindowRow, SourceRow)
+                .join(SourceRow, WindowRow.source_id == SourceRow.id)
+                .where(SourceRow.session_id == found.id)
+                .order_by(SourceRow.started, WindowRow.t_start)
+            )
+            rows = [
+                {"source": src.id, "name": src.name, "source_started": src.started, **_as_line(w)}
+                for w, src in s.execute(query).all()
+            ]
+            return {"id": found.id, "name": found.name, "started": found.started, "ended": found.ended}, rows
+
     # ---- reading and erasing (a request's, off the event loop) ----
 
     def windows_of(self, source_id: str, t_from: float | None = None, t_to: float | None = None) -> list[dict]:
+        self.flush()
         query = select(WindowRow).where(WindowRow.source_id == source_id).order_by(WindowRow.t_start)
         if t_from is not None:
             query = query.where(WindowRow.t_end > t_from)
@@ -266,6 +329,7 @@ class History:
 
     def erase(self, name: str) -> int:
         """Everything stored under a student's name: their sources and windows. Returns the rows removed."""
+        self.flush()  # lines of theirs still queued are erased too, not written after
         with Session(self.engine) as s, s.begin():
             ids = list(s.scalars(select(SourceRow.id).where(SourceRow.name == name)))
             if not ids:
