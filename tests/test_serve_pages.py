@@ -78,6 +78,15 @@ def test_a_students_camera_shows_on_the_class_page_with_four_states(live_setup, 
                 timeout=30_000,
             )
         assert tile.get_attribute("data-status") == "running"
+        # The class at a glance: one student watched, the low-engagement count agrees with the tile's.
+        assert teacher.locator("#watched").text_content() == "1 watched"
+        # Read together, in one turn of the page's event loop: a new window cannot come between.
+        level, low = teacher.evaluate(
+            "() => [document.querySelector('section.tile .state[data-state=Engagement]').dataset.level, "
+            "document.querySelector('#low').dataset.count]"
+        )
+        assert low == str(int(int(level) <= 1)), (level, low)
+        assert teacher.locator("#report-link").get_attribute("href") == "/sessions/current/report"
         # The student sees their own states too.
         student.wait_for_function(
             "() => /^[0-3]$/.test(document.querySelector('.state[data-state=Engagement]')?.dataset.level || '')",

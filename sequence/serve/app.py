@@ -15,7 +15,8 @@
   DELETE /students/{name}/history  erase everything stored under that name -> {"removed": rows}
   POST   /sessions              {"name"}: a class session starts; sources started from now belong to it
   GET    /sessions              every session kept
-  GET    /sessions/{id}/report  its report page (.csv: one row per window; .png: the figure)
+  GET    /sessions/{id}/report  its report page (.csv: one row per window; .png: the figure); id "current":
+                                the session being recorded
   GET    /healthz               ok or degraded, the sources by status (no token needed: it names no one)
   GET    /metrics               Prometheus' text format (sequence.serve.metrics)
 
@@ -110,8 +111,9 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
         from sequence.serve import report
 
         key, part = request.path_params["id"], request.path_params.get("part", "html")
+        chosen = hub().history.session_id if key == "current" else int(key) if key.isdigit() else key
         try:
-            session, rows = await run_in_threadpool(hub().history.session_windows, int(key) if key.isdigit() else key)
+            session, rows = await run_in_threadpool(hub().history.session_windows, chosen)
         except KeyError:
             raise SourceError(f"no session {key!r}; fix: GET /sessions lists them", 404) from None
         states = hub().run.states
