@@ -30,9 +30,27 @@ def _as_postgres(*cmd: str) -> None:
     subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120)
 
 
+class PostgresServer:
+    """A running cluster: its SQLAlchemy URL (psycopg 3), and stop()/start() to take it away and back."""
+
+    def __init__(self, bin_dir: Path, data: Path, root: Path, port: int, database: str):
+        self.bin_dir, self.data, self.port = bin_dir, data, port
+        self.options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.log = root / "log"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+
+    def start(self) -> None:
+        _as_postgres(
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", self.options, "-l", str(self.log), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        _as_postgres(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
 @contextlib.contextmanager
-def postgres_server(database: str = "affectseq") -> Iterator[str]:
-    """A running server with one empty database; yields its SQLAlchemy URL (psycopg 3)."""
+def postgres_cluster(database: str = "affectseq") -> Iterator[PostgresServer]:
+    """A running server with one empty database, stopped and removed afterwards."""
     bin_dir, port = _binaries(), _free_port()
     # Under /tmp itself: the server's user must reach its folder (pytest's are root's alone).
     root = Path(tempfile.mkdtemp(prefix="affectseq-pg-", dir="/tmp"))
@@ -40,12 +58,20 @@ def postgres_server(database: str = "affectseq") -> Iterator[str]:
     data = root / "data"
     try:
         _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+        server = PostgresServer(bin_dir, data, root, port, database)
+        server.start()
         try:
             _as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+            yield server
         finally:
-            _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+            with contextlib.suppress(subprocess.CalledProcessError):  # stopped by the test already
+                server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server(database: str = "affectseq") -> Iterator[str]:
+    """A running server with one empty database; yields its SQLAlchemy URL (psycopg 3)."""
+    with postgres_cluster(database) as server:
+        yield server.url

@@ -55,7 +55,8 @@ def test_history_in_sqlite_survives_a_restart_and_a_students_erasure_leaves_no_r
     assert [name for name, _ in sessions] == ["Tuesday"] and sessions[0][1] is not None  # one session, closed
 
 
-def test_two_servers_share_one_postgresql_history(live_setup):
+def test_two_servers_share_one_postgresql_history(live_setup, tmp_path):
+    from tests.conftest import last_json, run_cli
     from tests.postgres import postgres_server
 
     with postgres_server() as url:
@@ -70,6 +71,13 @@ def test_two_servers_share_one_postgresql_history(live_setup):
             sources = dict(conn.execute(text("select id, name from sources")).all())
             counts = dict(conn.execute(text("select source_id, count(*) from windows group by source_id")).all())
             sessions = conn.execute(text("select count(*) from sessions")).scalar()
+        # One report covers both servers' students.
+        out = last_json(
+            run_cli(
+                "report", "--db", url, "--session", "Thursday", "--out", str(tmp_path), "--json", module="sequence"
+            ).stdout
+        )
+    assert (out["students"], out["windows"]) == (2, len(lines_a) + len(lines_b))
     assert a != b and sources == {a: "Grace", b: "Alan"} and sessions == 1
     assert counts == {a: len(lines_a), b: len(lines_b)}
     assert "Traceback" not in log, log
@@ -182,3 +190,34 @@ def test_sessions_and_their_reports_served_and_written_offline(live_setup, tmp_p
     assert (tmp_path / "r" / "report.csv").read_text() == served_csv and (tmp_path / "r" / "report.png").stat().st_size > 0
     refused = run_cli("report", "--db", str(db), "--session", "Sunday", module="sequence", check=2)
     assert "Monday afternoon" in refused.stderr and "fix:" in refused.stderr
+
+
+def test_lines_scored_while_the_database_is_down_are_written_once_it_is_back(live_setup):
+    """PostgreSQL stopped under a running server: /healthz says degraded with the reason, lines wait in
+    memory, and once the database is back every one of them is written and /healthz is ok again."""
+    import time
+
+    from tests.postgres import postgres_cluster
+
+    def health_until(server: Server, status: str) -> dict:
+        # /healthz is the observable: asked until it says `status` (the writer retries every 5 s).
+        deadline = time.monotonic() + 60
+        while (h := httpx.get(f"{server.url}/healthz").json())["status"] != status and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return h
+
+    with postgres_cluster() as pg:
+        server = Server(live_setup["run"], "--db", pg.url, "--session", "Friday")
+        try:
+            pg.stop()
+            sid, lines = _stream(server, "Ada", live_setup["video"])
+            degraded = health_until(server, "degraded")
+            pg.start()
+            recovered = health_until(server, "ok")
+            stored = httpx.get(f"{server.url}/sources/{sid}/history").json()
+        finally:
+            log = server.stop()
+    assert degraded["status"] == "degraded" and "unreachable" in degraded["reason"] and "Ada" not in str(degraded)
+    assert recovered["status"] == "ok"
+    assert stored == [{k: line[k] for k in STORED} for line in lines]
+    assert "Traceback" not in log, log
