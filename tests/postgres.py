@@ -58,7 +58,7 @@ def postgres_cluster(database: str = "affectseq") -> Iterator[PostgresServer]:
     data = root / "data"
     try:
         _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        server = PostgresServer(bin_dir, data, root, port, database)
+        server = PostgresServer(bin_dir, data, root, port=port, database=database)
         server.start()
         try:
             _as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)

@@ -122,7 +122,7 @@ def create_app(make_hub: Callable[[], SourceHub], token: str | None = None) -> S
         png = await run_in_threadpool(report.as_png, session, rows, states)
         if part == "png":
             return Response(png, media_type="image/png")
-        return HTMLResponse(report.as_html(session, rows, states, png))
+        return HTMLResponse(report.as_html(session, rows, states, png=png))
 
     async def erase_student(request: Request) -> Response:
         removed = await run_in_threadpool(hub().history.erase, request.path_params["name"])

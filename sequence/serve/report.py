@@ -174,7 +174,7 @@ def write_report(session: dict, rows: list[dict], states: list[str], out: Path) 
     png = as_png(session, rows, states)
     (out / "report.csv").write_text(as_csv(session, rows, states))
     (out / "report.png").write_bytes(png)
-    (out / "report.html").write_text(as_html(session, rows, states, png))
+    (out / "report.html").write_text(as_html(session, rows, states, png=png))
     return {"csv": str(out / "report.csv"), "png": str(out / "report.png"), "html": str(out / "report.html")}
 
 
@@ -193,5 +193,5 @@ def report_from_db(db: str, session: str, out: Path) -> dict:
     finally:
         history.close()
     states = list(next((r["states"] for r in rows if r["states"]), {}))
-    paths = write_report(found, rows, states, out)
+    paths = write_report(found, rows, states, out=out)
     return {"session": found["name"], "windows": len(rows), "students": len({r["name"] for r in rows}), **paths}
