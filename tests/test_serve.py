@@ -220,6 +220,7 @@ def test_closed_doors_local_files_idle_senders_and_waiting_sources(live_setup, t
                 ({"url": f"file://{live_setup['video']}"}, "not under --allow-files"),
                 ({"url": "ftp://127.0.0.1/x.mp4"}, "scheme 'ftp' is not served"),
                 ({"device": str(live_setup["video"])}, "not under --allow-files"),
+                ({"device": f"/dev/..{live_setup['video']}"}, "not under --allow-files"),
             ]:
                 r = c.post("/sources", json=spec)
                 assert r.status_code == 400 and says in r.json()["error"] and "fix:" in r.json()["error"], (spec, r.text)

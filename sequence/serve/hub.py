@@ -165,7 +165,9 @@ class SourceHub:
             target, label, secret = self._address(url), redact(url), url
         else:
             device = str(spec["device"])
-            target, label, secret = device if device.startswith("/dev/") else self._local_file(device, "device"), device, ""
+            # Resolved, so that /dev/../some/file is the file it names.
+            in_dev = Path(device).resolve().is_relative_to("/dev")
+            target, label, secret = device if in_dev else self._local_file(device, "device"), device, ""
         windows = LiveWindows(self.run.states, self.scorer.score, self.windows, keep_timeline=False)
         name = str(spec.get("name") or label)[:80]
         source = Source(sid, kind, label, name=name, windows=windows, secret=secret)
