@@ -9,11 +9,17 @@ started elsewhere (`dask scheduler` + `dask worker`, or dask-jobqueue on SLURM).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from embed.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker: int = 1):
@@ -81,3 +87,37 @@ def connect(choice: ClusterChoice, tasks_per_worker: int = 1):
             f"--scheduler {choice.scheduler}: cannot reach the dask scheduler ({e}); "
             f"fix: start one with `dask scheduler` or check the address"
         ) from None
+
+
+@dataclass
+class ClusterSession:
+    """A connected cluster: its client, the torch threads each local worker should use (None on a
+    scheduler's), its dashboard, and how long it has been (or was) in use."""
+
+    client: Any
+    threads: int | None
+    dashboard: str
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float | None = None  # set when it closes
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started if self.seconds is None else self.seconds
+
+    def info(self) -> dict:
+        return {"seconds": round(self.elapsed, 1), "dashboard": self.dashboard}
+
+
+@contextlib.contextmanager
+def cluster_session(choice: ClusterChoice, tasks_per_worker: int = 1) -> Iterator[ClusterSession]:
+    """connect(), its dashboard logged; on leaving, the client closed and a local cluster shut down."""
+    local, client, threads = connect(choice, tasks_per_worker)
+    session = ClusterSession(client, threads, client.dashboard_link)
+    log.info("dask dashboard: %s", session.dashboard)
+    try:
+        yield session
+    finally:
+        session.seconds = time.perf_counter() - session.started
+        client.close()
+        if local is not None:
+            local.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ import torch
 
 from embed.cache import CacheStore
 from embed.clip_embedding import ClipTargets, embed_clip, pending
-from embed.cluster import connect
+from embed.cluster import cluster_session
 from embed.decode_ahead import decode_ahead
 from embed.embedder import Embedder, EmbedSpec
 from embed.layouts import Clip, DatasetIndex
@@ -113,28 +112,21 @@ def embed_dataset_on_cluster(
     clips = index.clips[:limit] if limit else index.clips
     report = RunReport(stores=[s.path for s in targets.stores], total=len(clips), clips_in_flight=clips_in_flight)
     todo, report.skipped = pending(clips, targets.stores)
-    local, client, threads = connect(cluster, tasks_per_worker=clips_in_flight)
-    report.dashboard = client.dashboard_link
-    log.info("dask dashboard: %s", report.dashboard)
-    start = time.perf_counter()
-    try:
+    with cluster_session(cluster, tasks_per_worker=clips_in_flight) as dask:
+        report.dashboard = dask.dashboard
         faces = str(targets.faces.path) if targets.faces else None
-        job = ClusterJob(spec, tuple(str(s.path) for s in targets.stores), faces, threads=threads)
-        futures = client.map(embed_task, [job] * len(todo), todo, pure=False, retries=RETRIES)
+        job = ClusterJob(spec, tuple(str(s.path) for s in targets.stores), faces, threads=dask.threads)
+        futures = dask.client.map(embed_task, [job] * len(todo), todo, pure=False, retries=RETRIES)
         with progress_bar(progress) as bar:
             task = bar.add_task("embed", total=len(todo), rate="")
             try:
                 for fut in as_completed(futures):
                     report.add(fut.result())
-                    bar.update(task, advance=1, rate=rate_text(report, time.perf_counter() - start))
+                    bar.update(task, advance=1, rate=rate_text(report, dask.elapsed))
             except KeyboardInterrupt:
                 report.interrupted = True
-                client.cancel(futures)
+                dask.client.cancel(futures)
         if not report.interrupted:
-            report.batching = client.run(worker_batching)  # per worker: how its clips' calls were batched
-    finally:
-        report.seconds = time.perf_counter() - start
-        client.close()
-        if local is not None:
-            local.close()
+            report.batching = dask.client.run(worker_batching)  # per worker: how its clips' calls were batched
+    report.seconds = dask.elapsed
     return report

@@ -15,7 +15,7 @@ from embed.manifest import Manifest
 from sequence.config import TrainConfig
 from sequence.experiment import DataMemo, RunPlan, load_for, train_run
 from sequence.folds import Fold, final_fold, pooled_folds
-from sequence.metrics import INTERVAL_METRICS
+from sequence.metrics import INTERVAL_METRICS, mean_over_states
 from sequence.runs import write_json
 from sequence.uncertainty import SIGNED
 
@@ -32,8 +32,9 @@ def make_folds(
     return pooled_folds(data, report.subject_of, k=k, seed=cfg.seed), report.subject_of
 
 
-def fold_mean_f1(validation: dict) -> float:
-    return float(np.mean([m["macro_f1"] for m in validation.values()]))
+def mean_f1(results: list[dict]) -> float:
+    """Runs' validation macro-F1 (each the mean over its states), averaged: what selection maximises."""
+    return float(np.mean([mean_over_states(r["validation"], "macro_f1") for r in results]))
 
 
 def run_folds(
@@ -58,7 +59,7 @@ def run_folds(
         plan = RunPlan(fold=fold, test=False, note={**(note or {})})
         run = train_run(manifest, cfg, progress=progress, memo=memo, command=command, plan=plan)
         results.append({**run, "fold": fold.number})
-        if on_fold is not None and on_fold(fold.number, float(np.mean([fold_mean_f1(r["validation"]) for r in results]))):
+        if on_fold is not None and on_fold(fold.number, mean_f1(results)):
             break
     return results
 
@@ -89,10 +90,10 @@ def summarise(results: list[dict], states: list[str]) -> dict:
     return out
 
 
-def final_epochs(results: list[dict]) -> int:
+def final_epochs(best_epochs: list[int]) -> int:
     """The final model's epoch count: the folds' median selected epoch (it has no validation split
     to stop on)."""
-    return max(1, int(round(float(np.median([r["best_epoch"] for r in results])))))
+    return max(1, int(round(float(np.median(best_epochs)))))
 
 
 def train_final(
@@ -119,7 +120,7 @@ def cross_validate(manifest: Manifest, cfg: TrainConfig, k: int, progress: bool 
     folds, subject_of = make_folds(manifest, cfg, k, memo=memo)
     results = run_folds(manifest, cfg, folds, progress=progress, memo=memo, note={"cv": name})
     summary = summarise(results, manifest.states)
-    epochs = final_epochs(results)
+    epochs = final_epochs([r["best_epoch"] for r in results])
     final = train_final(manifest, cfg, folds, epochs=epochs, progress=progress, memo=memo, note={"cv": name})
     dataset, _ = manifest.dataset(cfg.dataset)
     record = Path(manifest.runs_path) / dataset / f"{name}.json"

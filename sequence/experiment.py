@@ -83,19 +83,22 @@ def _frame_rate(store: Input, clip_ids: list[str], sample: int = 200) -> float |
     return float(np.median(rates)) if rates else None
 
 
-def _resolved(cfg: TrainConfig) -> TrainConfig:
-    """Deltas decided by the head when not set (TrainConfig.deltas)."""
-    return cfg if cfg.deltas is not None else cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
+def _input(manifest: Manifest, cfg: TrainConfig) -> tuple[str, TrainConfig, Input, FramePolicy]:
+    """A configuration's dataset, the configuration with deltas decided by the head when not set
+    (TrainConfig.deltas), the store it reads and its frame policy."""
+    dataset, _ = manifest.dataset(cfg.dataset)
+    if cfg.deltas is None:
+        cfg = cfg.model_copy(update={"deltas": head_class(cfg.head).sees_order})
+    store = open_input(manifest.cache_path, dataset, cfg.backbone, weights=cfg.weights, key=cfg.key)
+    return dataset, cfg, store, FramePolicy.from_config(cfg.model_dump())
 
 
 def load_for(
     manifest: Manifest, cfg: TrainConfig, memo: DataMemo | None = None
 ) -> tuple[dict[str, SequenceSet], LoadReport]:
     """The splits a configuration trains on, as train_run loads them (shared through `memo`)."""
-    dataset, _ = manifest.dataset(cfg.dataset)
-    cfg = _resolved(cfg)
-    store = open_input(manifest.cache_path, dataset, cfg.backbone, weights=cfg.weights, key=cfg.key)
-    return _load(manifest, dataset, store, policy=FramePolicy.from_config(cfg.model_dump()), memo=memo, stream=cfg.stream)
+    dataset, cfg, store, policy = _input(manifest, cfg)
+    return _load(manifest, dataset, store, policy=policy, memo=memo, stream=cfg.stream)
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,9 @@ def train_run(
     """Train one configuration and write its run folder. Returns {"run", "validation", "test",
     "best_epoch", "stopped"} (stopped: ended by plan.on_epoch)."""
     plan = plan or RunPlan()
-    dataset, _ = manifest.dataset(cfg.dataset)
-    cfg = _resolved(cfg)
-    store = open_input(manifest.cache_path, dataset, cfg.backbone, weights=cfg.weights, key=cfg.key)
+    dataset, cfg, store, policy = _input(manifest, cfg)
     device = resolve_device(cfg.device)
     head_params = resolve_params(cfg.head, cfg.head_params)
-    policy = FramePolicy.from_config(cfg.model_dump())
     input_dim = policy.input_dim(store.dim)
     build_head(
         cfg.head, input_dim, manifest.states, levels=manifest.levels, params=head_params

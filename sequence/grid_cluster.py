@@ -10,11 +10,10 @@ leaves nothing that looks finished.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from embed.cluster import ClusterChoice, connect
+from embed.cluster import ClusterChoice, cluster_session
 from embed.errors import ConfigError
 from embed.manifest import Manifest
 from sequence.config import TrainConfig
@@ -57,17 +56,14 @@ def run_grid_distributed(
     from dask.distributed import as_completed
 
     configs = numbered_grid(path, dataset)
-    local, client, threads = connect(cluster)
-    log.info("dask dashboard: %s", client.dashboard_link)
-    start = time.perf_counter()
     done: dict[int, dict] = {}
-    try:
+    with cluster_session(cluster) as dask:
         futures = [
-            client.submit(
+            dask.client.submit(
                 grid_task,
                 manifest,
                 GridJob(k, cfg, f"{command_line()}  # experiment {k}"),
-                threads=threads,
+                threads=dask.threads,
                 pure=False,
                 retries=retries,
             )
@@ -82,11 +78,6 @@ def run_grid_distributed(
                 log.error("experiment %d: %s", result["experiment"], result["error"])
             else:
                 record_grid_run(manifest, configs[i][1], path, experiment=configs[i][0], run=result["run"])
-    finally:
-        info = {"seconds": round(time.perf_counter() - start, 1), "dashboard": client.dashboard_link}
-        client.close()
-        if local is not None:
-            local.close()
     results = [done[i] for i in sorted(done) if "error" not in done[i]]
     failures = [{"experiment": done[i]["experiment"], "error": done[i]["error"]} for i in sorted(done) if "error" in done[i]]
-    return results, failures, info
+    return results, failures, dask.info()

@@ -9,7 +9,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from embed.manifest import Manifest
@@ -34,9 +33,9 @@ def test_best(manifest: Manifest, study, folds: tuple[Fold, ...] | None, progres
         return {"trial": best.number, "run": run, "test": Run.open(run).metrics["test"], "new": False}
     cfg = parse_config(best.user_attrs["config"], f"study '{study.study_name}': trial {best.number}")
     if folds:
-        from sequence.cross_validation import train_final
+        from sequence.cross_validation import final_epochs, train_final
 
-        epochs = max(1, int(round(float(np.median(best.user_attrs["best_epochs"])))))
+        epochs = final_epochs(best.user_attrs["best_epochs"])
         note = {"trial": best.number, "study": study.study_name}
         result = train_final(manifest, cfg, list(folds), epochs=epochs, progress=progress, note=note)
         run, test = result["run"], result["test"]

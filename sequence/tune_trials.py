@@ -48,10 +48,6 @@ def pruner():
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)
 
 
-def _mean_f1(validation: dict) -> float:
-    return sum(m["macro_f1"] for m in validation.values()) / len(validation)
-
-
 def run_trial(manifest: Manifest, job: TrialJob, threads: int | None = None) -> dict:
     """Train the trial; report each epoch (or, cross-validating, each fold's running mean) and stop
     when the pruner says so. {"number", "value", "pruned", "runs"} or {"number", "error"}."""
@@ -61,7 +57,7 @@ def run_trial(manifest: Manifest, job: TrialJob, threads: int | None = None) -> 
         import torch
 
         torch.set_num_threads(threads)
-    from sequence.cross_validation import fold_mean_f1, run_folds
+    from sequence.cross_validation import mean_f1, run_folds
     from sequence.experiment import RunPlan, train_run
 
     study = optuna.load_study(study_name=job.study, storage=open_storage(job.storage), pruner=pruner())
@@ -83,9 +79,7 @@ def run_trial(manifest: Manifest, job: TrialJob, threads: int | None = None) -> 
                 on_fold=lambda number, mean: report(mean, number),
                 command=job.command,
             )
-            value = sum(fold_mean_f1(r["validation"]) for r in results) / len(results)
             pruned = len(results) < len(job.folds)
-            best_epochs = [r["best_epoch"] for r in results]
         else:
 
             def on_epoch(entry: EpochLog) -> bool:
@@ -93,13 +87,10 @@ def run_trial(manifest: Manifest, job: TrialJob, threads: int | None = None) -> 
 
             plan = RunPlan(test=False, on_epoch=on_epoch, note=note)
             results = [train_run(manifest, job.cfg, progress=False, command=job.command, plan=plan)]
-            value, pruned, best_epochs = (
-                _mean_f1(results[0]["validation"]),
-                results[0]["stopped"],
-                [results[0]["best_epoch"]],
-            )
+            pruned = results[0]["stopped"]
     except ConfigError as e:
         return {"number": job.number, "error": str(e)}
+    value, best_epochs = mean_f1(results), [r["best_epoch"] for r in results]
     runs = [r["run"] for r in results]
     trial.set_user_attr("runs", runs)
     trial.set_user_attr("best_epochs", best_epochs)

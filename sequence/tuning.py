@@ -157,20 +157,17 @@ def _run_on_cluster(search: _Search, manifest: Manifest, options: TuneOptions, d
     """Trials on dask workers, as many at once as there are workers, each sampled when a worker is free."""
     from dask.distributed import as_completed
 
-    from embed.cluster import connect
+    from embed.cluster import cluster_session
 
-    local, client, threads = connect(options.cluster)
-    log.info("dask dashboard: %s", client.dashboard_link)
-    start = time.perf_counter()
-    try:
-        slots = max(1, len(client.scheduler_info()["workers"]))
+    with cluster_session(options.cluster) as dask:
+        slots = max(1, len(dask.client.scheduler_info()["workers"]))
         pending: dict = {}
         started = 0
 
         def submit() -> None:
             nonlocal started
             trial, job = search.ask()
-            fut = client.submit(run_trial, manifest, job, threads=threads, pure=False, retries=1)
+            fut = dask.client.submit(run_trial, manifest, job, threads=dask.threads, pure=False, retries=1)
             pending[fut.key] = trial
             queue.add(fut)
             started += 1
@@ -182,12 +179,7 @@ def _run_on_cluster(search: _Search, manifest: Manifest, options: TuneOptions, d
             search.tell(pending.pop(fut.key), fut.result())
             if started < options.trials and time.monotonic() <= deadline:
                 submit()
-    finally:
-        info = {"seconds": round(time.perf_counter() - start, 1), "dashboard": client.dashboard_link}
-        client.close()
-        if local is not None:
-            local.close()
-    return info
+    return dask.info()
 
 
 def tune(options: TuneOptions) -> dict:
