@@ -56,7 +56,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune postgres gpu-carry gpu-rehearsal clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency postgres gpu-carry gpu-rehearsal clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -156,7 +156,11 @@ bench-memory: weights $(FOOTAGE)
 
 # What a 100-trial tuning study costs on DAiSEE-sized data (synthetic; see the script).
 bench-tune: $(STAMP)
-	$(PY) bench/tune_cost.py --json
+	$(PY) bench/tune_cost.py --sample-trials 12 --json
+
+# A live window's latency against the cache's detector interval and the window's length.
+bench-window-latency: weights
+	$(PY) bench/live_window_latency.py --json
 
 # bench/gpu.sh's carried wheels and weights (.gpu/), and its rehearsal here on the CPU from a fresh venv
 # that holds only what the GPU machines' image holds (torch and the common packages, none of ours).

@@ -6,7 +6,11 @@ epoch (training and the validation pass) of each head the sample's space samples
 From those, the cost of a `--trials` study whose heads are drawn evenly: every trial run to
 `--epochs` (no pruning: the bound), and with the share of epochs the median pruner left in a
 study measured on the built-in sample (`--epoch-share`, from `sequence tune`'s trials.csv).
-    .venv/bin/python bench/tune_cost.py [--frames 100] [--epochs 30] [--trials 100] [--epoch-share 0.62] [--json]
+With `--sample-trials N` (after `make demo`), it first times `sequence tune configs/tune_sample.yaml
+--trials N` on the built-in sample, in this process's way (one process) and on two dask workers, each
+into a fresh runs folder: trials per hour, and the share of possible epochs the trials ran.
+    .venv/bin/python bench/tune_cost.py [--frames 100] [--epochs 30] [--trials 100] [--epoch-share 0.62]
+                                        [--sample-trials 12 [--sample-only]] [--json]
 """
 
 from __future__ import annotations
@@ -41,6 +45,52 @@ def epoch_seconds(train, val, head: str) -> float:
     return time.perf_counter() - start
 
 
+def sample_study(trials: int, workers: int | None) -> dict:
+    """`sequence tune configs/tune_sample.yaml` on the built-in sample's cache, into a fresh runs folder."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).parents[1]
+    manifest = yaml.safe_load((root / "data_manifest.yaml").read_text())
+    runs = Path(tempfile.mkdtemp(prefix="affectseq-tune-sample-"))
+    manifest.update({"cache_dir": str(root / "cache"), "runs_dir": str(runs)})
+    manifest["datasets"]["sample"]["root"] = str(root / manifest["datasets"]["sample"]["root"])
+    (runs / "m.yaml").write_text(yaml.safe_dump(manifest))
+    cmd = [
+        sys.executable,
+        "-m",
+        "sequence",
+        "tune",
+        str(root / "configs/tune_sample.yaml"),
+        "--manifest",
+        str(runs / "m.yaml"),
+    ]
+    cmd += ["--trials", str(trials), "--quiet", "--json"] + (["--workers", str(workers)] if workers else [])
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"tune on the sample failed: {proc.stderr.strip().splitlines()[-1]}; fix: `make demo` first")
+    seconds = time.perf_counter() - start
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    trained = [
+        json.loads((Path(r) / "metrics.json").read_text())["epochs_trained"] for t in out["trials"] for r in t["runs"]
+    ]
+    epochs = yaml.safe_load((root / "configs/tune_sample.yaml").read_text())["base"]["epochs"]
+    shutil.rmtree(runs, ignore_errors=True)
+    trial_s = out["cluster"]["seconds"] if out["cluster"] else None
+    return {
+        "workers": workers,
+        "trials": len(out["trials"]),
+        "pruned": sum(t.get("pruned", False) for t in out["trials"]),
+        "command_s": round(seconds, 1),
+        "trials_on_cluster_s": trial_s,
+        "trials_per_hour": round(3600 * len(out["trials"]) / (trial_s or seconds)),
+        "epoch_share": round(sum(trained) / (epochs * len(trained)), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=5358)
@@ -49,8 +99,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="A trial's most epochs.")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--epoch-share", type=float, default=None, help="Epochs run / epochs possible in a pruned study.")
+    ap.add_argument("--sample-trials", type=int, default=0, help="Also time a study of N trials on the sample.")
+    ap.add_argument("--sample-only", action="store_true", help="Only the sample's studies (no DAiSEE-sized cost).")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    sample = [sample_study(args.sample_trials, workers) for workers in (None, 2)] if args.sample_trials else []
+    for s in sample:
+        where = f"on {s['workers']} workers" if s["workers"] else "in one process"
+        print(
+            f"sample, {s['trials']} trials ({s['pruned']} pruned) {where}: {s['command_s']} s the command, "
+            f"~{s['trials_per_hour']} trials/hour, epoch share {s['epoch_share']}"
+        )
+    if args.sample_only:
+        print(json.dumps({"sample_studies": sample}) if args.json else "", end="\n" if args.json else "")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="affectseq-tune-cost-"))
     try:
         store, ids, write_s = write_store(tmp, args.train + args.validation, 300, dim=512)
@@ -73,6 +135,7 @@ def main() -> None:
         "epochs": args.epochs,
         "hours_unpruned": round(bound_h, 1),
         "hours_pruned": round(bound_h * args.epoch_share, 1) if args.epoch_share else None,
+        "sample_studies": sample,
     }
     print(f"machine: {out['device']}")
     print(f"Train {args.train} + Validation {args.validation} clips at {args.frames} frames; one epoch (with validation):")
