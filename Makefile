@@ -39,6 +39,7 @@ PORT ?=
 TOKEN_FILE ?=
 MAX_SOURCES ?=
 SAMPLE_FPS ?=
+BASELINE ?=
 # Test files run in parallel processes (pytest-xdist), each with cores/TEST_WORKERS torch threads (at
 # least one). Three on two cores: the live and serve tests wait on streams fed at real-time pace, and
 # a third worker's work fills those waits (docs/performance.md, "Test suite").
@@ -56,7 +57,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency postgres gpu-carry gpu-rehearsal clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -121,6 +122,10 @@ serve: weights
 $(CHROMIUM):
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# The bench pushes cameras as the README does: ffmpeg into curl.
+ffmpeg:
+	command -v ffmpeg >/dev/null && command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg curl)
+
 # The tests start their own PostgreSQL servers (tests/postgres.py) from Debian's package (its server
 # binaries: the client package alone does not have them).
 postgres:
@@ -143,9 +148,10 @@ bench: weights $(FOOTAGE)
 	$(PY) bench/long_video.py --json $(call opt,--device,$(DEVICE))
 	$(PY) bench/live_latency.py --json $(call opt,--device,$(DEVICE))
 
-# How many students one `sequence serve` holds against one `predict --live` process each (minutes).
-bench-serve: weights $(FOOTAGE)
-	$(PY) bench/serve_load.py --hd --json $(call opt,--device,$(DEVICE))
+# How many students one `sequence serve` holds against one `predict --live` process each (minutes);
+# BASELINE=DIR also runs the code checked out in DIR (a git worktree of an older commit) beside it.
+bench-serve: weights $(FOOTAGE) ffmpeg
+	$(PY) bench/serve_load.py --hd --windows 10,1 --json $(call opt,--device,$(DEVICE)) $(call opt,--baseline,$(BASELINE))
 
 # `embed run` with clips in flight against one clip at a time, and peak memory against picture size.
 bench-flight: weights $(FOOTAGE)

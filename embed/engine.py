@@ -16,9 +16,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from embed.embedder import Embedder
+import torch
+
+from embed.embedder import Embedder, EmbedSpec
 from embed.memory import apply_allocator_policy
-from embed.streaming import EmbeddedChunk, Reading, embed_stream
+from embed.model_stage import ModelStage
+from embed.streaming import EmbeddedChunk, Reading, embed_stream, open_embedder
+
+
+def open_engine(spec: EmbedSpec, *, label: str, match: list[dict] | None = None, live: bool = True) -> StreamEngine:
+    """An engine on the networks `spec` builds (checked against the store configs in `match`, as
+    open_embedder does), with its own model stage. The process's torch threads are shared out among
+    the stage's threads first, before any of them starts: each network call runs on its share of the
+    cores. Left at torch's default, each of the two stage threads ran its calls on every core, the
+    calls fought for them, and one server held fewer students (bench/serve_load.py, docs/performance.md)."""
+    stage_threads = 2
+    torch.set_num_threads(max(1, torch.get_num_threads() // stage_threads))
+    embedder = open_embedder(spec, label=label, match=match, live=live, stage=ModelStage(threads=stage_threads))
+    return StreamEngine(embedder, live=live)
 
 
 class EngineSource:
@@ -41,7 +56,7 @@ class EngineSource:
 
 class StreamEngine:
     """Sources added while it runs, each embedded in its own thread through one shared Embedder and
-    model stage (build it with open_embedder(..., stage=ModelStage())). The engine owns the embedder,
+    model stage (open_engine builds both; or open_embedder(..., stage=ModelStage())). The engine owns the embedder,
     its stage and the sources' threads: `close()` stops and joins them all."""
 
     def __init__(self, embedder: Embedder, live: bool = True):

@@ -97,14 +97,12 @@ class Run:
     def engine(self, weights: str | None = None, device: str | None = "auto", live: bool = True) -> StreamEngine:
         """Stage one's engine set up for this run's input (networks loaded once, one model stage), to
         which sources are added, each embedded exactly as this run's cache was. Its owner closes it."""
-        from embed.engine import StreamEngine
-        from embed.model_stage import ModelStage
-        from embed.streaming import open_embedder, spec_for_stores
+        from embed.engine import open_engine
+        from embed.streaming import spec_for_stores
 
         configs, w = self.stream_inputs(weights)
         spec = spec_for_stores(configs, w, device=device, label=self.path.name)
-        embedder = open_embedder(spec, label=self.path.name, match=configs, live=live, stage=ModelStage())
-        return StreamEngine(embedder, live=live)
+        return open_engine(spec, label=self.path.name, match=configs, live=live)
 
     def reading(
         self,

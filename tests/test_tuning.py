@@ -39,7 +39,7 @@ def test_a_study_on_two_workers_grows_and_its_best_grid_runs(sample_embedded):
         "--manifest",
         m,
         "--trials",
-        "12",
+        "6",
         "--workers",
         "2",
         "--json",
@@ -47,14 +47,14 @@ def test_a_study_on_two_workers_grows_and_its_best_grid_runs(sample_embedded):
         timeout=800,
     )
     out = last_json(first.stdout)
-    assert len(out["trials"]) == 12 and out["retried"] == []
+    assert len(out["trials"]) == 6 and out["retried"] == []
     assert first.stderr.count("Test split, scored once") == 1
     study = _study(sample_embedded, "tune_sample")
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(study.trials) == len(finished) == 12
+    assert len(study.trials) == len(finished) == 6
     # Every trial is an ordinary finished run folder, validated but never tested, but the best.
     runs = [r for t in finished for r in t.user_attrs["runs"]]
-    assert len(set(runs)) == 12
+    assert len(set(runs)) == 6
     best = out["test"]["run"]
     assert best == study.best_trial.user_attrs["runs"][0] and out["test"]["new"]
     for r in runs:
@@ -65,12 +65,12 @@ def test_a_study_on_two_workers_grows_and_its_best_grid_runs(sample_embedded):
 
     second = last_json(
         run_cli(
-            "tune", str(ROOT / "configs/tune_sample.yaml"), "--manifest", m, "--trials", "4", "--json", module="sequence"
+            "tune", str(ROOT / "configs/tune_sample.yaml"), "--manifest", m, "--trials", "2", "--json", module="sequence"
         ).stdout
     )
     study = _study(sample_embedded, "tune_sample")
-    assert [t.number for t in study.trials] == list(range(16))
-    assert [t["number"] for t in second["trials"]] == [12, 13, 14, 15]
+    assert [t.number for t in study.trials] == list(range(8))
+    assert [t["number"] for t in second["trials"]] == [6, 7]
     # The Test split is scored once per best trial: an unchanged best is not scored again.
     assert second["test"]["new"] == (second["best"]["number"] != out["best"]["number"])
 
