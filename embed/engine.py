@@ -23,15 +23,20 @@ from embed.memory import apply_allocator_policy
 from embed.model_stage import ModelStage
 from embed.streaming import EmbeddedChunk, Reading, embed_stream, open_embedder
 
+# The process's torch threads before any engine shared them out (the share is taken of this, so a
+# second engine in the same process gets the same share, not half of the first's).
+_TORCH_THREADS = torch.get_num_threads()
+
 
 def open_engine(spec: EmbedSpec, *, label: str, match: list[dict] | None = None, live: bool = True) -> StreamEngine:
     """An engine on the networks `spec` builds (checked against the store configs in `match`, as
     open_embedder does), with its own model stage. The process's torch threads are shared out among
     the stage's threads first, before any of them starts: each network call runs on its share of the
     cores. Left at torch's default, each of the two stage threads ran its calls on every core, the
-    calls fought for them, and one server held fewer students (bench/serve_load.py, docs/performance.md)."""
+    calls fought for them, and one server held fewer students (bench/serve_load.py, docs/performance.md).
+    The share holds for the rest of the process, and opening another engine gives the same share."""
     stage_threads = 2
-    torch.set_num_threads(max(1, torch.get_num_threads() // stage_threads))
+    torch.set_num_threads(max(1, _TORCH_THREADS // stage_threads))
     embedder = open_embedder(spec, label=label, match=match, live=live, stage=ModelStage(threads=stage_threads))
     return StreamEngine(embedder, live=live)
 
@@ -56,8 +61,8 @@ class EngineSource:
 
 class StreamEngine:
     """Sources added while it runs, each embedded in its own thread through one shared Embedder and
-    model stage (open_engine builds both; or open_embedder(..., stage=ModelStage())). The engine owns the embedder,
-    its stage and the sources' threads: `close()` stops and joins them all."""
+    model stage (open_engine builds both; or open_embedder(..., stage=ModelStage())). The engine owns
+    the embedder, its stage and the sources' threads: `close()` stops and joins them all."""
 
     def __init__(self, embedder: Embedder, live: bool = True):
         if embedder.stage is None:

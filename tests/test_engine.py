@@ -123,3 +123,25 @@ def test_a_failing_batch_is_run_again_per_caller_so_only_the_bad_input_fails():
     assert calls == [[2, 4, -1, 6], [2], [4], [-1], [6]]  # the batch ran, then each caller alone
     stats = stage.stats()["test_a_failing_batch_is_run_again_per_caller_so_only_the_bad_input_fails.<locals>.halve"]
     assert stats == BatchStats(calls=1, items=4, largest=4, split=1)
+
+
+def test_open_engine_shares_torchs_threads_out_once_however_many_engines_a_process_opens():
+    """Each of the stage's two threads gets half of the process's torch threads (one at least), and
+    a second engine gets the same share, not half of the first's."""
+    import torch
+
+    from embed import engine as engine_module
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        engine_module._TORCH_THREADS = 4  # as if the process had started with four
+        for _ in range(2):
+            engine = engine_module.open_engine(EmbedSpec(("fer2013",), (None,), "cpu"), label="test", live=False)
+            try:
+                assert torch.get_num_threads() == 2 and len(engine.stage._threads) == 2
+            finally:
+                engine.close()
+    finally:
+        engine_module._TORCH_THREADS = before
+        torch.set_num_threads(before)
