@@ -14,7 +14,7 @@ from embed.cache import CacheStore
 from embed.errors import ConfigError
 from embed.fec.data import read_affectnet, read_fec_csv
 from embed.fec.synthetic import generate_fec_sample
-from embed.fec.train import predict_odd, triplet_loss
+from embed.fec.train import FecTrainConfig, predict_odd, train_fec, triplet_loss
 from embed.identity import file_identity
 from tests.conftest import copy_tiny, last_json, run_cli
 
@@ -129,6 +129,23 @@ def test_triplet_loss_matches_a_hand_computed_case():
     # Calling a the odd one makes (p, n) the similar pair: max(0, 0.8 - 0.4 + 0.5) + max(0, 0.8 - 2 + 0.5)
     assert triplet_loss(emb, torch.tensor([0, 2]), 0.5).item() == pytest.approx(0.9, abs=1e-6)
     assert predict_odd(emb).tolist() == [2, 0]
+
+
+def test_frozen_blocks_run_once_per_image_and_train_as_the_whole_net_does(tmp_path):
+    """With frozen trunk blocks, fec-train feeds each image's frozen-block output, computed once:
+    every epoch's loss and accuracies equal those of crops run through the whole net each time (the
+    last trunk block trained too, so the split falls inside the trunk)."""
+    paths = generate_fec_sample(tmp_path / "data", per_class=2, triplets=4, seed=2)
+    train, val = read_fec_csv(paths["fec_train"], paths["images"]), read_fec_csv(paths["fec_test"], paths["images"])
+    expressions = (read_affectnet(paths["affectnet"], "training"), read_affectnet(paths["affectnet"], "validation"))
+    histories = {}
+    for cache in (True, False):
+        cfg = FecTrainConfig(trunk_weights="random", unfreeze=1, epochs=2, batch=8, lr=1e-3, cache_frozen=cache)
+        result = train_fec(train, val, cfg, out_dir=tmp_path / str(cache), affectnet=expressions, progress=False)
+        histories[cache] = [(h.loss or 0.0, h.triplet_accuracy, h.expression_accuracy) for h in result.history]
+    assert len(histories[True]) == 3
+    for once, every in zip(histories[True], histories[False], strict=True):
+        assert once == pytest.approx(every, rel=1e-4, abs=1e-5), histories
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,17 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from embed.backbones import get_backbone
 from embed.backbones.fec import FEC, FECNet
 from embed.errors import ConfigError
-from embed.fec.data import EXPRESSIONS, Expressions, FaceImage, Triplets, load_crop, read_affectnet, read_fec_csv
+from embed.fec.data import EXPRESSIONS, Expressions, FaceImage, Triplets, read_affectnet, read_fec_csv
+from embed.fec.inputs import CROP_CACHE_BYTES, Crops, ExpressionSet, FrozenOutputs, Inputs, TripletSet
 from embed.manifest import load_manifest
 
 log = logging.getLogger(__name__)
-CROP_CACHE_BYTES = 2 << 30  # crops kept in memory (uint8) when all of them fit in this
+_COLUMNS = (
+    TextColumn("[bold]fec-train"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("{task.fields[info]}"),
+    TimeElapsedColumn(),
+)
+Encode = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -47,6 +57,8 @@ class FecTrainConfig:
     seed: int = 0
     device: str = "cpu"
     workers: int = 0  # DataLoader processes decoding images
+    # The frozen blocks' output computed once per image when all of it fits in memory (embed.fec.inputs)
+    cache_frozen: bool = True
 
 
 @dataclass
@@ -93,8 +105,18 @@ class FECModel(nn.Module):
         self.register_buffer("mean", torch.tensor(FEC.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(FEC.std).view(1, 3, 1, 1) * 255)
 
+        self.frozen_blocks = 0  # the trunk's first blocks, trained by nobody (build_model sets it)
+
+    def frozen(self, x: torch.Tensor) -> torch.Tensor:
+        """0..255 crops -> the frozen blocks' output."""
+        return self.net.trunk[: self.frozen_blocks]((x - self.mean) / self.std)
+
+    def from_frozen(self, f: torch.Tensor) -> torch.Tensor:
+        """The frozen blocks' output -> the embedding (the trained blocks and the head)."""
+        return self.net.head(self.net.trunk[self.frozen_blocks :](f))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.from_frozen(self.frozen(x))
 
 
 def build_model(cfg: FecTrainConfig) -> FECModel:
@@ -105,6 +127,7 @@ def build_model(cfg: FecTrainConfig) -> FECModel:
         raise ConfigError(f"--unfreeze {cfg.unfreeze}: the trunk has {blocks} blocks; fix: pass 0..{blocks}")
     for block in _frozen_blocks(model, cfg):
         block.requires_grad_(False)
+    model.frozen_blocks = blocks - cfg.unfreeze
     return model
 
 
@@ -119,54 +142,23 @@ def _set_train(model: FECModel, cfg: FecTrainConfig, training: bool) -> None:
         block.eval()  # frozen blocks keep their batch-norm statistics
 
 
-def _triplet_embeddings(model: FECModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(B, 3, C, S, S) crops -> (B, 3, D) L2-normalised embeddings."""
-    return F.normalize(model(x.flatten(0, 1).to(device)), dim=1).view(len(x), 3, -1)
+def _triplet_embeddings(encode: Encode, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 3, ...) inputs -> (B, 3, D) L2-normalised embeddings."""
+    return F.normalize(encode(x.flatten(0, 1).to(device)), dim=1).view(len(x), 3, -1)
 
 
-class _Crops:
-    """Face crops by image index, read from disk, kept in memory (uint8) when they all fit."""
-
-    def __init__(self, images: list[FaceImage], size: int, keep: bool):
-        self.images, self.size = images, size
-        self.kept: dict[int, torch.Tensor] | None = {} if keep else None
-
-    def __call__(self, i: int) -> torch.Tensor:
-        if self.kept is not None and i in self.kept:
-            return self.kept[i].float()
-        crop = load_crop(self.images[i], self.size)
-        if self.kept is not None:
-            crop = crop.round().clamp(0, 255).to(torch.uint8)
-            self.kept[i] = crop
-            return crop.float()
-        return crop
-
-
-class TripletSet(Dataset):
-    def __init__(self, triplets: Triplets, crops: _Crops):
-        self.triplets, self.crops = triplets, crops
-
-    def __len__(self) -> int:
-        return len(self.triplets)
-
-    def __getitem__(self, i: int):
-        return torch.stack([self.crops(int(j)) for j in self.triplets.index[i]]), int(self.triplets.odd[i])
-
-
-class ExpressionSet(Dataset):
-    def __init__(self, expressions: Expressions, crops: _Crops):
-        self.expressions, self.crops = expressions, crops
-
-    def __len__(self) -> int:
-        return len(self.expressions)
-
-    def __getitem__(self, i: int):
-        return self.crops(i), int(self.expressions.labels[i])
-
-
-def _crops(images: list[FaceImage], cfg: FecTrainConfig) -> _Crops:
+def _inputs(images: list[FaceImage], cfg: FecTrainConfig, *, model: FECModel, bar: Progress | None) -> Inputs:
+    """The frozen blocks' outputs when there are frozen blocks and they all fit in memory (each
+    computed once), else the crops (kept in memory when they fit and no loader process reads them)."""
     keep = cfg.workers == 0 and len(images) * 3 * FEC.input_size**2 <= CROP_CACHE_BYTES
-    return _Crops(images, FEC.input_size, keep)
+    if not (cfg.cache_frozen and model.frozen_blocks):
+        return Crops(images, FEC.input_size, keep)
+    crops = Crops(images, FEC.input_size, keep=False)
+    device = next(model.parameters()).device
+    model.eval()  # the frozen blocks' batch-norm statistics, as in training and validation
+    return FrozenOutputs.compute(crops, model.frozen, device=device, batch=cfg.batch * 3, bar=bar) or Crops(
+        images, FEC.input_size, keep
+    )
 
 
 def _loader(data: Dataset, cfg: FecTrainConfig, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -182,20 +174,21 @@ def _loader(data: Dataset, cfg: FecTrainConfig, shuffle: bool, seed: int = 0) ->
 
 @torch.inference_mode()
 def evaluate(
-    model: FECModel, triplets: DataLoader, expressions: DataLoader | None, device: torch.device
+    model: FECModel, triplets: DataLoader, expressions: DataLoader | None, *, device: torch.device, encode: Encode
 ) -> tuple[float, float | None]:
-    """Triplet accuracy (the odd one found) and expression accuracy."""
+    """Triplet accuracy (the odd one found) and expression accuracy; `encode`: the model, or its
+    part after the frozen blocks where the loaders give those blocks' outputs."""
     model.eval()
     hits = total = 0
     for x, odd in triplets:
-        emb = _triplet_embeddings(model, x, device)
+        emb = _triplet_embeddings(encode, x, device)
         hits += int((predict_odd(emb).cpu() == odd).sum())
         total += len(odd)
     expr = None
     if expressions is not None:
         right = seen = 0
         for x, y in expressions:
-            right += int((model.classifier(model(x.to(device))).argmax(1).cpu() == y).sum())
+            right += int((model.classifier(encode(x.to(device))).argmax(1).cpu() == y).sum())
             seen += len(y)
         expr = right / max(seen, 1)
     return hits / max(total, 1), expr
@@ -279,32 +272,28 @@ def train_fec(
 ) -> FecResult:
     """Train, keep the epoch with the best validation triplet accuracy, write out_dir/fec.pt
     (FECNet's state dict), history.json, config.json and curves.png."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    train_crops, val_crops = _crops(train.images, cfg), _crops(val.images, cfg)
-    train_dl = _loader(TripletSet(train, train_crops), cfg, True, seed=cfg.seed)
-    val_dl = _loader(TripletSet(val, val_crops), cfg, False)
+    with Progress(*_COLUMNS, disable=not progress, transient=True) as bar:
+        train_in, val_in = (_inputs(t.images, cfg, model=model, bar=bar) for t in (train, val))
+        expr_in = [_inputs(e.images, cfg, model=model, bar=bar) for e in affectnet] if affectnet is not None else None
+    encode = model.from_frozen if isinstance(train_in, FrozenOutputs) else model
+    if encode is model.from_frozen:
+        log.info("the trunk's %d frozen blocks ran once per image; epochs run the rest", model.frozen_blocks)
+    train_dl = _loader(TripletSet(train, train_in), cfg, True, seed=cfg.seed)
+    val_dl = _loader(TripletSet(val, val_in), cfg, False)
     expr_train = expr_val = None
-    if affectnet is not None:
-        expr_train = _loader(ExpressionSet(affectnet[0], _crops(affectnet[0].images, cfg)), cfg, True, seed=cfg.seed + 1)
-        expr_val = _loader(ExpressionSet(affectnet[1], _crops(affectnet[1].images, cfg)), cfg, False)
-    acc, expr_acc = evaluate(model, val_dl, expr_val, device=device)
+    if affectnet is not None and expr_in is not None:
+        expr_train = _loader(ExpressionSet(affectnet[0], expr_in[0]), cfg, True, seed=cfg.seed + 1)
+        expr_val = _loader(ExpressionSet(affectnet[1], expr_in[1]), cfg, False)
+    acc, expr_acc = evaluate(model, val_dl, expr_val, device=device, encode=encode)
     history: list[EpochLog] = [EpochLog(0, None, acc, expression_accuracy=expr_acc, seconds=0.0)]
     log.info("untrained: validation triplet accuracy %.3f (chance 1/3)", acc)
     best: tuple[float, int, dict] | None = None
-    columns = [
-        TextColumn("[bold]fec-train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*_COLUMNS, disable=not progress) as bar:
         task = bar.add_task("fec", total=cfg.epochs * len(train_dl), info="")
         for epoch in range(1, cfg.epochs + 1):
             start = time.perf_counter()
@@ -312,7 +301,7 @@ def train_fec(
             expr_iter = iter(expr_train) if expr_train is not None else None
             total = seen = 0.0
             for x, odd in train_dl:
-                emb = _triplet_embeddings(model, x, device)
+                emb = _triplet_embeddings(encode, x, device)
                 loss = triplet_loss(emb, odd.to(device), cfg.margin)
                 if expr_iter is not None:
                     try:
@@ -320,13 +309,13 @@ def train_fec(
                     except StopIteration:  # AffectNet is cycled alongside the triplets
                         expr_iter = iter(expr_train)
                         xe, ye = next(expr_iter)
-                    loss = loss + cfg.alpha * F.cross_entropy(model.classifier(model(xe.to(device))), ye.to(device))
+                    loss = loss + cfg.alpha * F.cross_entropy(model.classifier(encode(xe.to(device))), ye.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total, seen = total + loss.item() * len(x), seen + len(x)
                 bar.advance(task)
-            acc, expr_acc = evaluate(model, val_dl, expr_val, device=device)
+            acc, expr_acc = evaluate(model, val_dl, expr_val, device=device, encode=encode)
             seconds = time.perf_counter() - start
             entry = EpochLog(epoch, total / max(seen, 1), acc, expression_accuracy=expr_acc, seconds=seconds)
             history.append(entry)
