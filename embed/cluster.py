@@ -20,6 +20,7 @@ from typing import Any
 from embed.errors import ConfigError
 
 log = logging.getLogger(__name__)
+FORKSERVER_PRELOAD = ("distributed", "numpy", "torch", "torchvision")
 
 
 def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker: int = 1):
@@ -54,12 +55,37 @@ def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker:
         }
         for i in range(n)
     }
-    cluster = SpecCluster(
-        workers=spec,
-        scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}},
-        silence_logs=logging.ERROR,
-    )
+    with _forked_workers():
+        cluster = SpecCluster(
+            workers=spec,
+            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}},
+            silence_logs=logging.ERROR,
+        )
     return cluster, Client(cluster), threads
+
+
+@contextlib.contextmanager
+def _forked_workers() -> Iterator[None]:
+    """Worker processes started meanwhile fork from one server process that imported torch and
+    torchvision once (multiprocessing's forkserver, preloaded): dask's default spawns each worker
+    afresh, and each pays those imports (several CPU-seconds). The server imports no module of
+    ours, so no state of this process's reaches the workers; CUDA is not initialised by importing.
+    A worker its nanny restarts later is spawned as by default."""
+    import multiprocessing
+
+    import dask
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        # dask sets its own preload list on first use (its dependencies); ours replaces it before
+        # the server starts, with torch's libraries added.
+        context = get_mp_context()
+        context.set_forkserver_preload([*FORKSERVER_PRELOAD])
+        yield
 
 
 @dataclass(frozen=True)
