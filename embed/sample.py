@@ -69,7 +69,8 @@ _HEAD_WINDOW = (150, 10, 300, 230)  # x0, y0, x1, y1 in the 512x512 photo
 FACE_IN_HEAD = (31.0, 52.0, 118.0, 162.0)
 BROW_IN_HEAD = (40, 62, 110, 80)
 FACE_HEIGHT_FRACTION = 0.36  # face box height / frame height, like a webcam at a desk
-SAMPLE_FORMAT_VERSION = 3
+SAMPLE_FORMAT_VERSION = 4
+MAX_ROTATIONS = 64  # rotated heads kept per clip (a few MB): a slow roll repeats after fps / hz frames
 
 
 def head_sprite() -> tuple[np.ndarray, np.ndarray]:
@@ -129,13 +130,19 @@ def render_clip(params: dict, spec: SampleSpec, sprite: tuple[np.ndarray, np.nda
     head_img = Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").resize(size, Image.BICUBIC)
     base = Image.fromarray((background * 255).astype(np.uint8)).convert("RGBA")
     n = round(spec.fps * spec.seconds)
-    rotated, last_roll = None, None
+    # The rotation is most of a frame's cost, and the roll is periodic (constant without confusion):
+    # each distinct roll, to a thousandth of a degree, is rotated once per clip.
+    rotations: dict[float, Image.Image] = {}
     for i in range(n):
         t = i / spec.fps
         roll = BOREDOM_ROLL_DEG[lv["Boredom"]]
         roll += CONFUSION_AMPLITUDE_DEG * math.sin(2 * math.pi * CONFUSION_HZ[lv["Confusion"]] * t + params["phase"])
-        if roll != last_roll:  # without confusion the roll is constant: the rotation is most of the cost
-            rotated, last_roll = head_img.rotate(roll, resample=Image.BICUBIC, expand=True), roll
+        roll = round(roll, 3)
+        if roll not in rotations:
+            if len(rotations) >= MAX_ROTATIONS:
+                rotations.clear()
+            rotations[roll] = head_img.rotate(roll, resample=Image.BICUBIC, expand=True)
+        rotated = rotations[roll]
         frame = base.copy()
         cx = params["cx"] + params["sway"] * math.sin(2 * math.pi * 0.23 * t)
         frame.alpha_composite(rotated, (round(cx - rotated.width / 2), round(params["cy"] - rotated.height / 2)))

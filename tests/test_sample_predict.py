@@ -46,7 +46,7 @@ def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedd
     )
     run = last_json(proc.stdout)["run"]
     dataset = yaml.safe_load(sample_embedded.read_text())["datasets"]["sample"]
-    clips = sorted((Path(dataset["root"]) / "DataSet" / "Test").glob("*/*/*"))[:10]
+    clips = sorted((Path(dataset["root"]) / "DataSet" / "Test").glob("*/*/*"))[:15]
     spec = SampleSpec(**dataset["sample"])
     joined = tmp_path / "lecture 30s.mkv"
     n = write_video(
@@ -57,7 +57,7 @@ def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedd
         height=spec.height,
         lossless=True,
     )
-    assert n == 10 * spec.fps * spec.seconds == 300
+    assert n == 15 * spec.fps * spec.seconds == 300
     first = decode_video(clips[0]).frames
     assert np.array_equal(decode_video(joined).frames[: len(first)], first)
     one = last_json(run_cli("predict", str(clips[0]), "--run", run, "--json", module="sequence").stdout)
@@ -78,9 +78,9 @@ def test_predict_gives_four_states_and_a_timeline_for_a_long_video(sample_embedd
         ).stdout
     )
     assert out["window_seconds"] == pytest.approx(spec.seconds, abs=0.15)
-    assert out["windows"] == 28  # starts 0..27 s for 3 s windows in 30 s
+    assert out["windows"] == 29  # starts 0..28 s for 2-s windows in 30 s
     rows = json.loads(Path(out["timeline"]).read_text())
-    assert len(rows) == 28 and [r["start"] for r in rows] == list(range(28))
+    assert len(rows) == 29 and [r["start"] for r in rows] == list(range(29))
     assert Path(out["timeline_png"]).read_bytes()[:4] == b"\x89PNG"
     assert list(csv.DictReader(io.StringIO(Path(out["timeline_csv"]).read_text()))) == [
         {k: str(v) for k, v in r.items()} for r in rows

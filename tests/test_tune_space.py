@@ -31,7 +31,7 @@ def test_a_head_parameter_is_sampled_only_for_heads_that_take_it(caplog):
     assert set(by_head) == {"lstm", "gru", "tcn", "transformer", "fc"}
     assert "pool" in by_head["fc"].head_params and "pool" not in by_head["lstm"].head_params
     assert "hidden" not in by_head["tcn"].head_params and isinstance(by_head["gru"].head_params["hidden"], list)
-    assert all(3.0e-4 <= c.lr <= 3.0e-3 and c.frames == 30 for c in configs)
+    assert all(3.0e-4 <= c.lr <= 3.0e-3 and c.frames == 20 for c in configs)
     left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert len(left_out) == len(set(left_out)) == len(said)  # said once per head and parameter
 

@@ -86,7 +86,7 @@ def test_a_study_on_two_workers_grows_and_its_best_grid_runs(sample_embedded):
 def _space(tmp_path: Path) -> Path:
     path = tmp_path / "small.yaml"
     path.write_text(
-        "base: {dataset: sample, backbone: fer2013, frames: 30, epochs: 6, head: fc}\n"
+        "base: {dataset: sample, backbone: fer2013, frames: 20, epochs: 6, head: fc}\n"
         "space:\n  lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n  head_params.dropout: {low: 0.0, high: 0.5}\n"
     )
     return path
