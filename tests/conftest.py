@@ -28,25 +28,31 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # Wide rich tables on a non-terminal, here and in every CLI subprocess: a test reads whole lines.
 os.environ["COLUMNS"] = "200"
 
-# The order test files go out to the xdist workers in (`make test` keeps it: --no-loadscope-reorder).
-# The longest first, so that no long file starts last and runs alone; the built-in sample's first
-# test leads, since it embeds the sample (a minute) that its two other tests, sent out later, reuse.
+# The order test files go out to the xdist workers in (`make test` keeps it: --no-loadscope-reorder):
+# longest first (as measured on the 2-core machine, docs/performance.md "Test suite"), so that no
+# long file starts last and runs alone. The built-in sample's first test leads, since it embeds the
+# sample (a minute) that the sample's other tests reuse; those follow once that minute has passed.
 FIRST = (
     "test_sample_heads.py",
-    "test_fec.py",
-    "test_interrupted_runs.py",
     "test_streaming.py",
+    "test_serve.py",
     "test_live.py",
-    "test_serve_pages.py",
+    "test_serve_history.py",
+    "test_tuning.py",
+    "test_sample_order.py",
+    "test_api_doc.py",
+    "test_sample_predict.py",
+    "test_interrupted_runs.py",
     "test_reliability.py",
     "test_scale.py",
-    "test_serve.py",
-    "test_engine.py",
     "test_evaluation.py",
-    "test_sample_order.py",
-    "test_tuning.py",
-    "test_sample_predict.py",
-    "test_api_doc.py",
+    "test_cli_processes.py",
+    "test_serve_pages.py",
+    "test_fec.py",
+    "test_backbones.py",
+    "test_clips_in_flight.py",
+    "test_features_io.py",
+    "test_engine.py",
 )
 
 
