@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,8 +22,9 @@ class Server:
     a guessed sleep); its stderr is collected on a thread."""
 
     def __init__(self, run: str, *extra: str):
-        # Each server's history in its own folder unless the test names a database.
-        db = [] if "--db" in extra else ["--db", str(Path(tempfile.mkdtemp(prefix="serve-db-")) / "serve.db")]
+        # Each server's history in its own folder unless the test names a database (removed by stop()).
+        self.db_dir = None if "--db" in extra else Path(tempfile.mkdtemp(prefix="serve-db-"))
+        db = [] if self.db_dir is None else ["--db", str(self.db_dir / "serve.db")]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sequence", "serve", "--run", run, "--port", "0", "--device", "cpu", *db, *extra],
             stdout=subprocess.PIPE,
@@ -49,6 +51,8 @@ class Server:
     def stop(self) -> str:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+        if self.db_dir is not None:
+            shutil.rmtree(self.db_dir, ignore_errors=True)
         return "".join(self.err)
 
 
