@@ -57,7 +57,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency bench-fec bench-cluster ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -163,6 +163,14 @@ bench-memory: weights $(FOOTAGE)
 # What a 100-trial tuning study costs on DAiSEE-sized data (synthetic; see the script).
 bench-tune: $(STAMP)
 	$(PY) bench/tune_cost.py --sample-trials 12 --json
+
+# fec-train with the trunk's frozen blocks run once per image against every epoch running the whole net.
+bench-fec: $(STAMP)
+	$(PY) bench/fec_frozen.py --json
+
+# A local dask cluster's start, its workers forked from a forkserver against spawned afresh.
+bench-cluster: $(STAMP)
+	$(PY) bench/cluster_start.py --json
 
 # A live window's latency against the cache's detector interval and the window's length.
 bench-window-latency: weights

@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 FORKSERVER_PRELOAD = ("distributed", "numpy", "torch", "torchvision")
 
 
-def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker: int = 1):
+def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker: int = 1, *, forked: bool = True):
     """A cluster of worker processes on loopback sized for this machine (see the module docstring),
     each running `tasks_per_worker` tasks at once (stage one's clips in flight share one model stage
     per worker; torch's threads are sized by processes, not tasks). Returns the cluster, its client
-    and the torch threads each worker should use.
+    and the torch threads each worker should use. `forked`: the workers fork from a forkserver that
+    imported torch once (see _forked_workers); False: dask's own way, each spawned afresh.
 
     With GPUs each worker's nanny starts its process with CUDA_VISIBLE_DEVICES set to one device, so
     a worker the nanny restarts (killed, out of memory) comes back on the same GPU; setting the
@@ -55,7 +56,7 @@ def start_local_cluster(workers: int, gpus: int | None = None, tasks_per_worker:
         }
         for i in range(n)
     }
-    with _forked_workers():
+    with _forked_workers() if forked else contextlib.nullcontext():
         cluster = SpecCluster(
             workers=spec,
             scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}},
