@@ -53,6 +53,15 @@ class FrozenOutputs:
     def __call__(self, i: int) -> torch.Tensor:
         return self.outputs[i]
 
+    @staticmethod
+    @torch.inference_mode()
+    def fit(sets: list[Crops], frozen: Callable[[torch.Tensor], torch.Tensor], *, device: torch.device) -> bool:
+        """Whether the frozen blocks' outputs of every image of all these sets fit in FEATURE_CACHE_BYTES
+        together (one kind of input for all of them: an epoch feeds one net part)."""
+        first = frozen(sets[0](0)[None].to(device))
+        images = sum(len(c) for c in sets)
+        return images * first[0].numel() * first.element_size() <= FEATURE_CACHE_BYTES
+
     @classmethod
     @torch.inference_mode()
     def compute(
@@ -63,23 +72,21 @@ class FrozenOutputs:
         device: torch.device,
         batch: int,
         bar: Progress | None = None,
-    ) -> FrozenOutputs | None:
-        """`frozen` (0..255 crops -> the frozen blocks' output) on every crop; None where all of them
-        would not fit in FEATURE_CACHE_BYTES (then the crops are fed, as without a frozen block)."""
-        first = frozen(crops(0)[None].to(device)).cpu()
-        if len(crops) * first[0].numel() * first.element_size() > FEATURE_CACHE_BYTES:
-            return None
-        outputs = torch.empty((len(crops), *first.shape[1:]), dtype=first.dtype)
+    ) -> FrozenOutputs:
+        """`frozen` (0..255 crops -> the frozen blocks' output) on every crop, `batch` at a time."""
+        outputs: torch.Tensor | None = None
         task = bar.add_task("fec", total=len(crops), info="frozen blocks, once per image") if bar else None
         for start in range(0, len(crops), batch):
             stop = min(start + batch, len(crops))
-            x = torch.stack([crops(i) for i in range(start, stop)])
-            outputs[start:stop] = frozen(x.to(device)).cpu()
+            out = frozen(torch.stack([crops(i) for i in range(start, stop)]).to(device)).cpu()
+            if outputs is None:
+                outputs = torch.empty((len(crops), *out.shape[1:]), dtype=out.dtype)
+            outputs[start:stop] = out
             if bar is not None and task is not None:
                 bar.advance(task, stop - start)
         if bar is not None and task is not None:
             bar.remove_task(task)
-        return cls(outputs)
+        return cls(outputs if outputs is not None else torch.empty(0))
 
 
 Inputs = Crops | FrozenOutputs

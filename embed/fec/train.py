@@ -104,7 +104,6 @@ class FECModel(nn.Module):
         self.classifier = nn.Linear(FEC.dim, classes)
         self.register_buffer("mean", torch.tensor(FEC.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(FEC.std).view(1, 3, 1, 1) * 255)
-
         self.frozen_blocks = 0  # the trunk's first blocks, trained by nobody (build_model sets it)
 
     def frozen(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,18 +146,18 @@ def _triplet_embeddings(encode: Encode, x: torch.Tensor, device: torch.device) -
     return F.normalize(encode(x.flatten(0, 1).to(device)), dim=1).view(len(x), 3, -1)
 
 
-def _inputs(images: list[FaceImage], cfg: FecTrainConfig, *, model: FECModel, bar: Progress | None) -> Inputs:
-    """The frozen blocks' outputs when there are frozen blocks and they all fit in memory (each
-    computed once), else the crops (kept in memory when they fit and no loader process reads them)."""
-    keep = cfg.workers == 0 and len(images) * 3 * FEC.input_size**2 <= CROP_CACHE_BYTES
-    if not (cfg.cache_frozen and model.frozen_blocks):
-        return Crops(images, FEC.input_size, keep)
-    crops = Crops(images, FEC.input_size, keep=False)
-    device = next(model.parameters()).device
-    model.eval()  # the frozen blocks' batch-norm statistics, as in training and validation
-    return FrozenOutputs.compute(crops, model.frozen, device=device, batch=cfg.batch * 3, bar=bar) or Crops(
-        images, FEC.input_size, keep
-    )
+def _inputs(sets: list[list[FaceImage]], cfg: FecTrainConfig, *, model: FECModel, bar: Progress | None) -> list[Inputs]:
+    """What each image set feeds the net, one kind for all: the frozen blocks' outputs (each computed
+    once) when there are frozen blocks and all of them fit in memory together, else the crops (kept in
+    memory when a set's fit and no loader process reads them)."""
+    if cfg.cache_frozen and model.frozen_blocks:
+        plain = [Crops(images, FEC.input_size, keep=False) for images in sets]
+        device = next(model.parameters()).device
+        model.eval()  # the frozen blocks' batch-norm statistics, as in training and validation
+        if FrozenOutputs.fit(plain, model.frozen, device=device):
+            return [FrozenOutputs.compute(c, model.frozen, device=device, batch=cfg.batch * 3, bar=bar) for c in plain]
+    keep = [cfg.workers == 0 and len(images) * 3 * FEC.input_size**2 <= CROP_CACHE_BYTES for images in sets]
+    return [Crops(images, FEC.input_size, k) for images, k in zip(sets, keep, strict=True)]
 
 
 def _loader(data: Dataset, cfg: FecTrainConfig, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -278,15 +277,16 @@ def train_fec(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     with Progress(*_COLUMNS, disable=not progress, transient=True) as bar:
-        train_in, val_in = (_inputs(t.images, cfg, model=model, bar=bar) for t in (train, val))
-        expr_in = [_inputs(e.images, cfg, model=model, bar=bar) for e in affectnet] if affectnet is not None else None
-    encode = model.from_frozen if isinstance(train_in, FrozenOutputs) else model
-    if encode is model.from_frozen:
+        sets = [train.images, val.images, *(e.images for e in affectnet or ())]
+        train_in, val_in, *expr_in = _inputs(sets, cfg, model=model, bar=bar)
+    once = isinstance(train_in, FrozenOutputs)
+    encode = model.from_frozen if once else model
+    if once:
         log.info("the trunk's %d frozen blocks ran once per image; epochs run the rest", model.frozen_blocks)
     train_dl = _loader(TripletSet(train, train_in), cfg, True, seed=cfg.seed)
     val_dl = _loader(TripletSet(val, val_in), cfg, False)
     expr_train = expr_val = None
-    if affectnet is not None and expr_in is not None:
+    if affectnet is not None:
         expr_train = _loader(ExpressionSet(affectnet[0], expr_in[0]), cfg, True, seed=cfg.seed + 1)
         expr_val = _loader(ExpressionSet(affectnet[1], expr_in[1]), cfg, False)
     acc, expr_acc = evaluate(model, val_dl, expr_val, device=device, encode=encode)
