@@ -106,9 +106,13 @@ class FECModel(nn.Module):
         self.register_buffer("std", torch.tensor(FEC.std).view(1, 3, 1, 1) * 255)
         self.frozen_blocks = 0  # the trunk's first blocks, trained by nobody (build_model sets it)
 
+    def frozen_part(self) -> nn.Sequential:
+        """The trunk's frozen blocks (they keep their weights and batch-norm statistics)."""
+        return self.net.trunk[: self.frozen_blocks]
+
     def frozen(self, x: torch.Tensor) -> torch.Tensor:
         """0..255 crops -> the frozen blocks' output."""
-        return self.net.trunk[: self.frozen_blocks]((x - self.mean) / self.std)
+        return self.frozen_part()((x - self.mean) / self.std)
 
     def from_frozen(self, f: torch.Tensor) -> torch.Tensor:
         """The frozen blocks' output -> the embedding (the trained blocks and the head)."""
@@ -124,21 +128,14 @@ def build_model(cfg: FecTrainConfig) -> FECModel:
     blocks = len(list(model.net.trunk.children()))
     if not 0 <= cfg.unfreeze <= blocks:
         raise ConfigError(f"--unfreeze {cfg.unfreeze}: the trunk has {blocks} blocks; fix: pass 0..{blocks}")
-    for block in _frozen_blocks(model, cfg):
-        block.requires_grad_(False)
     model.frozen_blocks = blocks - cfg.unfreeze
+    model.frozen_part().requires_grad_(False)
     return model
 
 
-def _frozen_blocks(model: FECModel, cfg: FecTrainConfig) -> list[nn.Module]:
-    blocks = list(model.net.trunk.children())
-    return blocks[: len(blocks) - cfg.unfreeze]
-
-
-def _set_train(model: FECModel, cfg: FecTrainConfig, training: bool) -> None:
+def _set_train(model: FECModel, training: bool) -> None:
     model.train(training)
-    for block in _frozen_blocks(model, cfg):
-        block.eval()  # frozen blocks keep their batch-norm statistics
+    model.frozen_part().eval()  # frozen blocks keep their batch-norm statistics
 
 
 def _triplet_embeddings(encode: Encode, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -297,7 +294,7 @@ def train_fec(
         task = bar.add_task("fec", total=cfg.epochs * len(train_dl), info="")
         for epoch in range(1, cfg.epochs + 1):
             start = time.perf_counter()
-            _set_train(model, cfg, True)
+            _set_train(model, True)
             expr_iter = iter(expr_train) if expr_train is not None else None
             total = seen = 0.0
             for x, odd in train_dl:
