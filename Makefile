@@ -57,7 +57,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency bench-fec bench-cluster ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency bench-fec bench-cluster bench-startup ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -171,6 +171,10 @@ bench-fec: $(STAMP)
 # A local dask cluster's start, its workers forked from a forkserver against spawned afresh.
 bench-cluster: $(STAMP)
 	$(PY) bench/cluster_start.py --json
+
+# A command's start-up with the cyclic collector's policy of both CLIs against CPython's defaults.
+bench-startup: $(STAMP)
+	$(PY) bench/startup_gc.py --json
 
 # A live window's latency against the cache's detector interval and the window's length.
 bench-window-latency: weights

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from embed.memory import apply_gc_policy
+
 err = Console(stderr=True)
 
 
@@ -47,7 +49,9 @@ def fail(message: str, code: int = 2) -> None:
 def run_app(app: typer.Typer) -> None:
     """Run a CLI: Ctrl-C anywhere exits 130 without a traceback (a run in progress prints its own
     summary first). Also when Python wrapped the KeyboardInterrupt in another exception: 3.11 does
-    so when it lands in a class's __set_name__ during an import, as a CI run of ours once saw."""
+    so when it lands in a class's __set_name__ during an import, as a CI run of ours once saw. The
+    collector's policy (embed.memory) is set first: the commands import torch lazily."""
+    apply_gc_policy()
     try:
         app()
     except KeyboardInterrupt:

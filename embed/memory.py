@@ -12,12 +12,18 @@ both do nothing.
 
 The policy belongs to the process, so importing this module changes nothing: stage one's entry
 points (`embed run`, a dask worker's task, `stream_video`, the engine) call `apply_allocator_policy`.
+
+Python's cyclic collector gets a policy of its own, for every command of both CLIs (`apply_gc_policy`):
+importing torch and its companions makes about a million objects that live as long as the process,
+and with CPython's default thresholds the collections that run during those imports walk them again
+and again, a fifth of a command's start-up CPU (docs/performance.md, "Start-up and the collector").
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import sys
 import threading
 import time
@@ -47,6 +53,18 @@ def _glibc():
     except (OSError, AttributeError):
         return None
     return libc
+
+
+# Young collections every 10,000 net allocations (CPython's default: 700), and a full one after at
+# most 100 young-to-middle ones (default: 10). Cyclic garbage then waits longer for its collection; it
+# is a small share of what a command frees, and reference counting frees the rest at once.
+GC_THRESHOLDS = (10_000, 100, 10)
+
+
+def apply_gc_policy() -> None:
+    """Set the cyclic collector's thresholds for this process (GC_THRESHOLDS); call it before the
+    heavy imports."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @functools.cache

@@ -4,6 +4,7 @@ process is (exit codes and one-line errors, signals, kills, streams, servers, wo
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -17,6 +18,11 @@ import numpy as np
 import pytest
 import yaml
 from filelock import FileLock
+
+from embed.memory import apply_gc_policy
+
+# The collector's policy of both CLIs (embed.memory), here before the test modules import torch.
+apply_gc_policy()
 
 # Under pytest-xdist (`make test`: three workers on CI's two cores) each worker, and every CLI it starts,
 # gets its share of the cores, one thread at least: two 2-thread torch processes on 2 cores run several
@@ -59,6 +65,12 @@ FIRST = (
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
+
+
+def pytest_collection_finish(session):
+    # What collection imported lives as long as the worker: full collections need not walk it again
+    # after every test that leaves cyclic garbage.
+    gc.freeze()
 
 
 TINY_SAMPLE = {
