@@ -59,9 +59,13 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 
 .PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency bench-fec bench-cluster bench-startup ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
 
+# uv installs the wheels (torch's CUDA libraries alone are some 3 GB) and compiles their bytecode in
+# parallel: 35 s where pip took 104 on the 2-core machine (docs/performance.md, "Test suite"). The
+# versions are pyproject's either way; pip stays in the venv (`embed weights` downloads with it).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
