@@ -16,7 +16,7 @@ points (`embed run`, a dask worker's task, `stream_video`, the engine) call `app
 Python's cyclic collector gets a policy of its own, for every command of both CLIs (`apply_gc_policy`):
 importing torch and its companions makes about a million objects that live as long as the process,
 and with CPython's default thresholds the collections that run during those imports walk them again
-and again, a fifth of a command's start-up CPU (docs/performance.md, "Start-up and the collector").
+and again, a sixth of a command's start-up CPU (docs/performance.md, "Start-up and the collector").
 """
 
 from __future__ import annotations
