@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from embed.errors import ClipError
+from embed.pyplot import pyplot
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,7 @@ def _faceless_runs(face: np.ndarray) -> list[tuple[int, int]]:
 
 def _timeline_png(path: Path, track: tuple[np.ndarray, np.ndarray, np.ndarray], names: list[str], *, title: str) -> None:
     t, face, p = track  # times, has a face, probabilities
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(11, 4), dpi=110)
     step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0

@@ -6,23 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend (files only, never a window, no display on servers),
-    imported at the first plot: a process that draws nothing (a server, a live stream, a dask worker
-    between trainings) does not pay its import (a third of a CPU-second)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from embed.pyplot import pyplot
 
 
 def confusion_png(path: Path, state: str, confusion: list[list[int]], title: str) -> None:
     """The counts as a heat map with each cell's number, as scikit-learn's ConfusionMatrixDisplay
     draws it (matplotlib alone: importing scikit-learn for it cost every training 1-2 s)."""
-    plt = _pyplot()
+    plt = pyplot()
     c = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     image = ax.imshow(c, cmap="Blues", vmin=0, vmax=max(int(c.max()), 1))
@@ -40,7 +30,7 @@ def confusion_png(path: Path, state: str, confusion: list[list[int]], title: str
 
 
 def curves_png(path: Path, history: list[dict], best_epoch: int) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
@@ -62,7 +52,7 @@ def curves_png(path: Path, history: list[dict], best_epoch: int) -> None:
 
 def timeline_png(path: Path, centers: np.ndarray, probs: dict[str, np.ndarray], title: str) -> None:
     """Each state's most likely level (steps) and expected level (line) over the video."""
-    plt = _pyplot()
+    plt = pyplot()
     states = list(probs)
     fig, axes = plt.subplots(len(states), 1, figsize=(9, 1.7 * len(states) + 0.6), sharex=True)
     for ax, s in zip(np.atleast_1d(axes), states, strict=True):
@@ -84,7 +74,7 @@ def timeline_png(path: Path, centers: np.ndarray, probs: dict[str, np.ndarray], 
 
 def by_subject_png(path: Path, rows: list[dict], states: list[str], title: str) -> None:
     """Accuracy per test subject and state, as grouped bars (subjects along x)."""
-    plt = _pyplot()
+    plt = pyplot()
     subjects = [r["subject"] for r in rows]
     x = np.arange(len(subjects))
     width = 0.8 / max(len(states), 1)
@@ -104,7 +94,7 @@ def by_subject_png(path: Path, rows: list[dict], states: list[str], title: str) 
 
 def reference_png(path: Path, rows: list[dict], states: list[str], title: str) -> None:
     """Ours (with its 95 % interval) against the published accuracy, per experiment, one panel per state."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(states), figsize=(4 * len(states), 3.6), sharey=True, squeeze=False)
     for ax, s in zip(axes[0], states, strict=True):
         mine = [r for r in rows if r["state"] == s]

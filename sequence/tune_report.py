@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from embed.manifest import Manifest
+from embed.pyplot import pyplot
 from sequence.config import parse_config
 from sequence.folds import Fold
 from sequence.runs import write_csv
@@ -95,10 +96,7 @@ def write_grids(study, out_dir: Path) -> dict:
 def write_plots(study, out_dir: Path) -> dict:
     """history.png and, once two trials have completed with different settings, importance.png
     (Optuna's matplotlib figures)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     out = {}

@@ -23,6 +23,7 @@ SEQUENCE_MAY_IMPORT = {
     "embed.model_stage",
     "embed.plugins",
     "embed.push_pipe",
+    "embed.pyplot",
     "embed.stores",
 }
 # Stage one's public streaming entry (one source, or many: the engine), and the source-kind test

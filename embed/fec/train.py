@@ -31,6 +31,7 @@ from embed.errors import ConfigError
 from embed.fec.data import EXPRESSIONS, Expressions, FaceImage, Triplets, read_affectnet, read_fec_csv
 from embed.fec.inputs import CROP_CACHE_BYTES, Crops, ExpressionSet, FrozenOutputs, Inputs, TripletSet
 from embed.manifest import load_manifest
+from embed.pyplot import pyplot
 
 log = logging.getLogger(__name__)
 _COLUMNS = (
@@ -338,10 +339,7 @@ def train_fec(
 
 
 def _plot(history: list[EpochLog], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [h.epoch for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embed.pyplot import pyplot
+
 LOW = 1  # levels 0-1: "very low" and "low"
 FOCUS = "Engagement"
 
@@ -103,10 +105,7 @@ def students(rows: list[dict], states: list[str]) -> list[dict]:
 
 
 def as_png(session: dict, rows: list[dict], states: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(states) + 1, 1, figsize=(11, 2.2 * (len(states) + 1)), sharex=True)
     by: dict[str, list[dict]] = defaultdict(list)
