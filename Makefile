@@ -57,7 +57,7 @@ SEQ_OPTS = --manifest $(MANIFEST) $(call opt,--dataset,$(DATASET)) --backbone $(
 	$(call opt,--epochs,$(EPOCHS)) $(call opt,--batch,$(BATCH)) $(call opt,--loss,$(LOSS)) \
 	$(foreach p,$(PARAMS),--param $(p))
 
-.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency bench-fec bench-cluster bench-startup ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
+.PHONY: setup weights footage demo embed info ls sample train-seq train-fec experiments runs predict serve test lint bench bench-serve bench-flight bench-memory bench-tune bench-window-latency bench-fec bench-cluster bench-startup bench-detector-costs ffmpeg postgres gpu-carry gpu-rehearsal clean-venv
 
 # uv installs the wheels (torch's CUDA libraries alone are some 3 GB) and compiles their bytecode in
 # parallel: 35 s where pip took 104 on the 2-core machine (docs/performance.md, "Test suite"). The
@@ -179,6 +179,10 @@ bench-cluster: $(STAMP)
 # A command's start-up with the cyclic collector's policy of both CLIs against CPython's defaults.
 bench-startup: $(STAMP)
 	$(PY) bench/startup_gc.py --json
+
+# What MTCNN costs a frame, with page faults (BASELINE=DIR: another checkout's code).
+bench-detector-costs: weights $(FOOTAGE) ffmpeg
+	$(PY) bench/detector_costs.py --json $(call opt,--code,$(BASELINE))
 
 # A live window's latency against the cache's detector interval and the window's length.
 bench-window-latency: weights

@@ -6,7 +6,8 @@ candidates. `search` runs the same three stages with facenet-pytorch's own netwo
 (box generation, NMS, calibration, padding, resampling) in the same order, with two differences:
 
 - the networks run channels-last (faster R- and O-nets on the CPU, see _refine; the same faces as
-  MTCNN.detect, boxes within 1e-3 px on the real footage: tested), and
+  MTCNN.detect, boxes within 1e-3 px on the real footage: tested), a part of the batch at a time
+  on the CPU (_parts), and
 - a frame may be given a `Window`: pyramid levels whose 12-pixel P-net window is far from the
   tracked face's size are skipped for it, and its candidates centred outside a square around the
   face are dropped before the R-net.
@@ -30,13 +31,14 @@ import torch
 from facenet_pytorch.models.utils.detect_face import (
     batched_nms_numpy,
     bbreg,
-    fixed_batch_process,
     generateBoundingBox,
     imresample,
     pad,
     rerec,
 )
 from torchvision.ops.boxes import batched_nms
+
+from embed.memory import FRAME_MMAP_THRESHOLD
 
 PNET_CELL = 12  # the P-net's window, in pixels of its pyramid level
 
@@ -72,25 +74,45 @@ def pyramid(height: int, width: int, min_face: float, factor: float) -> list[flo
     return scales
 
 
-def _refine(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, net, size: int):
+def _parts(n: int, net, side: tuple[int, int], *, device: torch.device) -> list[slice]:
+    """The batch of n inputs of `side` pixels in parts whose largest activation (the first
+    convolution's, MTCNN's widest) stays under the fixed mmap threshold on the CPU (embed.memory):
+    above it glibc maps each block afresh and faults it in page by page, which with every source's
+    frames in one batch took a third of the detector's time in a server."""
+    if device.type != "cpu":
+        return [slice(0, n)]
+    per_input = net.conv1.out_channels * side[0] * side[1] * 4
+    k = max(1, FRAME_MMAP_THRESHOLD // per_input)
+    return [slice(i, min(n, i + k)) for i in range(0, n, k)]
+
+
+def _outputs(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """A net's outputs over the parts of a batch, joined as if it had run on the whole batch."""
+    return parts[0] if len(parts) == 1 else tuple(torch.cat(o) for o in zip(*parts, strict=True))
+
+
+def _refine(imgs: list[torch.Tensor], boxes: torch.Tensor, image_inds: torch.Tensor, net, size: int):
     """One refinement stage: each candidate cut from its frame (clipped to it by facenet-pytorch's
     `pad`), resampled to size x size as facenet-pytorch does, through the net. The batch goes in
     channels-last: with the nets' weights channels-last too (FaceDetector.mtcnn), oneDNN's kernels
     for that layout ran the R- and O-nets 2.2x faster on the 2-core CPU, outputs within 3e-6
     (resampling all candidates at once from a summed-area table was measured too: bit-equal, no faster)."""
-    h, w = imgs.shape[2:4]
+    h, w = imgs[0].shape[2:4]
     y, ey, x, ex = pad(boxes, w, h)
     y, ey, x, ex, frame = y.tolist(), ey.tolist(), x.tolist(), ex.tolist(), image_inds.tolist()
     keep = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
     if not keep:
         return keep, None
-    # Plain-int slices: indexing with 0-d tensors took the slow advanced-indexing path.
-    crops = [imresample(imgs[frame[k] : frame[k] + 1, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (size, size)) for k in keep]
-    batch = ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
-    return keep, fixed_batch_process(batch, net)
+    outs = []
+    for part in _parts(len(keep), net, (size, size), device=imgs[0].device):
+        # Plain-int slices: indexing with 0-d tensors took the slow advanced-indexing path.
+        crops = [imresample(imgs[frame[k]][:, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (size, size)) for k in keep[part]]
+        batch = ((torch.cat(crops) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+        outs.append(net(batch))
+    return keep, _outputs(outs)
 
 
-def _stage(imgs: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, net, size: int, threshold: float):
+def _stage(imgs: list[torch.Tensor], boxes: torch.Tensor, image_inds: torch.Tensor, net, size: int, threshold: float):
     """The R- or O-net on the candidates: those it scores above `threshold`, with their scores and
     box regressions (a candidate wholly outside its frame is dropped; facenet-pytorch would
     misalign the rest there)."""
@@ -110,22 +132,23 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
     thresholds, factor = mtcnn.thresholds, mtcnn.factor
     with torch.no_grad():
         # Contiguous: area resampling of the pyramid levels ran 2x faster than on the channels-last view
-        # of the frames (bit-equal), and the candidates' crops as fast.
-        imgs = (
-            torch.as_tensor(frames, device=device)
-            .permute(0, 3, 1, 2)
-            .to(next(mtcnn.pnet.parameters()).dtype, memory_format=torch.contiguous_format)
-        )
-        n, h, w = len(imgs), *imgs.shape[2:4]
+        # of the frames (bit-equal), and the candidates' crops as fast. A tensor per frame: a frame
+        # (downscaled for detection) stays under the mmap threshold where the batch would not.
+        dtype = next(mtcnn.pnet.parameters()).dtype
+        pixels = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2)
+        imgs = [f[None].to(dtype, memory_format=torch.contiguous_format) for f in pixels]
+        n, h, w = len(frames), *frames.shape[1:3]
         windows = windows or [None] * n
         boxes, image_inds = [], []
         for scale in pyramid(h, w, mtcnn.min_face_size, factor=factor):
             wanted = torch.tensor([win is None or win.min_side <= PNET_CELL / scale <= win.max_side for win in windows])
             if not wanted.any():
                 continue
-            level = (imresample(imgs, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
-            level = level.contiguous(memory_format=torch.channels_last)
-            reg, probs = mtcnn.pnet(level)
+            side, outs = (int(h * scale + 1), int(w * scale + 1)), []
+            for part in _parts(n, mtcnn.pnet, side, device=device):
+                level = (torch.cat([imresample(img, side) for img in imgs[part]]) - 127.5) * 0.0078125
+                outs.append(mtcnn.pnet(level.contiguous(memory_format=torch.channels_last)))
+            reg, probs = _outputs(outs)
             b, i = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
             pick = batched_nms(b[:, :4], b[:, 4], i, 0.5)
             pick = pick[wanted.to(device)[i[pick]]]
