@@ -3,10 +3,11 @@ memory flat.
 
 Streaming holds a bounded amount of memory, yet glibc's malloc keeps what is freed: frames, crops and
 activations of many sizes from several threads fragment the heap, and the resident size would climb
-with the video's length. Two calls of glibc's own hold it (no library does this for a Python
-process): the mmap threshold is fixed, so frames of high-resolution videos are mapped and returned
-to the OS when freed rather than kept in each thread's arena, and the streaming loops hand free
-pages back (`malloc_trim`) at most once a second. What each costs and saves: docs/performance.md,
+with the video's length. Calls of glibc's own hold it (no library does this for a Python process):
+the mmap threshold is fixed, so frames of high-resolution videos are mapped and returned to the OS
+when freed rather than kept in each thread's arena; a heap keeps up to HEAP_TRIM_THRESHOLD free at
+its top for the next network call; and the streaming loops hand free pages back (`malloc_trim`) at
+most once a second. What each costs and saves: docs/performance.md,
 "Memory against picture size" and "An hour of video in bounded memory". On other C libraries
 both do nothing.
 
@@ -36,10 +37,15 @@ import time
 CHUNK_FRAMES = 64
 CHUNK_MB = 64.0
 TRIM_EVERY_S = 1.0  # malloc_trim walks the heap (milliseconds): at most once a second, even at GPU chunk rates
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 # Blocks above this are mapped afresh and faulted in page by page: stage one keeps its own transient
-# blocks on the CPU under it (the crops' float windows, a backbone's `cpu_batch`).
+# blocks on the CPU under it (the crops' float windows, a backbone's `cpu_batch`, MTCNN's batches).
 FRAME_MMAP_THRESHOLD = 4 * 2**20
+# Free memory a heap keeps at its top between the trims (release_free_heap). Fixing the mmap threshold
+# also fixes this one at glibc's 128 KiB default, and then every freed activation of a few MiB went back
+# to the kernel at once and was faulted in again by the next network call: three quarters of
+# `embed run`'s page faults (docs/performance.md, "Page faults and the trim threshold").
+HEAP_TRIM_THRESHOLD = 64 * 2**20
 
 
 @functools.cache
@@ -69,9 +75,11 @@ def apply_gc_policy() -> None:
 
 @functools.cache
 def apply_allocator_policy() -> bool:
-    """Fix glibc's mmap threshold for this process (once; True where glibc took it)."""
+    """Fix glibc's mmap and trim thresholds for this process (once; True where glibc took them)."""
     libc = _glibc()
-    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD))
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD))
 
 
 _last_trim = 0.0
