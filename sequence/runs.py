@@ -143,7 +143,9 @@ SEED_FREE = ("seed",)  # config keys that may differ between runs of one seed gr
 
 
 def seed_groups(runs: list[dict]) -> list[list[dict]]:
-    """Runs that differ only by seed (same settings, same store), in order of their first run."""
+    """Runs that differ only by seed (same settings, same store), in order of their first run; a
+    group's runs in order of their seed (their folders' names sort by when each began, and seeds
+    trained at once may begin in any order)."""
     groups: dict[str, list[dict]] = {}
     for r in runs:
         key = json.dumps(
@@ -152,7 +154,8 @@ def seed_groups(runs: list[dict]) -> list[list[dict]]:
             default=str,
         )
         groups.setdefault(key, []).append(r)
-    return list(groups.values())
+    by_seed = lambda r: (r["config"].get("seed") is None, r["config"].get("seed") or 0)  # noqa: E731
+    return [sorted(group, key=by_seed) for group in groups.values()]
 
 
 ROW_METRICS = {

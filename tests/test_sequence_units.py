@@ -14,6 +14,7 @@ from sequence.grid_file import expand_grid
 from sequence.heads import build_head, head_defaults, head_names
 from sequence.losses import class_weights, focal_loss, ordinal_loss, sample_weights
 from sequence.metrics import state_metrics
+from sequence.runs import seed_groups
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
 
@@ -346,3 +347,13 @@ def test_select_last_keeps_the_final_epoch_and_never_stops_early():
             assert len(history) == 12 and kept == history[-1].epoch
         else:
             assert len(history) < 12  # patience 1 on noise stops early
+
+
+def test_a_seed_group_lists_its_runs_by_seed_whatever_order_their_folders_began_in():
+    def run(name: str, seed: int, head: str = "lstm") -> dict:
+        return {"path": name, "config": {"seed": seed, "head": head}, "store": {"key": "k"}}
+
+    # Seeds trained at once: seed 2's folder began (and sorts) before seed 1's.
+    runs = [run("a", 0), run("b", 2), run("c", 5, "fc"), run("d", 1)]
+    groups = seed_groups(runs)
+    assert [[r["config"]["seed"] for r in g] for g in groups] == [[0, 1, 2], [5]]
