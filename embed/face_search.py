@@ -77,11 +77,11 @@ def pyramid(height: int, width: int, min_face: float, factor: float) -> list[flo
 def _parts(n: int, net, side: tuple[int, int], *, device: torch.device) -> list[slice]:
     """The batch of n inputs of `side` pixels in parts whose largest activation (the first
     convolution's, MTCNN's widest) stays under the fixed mmap threshold on the CPU (embed.memory):
-    above it glibc maps each block afresh and faults it in page by page, which with every source's
-    frames in one batch took a third of the detector's time in a server."""
+    above it glibc maps each block afresh and faults it in page by page, which cost `embed run`'s
+    64-frame batches up to a quarter more time (docs/performance.md)."""
     if device.type != "cpu":
         return [slice(0, n)]
-    per_input = net.conv1.out_channels * side[0] * side[1] * 4
+    per_input = net.conv1.out_channels * side[0] * side[1] * 4  # float32
     k = max(1, FRAME_MMAP_THRESHOLD // per_input)
     return [slice(i, min(n, i + k)) for i in range(0, n, k)]
 
