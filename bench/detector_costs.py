@@ -71,6 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
     import torch
+    from stage_two import machine  # after the checkout's path: it imports that checkout's embed
 
     from embed.memory import apply_allocator_policy
 
@@ -78,7 +79,8 @@ def main() -> None:
     apply_allocator_policy()
     with tempfile.TemporaryDirectory() as tmp:
         stream = sender_stream(Path(tmp))
-        result = {"code": str(args.code), "detection": detection(stream, [1, 8, 64])}
+        result = {"machine": machine(), "code": str(args.code), "detection": detection(stream, [1, 8, 64])}
+    print(result["machine"])
     for b, row in result["detection"].items():
         cpu, faults = row["cpu_ms_per_frame"], row["faults_per_frame"]
         print(f"MTCNN, batches of {b}: {cpu:.2f} CPU ms and {faults} page faults a frame")
