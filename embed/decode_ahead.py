@@ -34,10 +34,11 @@ class _HandOff:
         self.closed = False
 
     def put(self, item: tuple[int, FrameChunk | _End], stream: VideoStream) -> bool:
-        """False once closed: the decoder stops."""
+        """False once closed: the decoder stops. A live source's end never displaces its last chunk:
+        only chunks are dropped, for a newer chunk."""
         with self.cond:
             if self.live:
-                while len(self.items) >= self.depth:
+                while isinstance(item[1], FrameChunk) and len(self.items) >= self.depth:
                     _, old = self.items.popleft()
                     stream.dropped += len(old) if isinstance(old, FrameChunk) else 0
             else:

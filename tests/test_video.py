@@ -76,3 +76,19 @@ def test_chunks_hold_a_memory_budget_not_a_frame_count():
         np.testing.assert_array_equal(*joined)
     tiny = list(VideoStream(footage, chunk_frames=64, chunk_bytes=1))  # never less than a frame
     assert len(tiny) == 72 and all(len(c) == 1 for c in tiny)
+
+
+def test_a_live_source_far_behind_keeps_its_newest_chunk_and_its_end(tmp_path):
+    """A live consumer that reads only once its decoder has finished gets the newest chunk, up to the
+    video's last frame, then the end; every other frame is counted dropped (the end displaces no chunk)."""
+    from embed.decode_ahead import decode_ahead
+
+    rng = np.random.default_rng(2)
+    frames = (rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(30))
+    write_video(tmp_path / "v.avi", frames, 10, width=64, height=48)
+    stream = VideoStream(tmp_path / "v.avi", 4)
+    for _, chunks in decode_ahead([stream], depth=1, live=True):
+        chunks.ahead.thread.join()  # the decoder has handed over every chunk and the end
+        got = list(chunks)
+    assert [len(c) for c in got] == [2] and stream.dropped == 28
+    np.testing.assert_allclose(got[0].timestamps, [2.8, 2.9], atol=2e-3)
