@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # A live source is processed a few frames at a time: a window's line waits for its last frame's chunk.
 LIVE_CHUNK_FRAMES = 5
-LIVE_WAITING = 2
+LIVE_WAITING = 1
 
 
 @dataclass
@@ -161,9 +161,11 @@ def embed_stream(
     )
     tracker = embedder.tracker(chunk_frames=chunk_frames, detect_every=every)
     arrivals: list[float] = []  # arrival times of frames decoded but not yet handed out
-    # On a live source at most LIVE_WAITING chunks wait for the pipeline; older ones are dropped, so a
+    # On a live source one chunk waits for the pipeline, the newest: an older one is dropped. So a
     # line's latency is bounded by a few chunks' processing time (the waiting chunk, the one in hand,
-    # and the tracker's lag of about one detection interval) however far the input runs ahead.
+    # and the tracker's lag of about one detection interval) however far the input runs ahead, and a
+    # longer queue would only add to it: when the cores are full, as many frames are embedded either
+    # way (docs/performance.md, "A class at once").
     depth = LIVE_WAITING if reading.live else DECODE_AHEAD
     if ready is not None:
         ready()
