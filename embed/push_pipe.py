@@ -53,11 +53,23 @@ class PushPipe(io.RawIOBase):
         with self._cond:
             while len(self._buf) >= self.capacity and not self._gone:
                 self._cond.wait()
-            if self._gone:
-                raise BrokenPipeError(f"{self.name}: the stream's reader has stopped")
-            self._buf += data
-            self.received += len(data)
-            self._cond.notify_all()
+            self._append(data)
+
+    def offer(self, data: bytes) -> bool:
+        """Append bytes if the pipe has room, never waiting (an event loop's write): False if it is
+        full, BrokenPipeError once the reader has gone."""
+        with self._cond:
+            if len(self._buf) >= self.capacity and not self._gone:
+                return False
+            self._append(data)
+            return True
+
+    def _append(self, data: bytes) -> None:
+        if self._gone:
+            raise BrokenPipeError(f"{self.name}: the stream's reader has stopped")
+        self._buf += data
+        self.received += len(data)
+        self._cond.notify_all()
 
     def end(self) -> None:
         """The writer is done (the upload ended): the reader sees the end after what is left."""

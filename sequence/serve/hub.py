@@ -288,7 +288,10 @@ class SourceHub:
         source = self.get(sid)
         if source.pipe is None:
             raise SourceError(f'source {sid} is not a push source; fix: POST /sources with {{"push": true}}', 409)
-        await self.loop.run_in_executor(self.pushers, source.pipe.push, data)
+        # Straight in while the pipe has room (a webcam's every packet): a thread only for a full
+        # pipe's wait, which must not hold up the loop.
+        if not source.pipe.offer(data):
+            await self.loop.run_in_executor(self.pushers, source.pipe.push, data)
 
     def push_ended(self, sid: str) -> None:
         source = self.sources.get(sid)
