@@ -11,9 +11,10 @@ as laptop webcams send. The server writes its history to a SQLite file the whole
 For each N and backbone, and for runs trained on 10-s clips and on 1-s clips (`--windows 10,1`: their
 windows last that long): the median and 95th-percentile latency of the window lines by the server's own
 `latency_s` (from a window's last frame arriving to its line) and by this client (a line's arrival here
-less the moment its window's last frame was sent: ffmpeg's start plus the frame's time in the stream,
-an upper bound, since ffmpeg sends its first packet a moment after it starts), frames embedded and
-dropped per source, the server's peak memory and CPU. With `--baseline DIR` every setting is also run
+less the moment its window's last frame was sent: when ffmpeg's first byte came out, which the bench
+passes on to curl unchanged, plus the frame's time in the stream; `sender_start_s` is how long the
+senders took from their start to that first byte), frames embedded and dropped per source, the
+server's peak memory and CPU. With `--baseline DIR` every setting is also run
 with the code checked out in DIR (a `git worktree` of an older commit), in the same run. Then the same
 N as separate `predict - --live` processes (the way to watch N students before `serve`), at the same
 --sample-fps. A setting holds when the median latency is at most 1 s and the 95th percentile at most
@@ -130,7 +131,9 @@ def served(run: str, videos: list[Path], n: int, *, sample_fps: float, device: s
     ids = [httpx.post(f"{url}/sources", json={"push": True}).json()["id"] for _ in range(n)]
     lines: dict[str, list[dict]] = {sid: [] for sid in ids}
     ends: dict[str, dict] = {}
-    sent: dict[str, float] = {}  # when each source's ffmpeg started: its stream's time 0, here
+    started: dict[str, float] = {}  # when each source's ffmpeg was started, here
+    sent: dict[str, float] = {}  # when its first byte came out: its stream's time 0 by the sender's clock
+    first_sent = {sid: threading.Event() for sid in ids}
     listening = threading.Event()
 
     def listen() -> None:
@@ -143,9 +146,10 @@ def served(run: str, videos: list[Path], n: int, *, sample_fps: float, device: s
                     data = json.loads(raw[6:])
                     listening.set()
                     if event == "window":
-                        line, sid = data["line"], data["source"]
+                        arrived, line, sid = time.monotonic(), data["line"], data["source"]
                         last_frame = line["t_end"] - 1 / sample_fps  # the window's last kept frame
-                        line["client_latency_s"] = time.monotonic() - (sent[sid] + last_frame)
+                        first_sent[sid].wait()
+                        line["client_latency_s"] = arrived - (sent[sid] + last_frame)
                         lines[sid].append(line)
                     elif event == "end":
                         ends[data["source"]] = data["state"]
@@ -158,15 +162,22 @@ def served(run: str, videos: list[Path], n: int, *, sample_fps: float, device: s
     sampler = Sampler([server.pid])
 
     def push(sid: str, video: Path) -> None:
-        sent[sid] = time.monotonic()
-        ff = subprocess.Popen(
-            SEND + [str(video), *SEND_AS],
-            stdout=subprocess.PIPE,
-        )
+        # ffmpeg's output is passed on to curl here, unchanged, to see when its first byte comes out:
+        # with -re, frame t leaves ffmpeg t seconds after that. (Started together on a loaded machine,
+        # 16 senders took 0.45-0.58 s to send anything: timed from their start, every line would be
+        # charged with its sender's start-up.)
         curl = subprocess.Popen(
-            ["curl", "-sS", "-T", "-", f"{url}/sources/{sid}/stream"], stdin=ff.stdout, stdout=subprocess.DEVNULL
+            ["curl", "-sS", "-T", "-", f"{url}/sources/{sid}/stream"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
         )
-        ff.stdout.close()  # curl holds the pipe's reading end
+        started[sid] = time.monotonic()
+        ff = subprocess.Popen(SEND + [str(video), *SEND_AS], stdout=subprocess.PIPE)
+        while data := os.read(ff.stdout.fileno(), 1 << 16):
+            if sid not in sent:
+                sent[sid] = time.monotonic()
+                first_sent[sid].set()
+            curl.stdin.write(data)
+            curl.stdin.flush()
+        curl.stdin.close()
         ff.wait()
         curl.wait()
 
@@ -184,6 +195,7 @@ def served(run: str, videos: list[Path], n: int, *, sample_fps: float, device: s
     row = summarise(list(lines.values()), peak, cpu, frames=[e.get("frames", 0) for e in ends.values()])
     client = [w["client_latency_s"] for ws in lines.values() for w in ws if w.get("latency_s") is not None]
     row["client_median_s"] = round(float(np.median(client)), 3) if client else None
+    row["sender_start_s"] = round(float(np.median([sent[k] - started[k] for k in sent])), 3) if sent else None
     row["client_p95_s"] = round(float(np.percentile(client, 95)), 3) if client else None
     row["holds"] = row["holds"] and bool(client) and row["client_median_s"] <= MEDIAN_S and row["client_p95_s"] <= P95_S
     row["windows_stored"] = stored
@@ -308,7 +320,8 @@ def main() -> None:
     }
     print(f"machine: {out['device']}")
     cols = ["mode", "code", "backbone", "window_s", "size", "sources", "latency_median_s", "latency_p95_s"]
-    cols += ["client_median_s", "client_p95_s", "frames_per_source", "dropped_per_source", "windows_stored"]
+    cols += ["client_median_s", "client_p95_s", "sender_start_s", "frames_per_source", "dropped_per_source"]
+    cols += ["windows_stored"]
     cols += ["peak_rss_mb", "cpu_s", "holds"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
