@@ -42,7 +42,10 @@ def test_history_in_sqlite_survives_a_restart_and_a_students_erasure_leaves_no_r
             later = c.get(f"/sources/{sid}/history", params={"from": 3}).json()
             assert later == [w for w in stored if w["t_end"] > 3] and 0 < len(later) < len(stored)
             rows = list(csv.DictReader(io.StringIO(c.get(f"/sources/{sid}/history", headers={"Accept": "text/csv"}).text)))
-            assert len(rows) == len(lines) and rows[0]["Engagement_level"] == str(lines[0]["states"]["Engagement"]["level"])
+            # A window whose frames were all dropped (the video is pushed faster than it plays) has
+            # no states: an empty cell.
+            levels = [("" if w["states"]["Engagement"] is None else str(w["states"]["Engagement"]["level"])) for w in lines]
+            assert [r["Engagement_level"] for r in rows] == levels and any(levels)
             removed = c.request("DELETE", "/students/Ada/history").json()["removed"]
             assert removed == len(lines) + 1  # its windows and its source
             assert c.get(f"/sources/{sid}/history").json() == []
