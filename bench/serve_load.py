@@ -163,9 +163,8 @@ def served(run: str, videos: list[Path], n: int, *, sample_fps: float, device: s
 
     def push(sid: str, video: Path) -> None:
         # ffmpeg's output is passed on to curl here, unchanged, to see when its first byte comes out:
-        # with -re, frame t leaves ffmpeg t seconds after that. (Started together on a loaded machine,
-        # 16 senders took 0.45-0.58 s to send anything: timed from their start, every line would be
-        # charged with its sender's start-up.)
+        # with -re, frame t leaves ffmpeg t seconds after that. Timed from its start instead, every
+        # line would be charged with the sender's own start-up, which grows with the machine's load.
         curl = subprocess.Popen(
             ["curl", "-sS", "-T", "-", f"{url}/sources/{sid}/stream"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
         )
@@ -175,9 +174,14 @@ def served(run: str, videos: list[Path], n: int, *, sample_fps: float, device: s
             if sid not in sent:
                 sent[sid] = time.monotonic()
                 first_sent[sid].set()
-            curl.stdin.write(data)
-            curl.stdin.flush()
-        curl.stdin.close()
+            try:
+                curl.stdin.write(data)
+                curl.stdin.flush()
+            except BrokenPipeError:  # curl gave up (the server refused or went): so does the sender
+                ff.kill()
+                break
+        with contextlib.suppress(BrokenPipeError):
+            curl.stdin.close()
         ff.wait()
         curl.wait()
 
