@@ -74,6 +74,11 @@ def pyramid(height: int, width: int, min_face: float, factor: float) -> list[flo
     return scales
 
 
+def level_side(height: int, width: int, scale: float) -> tuple[int, int]:
+    """A pyramid level's size in pixels, as facenet-pytorch rounds it."""
+    return int(height * scale + 1), int(width * scale + 1)
+
+
 def _parts(n: int, net, side: tuple[int, int], *, device: torch.device) -> list[slice]:
     """The batch of n inputs of `side` pixels in parts whose largest activation (the first
     convolution's, MTCNN's widest) stays under the fixed mmap threshold on the CPU (embed.memory):
@@ -144,7 +149,7 @@ def search(mtcnn, frames: np.ndarray, windows: list[Window | None] | None = None
             wanted = torch.tensor([win is None or win.min_side <= PNET_CELL / scale <= win.max_side for win in windows])
             if not wanted.any():
                 continue
-            side, outs = (int(h * scale + 1), int(w * scale + 1)), []
+            side, outs = level_side(h, w, scale), []
             for part in _parts(n, mtcnn.pnet, side, device=device):
                 level = (torch.cat([imresample(img, side) for img in imgs[part]]) - 127.5) * 0.0078125
                 outs.append(mtcnn.pnet(level.contiguous(memory_format=torch.channels_last)))

@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 from embed.cache import TIME_CHUNK
 from embed.detector import FaceDetector
 from embed.extraction import DetectorConfig
-from embed.face_search import _parts, pyramid, search
+from embed.face_search import _parts, level_side, pyramid, search
 from embed.sample import write_video
 from embed.tracking import StreamTracker
 from embed.video import VideoStream
@@ -313,7 +313,7 @@ def test_the_whole_frame_search_is_facenet_pytorchs_mtcnn_on_real_footage(real):
         # More frames than the P-net takes at once under the mmap threshold: its parts make one batch.
         h, w = small.shape[1:3]
         scale = pyramid(h, w, tracker.mtcnn.min_face_size, factor=tracker.mtcnn.factor)[0]
-        level = (int(h * scale + 1), int(w * scale + 1))
+        level = level_side(h, w, scale)
         assert len(_parts(len(small), tracker.mtcnn.pnet, level, device=torch.device("cpu"))) > 1
         ours, ours_p = search(tracker.mtcnn, small)
         theirs, theirs_p = shipped.detect(small)
