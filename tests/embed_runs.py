@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from tests import zygote
 from tests.conftest import last_json, run_cli
 
 ARRAYS = ("embeddings", "timestamps", "face_prob", "boxes")
@@ -30,17 +29,17 @@ def store_of(manifest: Path) -> Path:
     return Path(last_json(run_cli("info", "--manifest", str(manifest), "--backbone", "fer2013", "--json").stdout)["store"])
 
 
-def start_run(manifest: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def start_run(manifest: Path, *extra: str, env: dict | None = None) -> zygote.Process:
+    """`python -m embed run` as a process of its own (forked from the worker's zygote: tests/zygote.py),
+    Ctrl-C raising KeyboardInterrupt in it as at a terminal."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    # The child gets the default SIGINT disposition whatever the test process inherited: Python only
-    # turns SIGINT into KeyboardInterrupt when it does not start with the signal ignored.
-    return subprocess.Popen(
-        [sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN, *extra],
+    return zygote.Process(
+        "embed",
+        ["run", "--manifest", str(manifest), *RUN, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -55,7 +54,7 @@ def clip_states(store: Path) -> dict[str, bool]:
     return out
 
 
-def wait_for(event: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+def wait_for(event: Callable[[], bool], proc: zygote.Process, what: str, timeout: float = 300) -> None:
     """Return as soon as `event()` holds (checked every 2 ms) while proc still runs."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -14,19 +14,22 @@ from pathlib import Path
 
 import httpx
 
+from tests import zygote
+
 FEED = Path(__file__).with_name("live_feed.py")
 
 
 class Server:
-    """`python -m sequence serve --port 0 ...`, returned once it says where it listens (an event, not
-    a guessed sleep); its stderr is collected on a thread."""
+    """`python -m sequence serve --port 0 ...` (forked from the worker's zygote: tests/zygote.py), returned
+    once it says where it listens (an event, not a guessed sleep); its stderr is collected on a thread."""
 
     def __init__(self, run: str, *extra: str):
         # Each server's history in its own folder unless the test names a database (removed by stop()).
         self.db_dir = None if "--db" in extra else Path(tempfile.mkdtemp(prefix="serve-db-"))
         db = [] if self.db_dir is None else ["--db", str(self.db_dir / "serve.db")]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sequence", "serve", "--run", run, "--port", "0", "--device", "cpu", *db, *extra],
+        self.proc = zygote.Process(
+            "sequence",
+            ["serve", "--run", run, "--port", "0", "--device", "cpu", *db, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -121,3 +124,4 @@ class Listener(threading.Thread):
 
     def end(self) -> dict:
         return next(data for event, data in self.events if event == "end")
+

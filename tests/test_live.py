@@ -14,20 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import zygote
 from tests.conftest import offline_windows, run_cli, same_as_offline
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
 FEED = Path(__file__).with_name("live_feed.py")
 
 
-def _start_live(setup: dict, *extra: str) -> tuple[subprocess.Popen, list[str]]:
-    """`predict - --live` started, returned once it says it is reading (an observable event, not a
-    guessed sleep: the models are set up); its stderr lines so far, the rest collected on a thread."""
-    proc = subprocess.Popen(
+def _start_live(setup: dict, *extra: str) -> tuple[zygote.Process, list[str]]:
+    """`predict - --live` started (forked from the worker's zygote: tests/zygote.py; Ctrl-C raises
+    KeyboardInterrupt in it as at a terminal), returned once it says it is reading (an observable event,
+    not a guessed sleep: the models are set up); its stderr lines so far, the rest collected on a thread."""
+    proc = zygote.Process(
+        "sequence",
         [
-            sys.executable,
-            "-m",
-            "sequence",
             "predict",
             "-",
             "--run",
@@ -43,7 +43,6 @@ def _start_live(setup: dict, *extra: str) -> tuple[subprocess.Popen, list[str]]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl-C as at a terminal
     )
     err = []
     for line in proc.stderr:
@@ -54,7 +53,7 @@ def _start_live(setup: dict, *extra: str) -> tuple[subprocess.Popen, list[str]]:
     return proc, err
 
 
-def _feed(setup: dict, proc: subprocess.Popen, stop_after: float | None = None) -> subprocess.Popen:
+def _feed(setup: dict, proc: zygote.Process, stop_after: float | None = None) -> subprocess.Popen:
     """The video fed at real-time pace into proc's standard input; the feeder holds the pipe, so its
     exit is the end of the stream."""
     cmd = [sys.executable, str(FEED), str(setup["video"])] + (["--stop-after", str(stop_after)] if stop_after else [])

@@ -17,6 +17,7 @@ import pytest
 import zarr
 
 from embed.sample import write_video
+from tests import zygote
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 from tests.embed_runs import RUN, complete_clips_match, store_of
 from tests.frames import decode_video
@@ -189,24 +190,19 @@ def test_a_cache_that_cannot_be_written_stops_with_a_clear_error_and_keeps_compl
     """A full disk, simulated by a file-size limit on the run (the write fails with EFBIG, as a
     full disk fails with ENOSPC): one line naming the store and the fix, exit 2, and every clip
     complete before stays complete and right; the clip being written is never marked complete."""
-    import resource
-
     manifest = copy_tiny(tiny_embedded, tmp_path)
     store = store_of(manifest)
     shutil.copytree(tiny_embedded["store"], store)
     videos = sorted((tmp_path / "data" / "DataSet").glob("*/*/*/*"))
     videos[0].write_bytes(videos[1].read_bytes())  # one clip to redo
 
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # below one embeddings chunk
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "embed", "run", "--manifest", str(manifest), *RUN],
-        capture_output=True,
+    proc = zygote.run(
+        "embed",
+        ["run", "--manifest", str(manifest), *RUN],
         text=True,
-        preexec_fn=limit,
         timeout=300,
+        rlimits={"RLIMIT_FSIZE": (2000, 2000)},  # below one embeddings chunk
+        ignore=("SIGXFSZ",),
     )
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -321,11 +317,9 @@ def test_a_killed_training_leaves_no_run_that_looks_finished(tiny_embedded):
     runs = manifest.parent / "runs" / "tiny"
     before = set(runs.glob("*")) if runs.exists() else set()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
+    proc = zygote.Process(
+        "sequence",
         [
-            sys.executable,
-            "-m",
-            "sequence",
             "train",
             "--manifest",
             str(manifest),

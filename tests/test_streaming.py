@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from embed.face_search import _parts, level_side, pyramid, search
 from embed.sample import write_video
 from embed.tracking import StreamTracker
 from embed.video import VideoStream
-from tests import footage
+from tests import footage, zygote
 from tests.conftest import copy_tiny, last_json, run_cli, write_manifest
 from tests.frames import decode_video, track_frames
 
@@ -220,8 +219,9 @@ def test_a_run_killed_inside_a_long_clip_resumes_from_its_last_chunk_and_equals_
     video = _long_clip(tiny_embedded, tmp_path / "vids" / "long.avi", total)
     killed = _csv_dataset(tmp_path / "vids", {"long": video}, "killed")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "embed", "run", "--manifest", str(killed), *RUN, "--json"],
+    proc = zygote.Process(
+        "embed",
+        ["run", "--manifest", str(killed), *RUN, "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

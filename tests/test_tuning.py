@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -14,6 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from tests import zygote
 from tests.conftest import last_json, run_cli
 
 ROOT = Path(__file__).parents[1]
@@ -95,8 +95,8 @@ def _space(tmp_path: Path) -> Path:
 @pytest.mark.timeout(600)
 def test_a_killed_tuning_resumes_with_no_trial_lost_or_counted_twice(sample_embedded, tmp_path):
     space, m = _space(tmp_path), str(sample_embedded)
-    cmd = [sys.executable, "-m", "sequence", "tune", str(space), "--manifest", m, "--trials", "4"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    args = ["tune", str(space), "--manifest", m, "--trials", "4"]
+    proc = zygote.Process("sequence", args, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seen = []
     for line in proc.stderr:  # killed while its second trial trains (the first has finished)
         seen.append(line)
