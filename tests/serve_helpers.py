@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -125,3 +126,37 @@ class Listener(threading.Thread):
     def end(self) -> dict:
         return next(data for event, data in self.events if event == "end")
 
+
+class ClassListener(threading.Thread):
+    """The class's event stream (/events), subscribed before a source is added, so that none of the
+    source's events can be missed however fast it runs (a source's own stream only has what comes
+    after it was opened): each source's events, as its own stream words them, read on a thread."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.events: dict[str, list[tuple[str, dict]]] = {}
+        self.changed = threading.Condition()
+        self.subscribed = threading.Event()
+        self.start()
+        self.subscribed.wait(timeout=60)
+
+    def run(self) -> None:
+        event = None
+        with contextlib.suppress(httpx.TransportError), httpx.stream("GET", f"{self.url}/events", timeout=300) as response:
+            for line in response.iter_lines():  # until the server stops
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event is not None:
+                    self.subscribed.set()
+                    if event != "sources":  # the snapshot of the sources before this one
+                        data = json.loads(line[6:])
+                        with self.changed:
+                            self.events.setdefault(data["source"], []).append((event, data.get("line", data.get("state"))))
+                            self.changed.notify_all()
+
+    def until_end(self, sid: str, timeout: float = 120) -> list[tuple[str, dict]]:
+        """Source `sid`'s events up to its `end`, once that came."""
+        with self.changed:
+            self.changed.wait_for(lambda: any(e == "end" for e, _ in self.events.get(sid, [])), timeout)
+            return list(self.events.get(sid, []))

@@ -17,7 +17,7 @@ import websockets.sync.client
 from embed.video import VideoStream
 from sequence.run import Run
 from tests.conftest import offline_windows, run_cli, same_as_offline
-from tests.serve_helpers import Listener, Server, pushing
+from tests.serve_helpers import ClassListener, Listener, Server, pushing
 
 STATES = ["Boredom", "Engagement", "Confusion", "Frustration"]
 TOKEN = "test-token-0123456789abcdef"
@@ -161,14 +161,15 @@ def test_sources_past_the_limit_are_refused_and_credentials_never_shown(live_set
             # file, in the --allow-files folder, read as FFmpeg's mov demuxer reads a device, at its
             # own pace, to its end).
             device = {"device": str(live_setup["video"]), "input_format": "mov", "name": "camera"}
+            every = ClassListener(server.url)  # a file is read faster than it plays: listening before it starts
             r = c.post("/sources", json=device)
             assert r.status_code == 201 and r.json()["kind"] == "device"
-            camera = Listener(server.url, r.json()["id"])
-            camera.join(timeout=120)
-            end = camera.end()
+            camera = every.until_end(r.json()["id"])
+            end = next(data for event, data in camera if event == "end")
             # Read to its end (the newest frames are never the ones dropped): its 7 one-second windows.
-            assert end["status"] == "ended" and end["frames"] + end["dropped"] == 35, camera.events
-            assert [(w["t_start"], w["t_end"]) for w in camera.windows()] == [(float(k), k + 1.0) for k in range(7)]
+            assert end["status"] == "ended" and end["frames"] + end["dropped"] == 35, camera
+            windows = [(w["t_start"], w["t_end"]) for event, w in camera if event == "window"]
+            assert windows == [(float(k), k + 1.0) for k in range(7)]
             listed = c.get("/sources").text
     finally:
         log = server.stop()
@@ -237,12 +238,13 @@ def test_closed_doors_local_files_idle_senders_and_waiting_sources(live_setup, t
             stalled.join(timeout=60)
             assert stalled.end()["status"] == "failed", stalled.events
             # A video in the allowed folder, named by path: waiting, then running, then ended.
+            every = ClassListener(server.url)  # a file is read faster than it plays: listening before it starts
             r = c.post("/sources", json={"url": str(allowed / "lesson.mp4"), "name": "file"})
             assert r.status_code == 201
-            lesson = Listener(server.url, r.json()["id"])
-            lesson.join(timeout=120)
-            statuses = [data["status"] for event, data in lesson.events if event in ("status", "end")]
-            assert statuses[-1] == "ended" and "running" in statuses and lesson.windows(), statuses
+            lesson = every.until_end(r.json()["id"])
+            statuses = [data["status"] for event, data in lesson if event in ("status", "end")]
+            windows = [line for event, line in lesson if event == "window"]
+            assert statuses[-1] == "ended" and "running" in statuses and windows, statuses
     finally:
         silent.close()
         log = server.stop()
