@@ -1,6 +1,7 @@
 """Shared fixtures: the generated samples embedded once per test session (real videos), and the CLI,
 called in-process where the command's work is what is tested and as a real subprocess where the
-process is (exit codes and one-line errors, signals, kills, streams, servers, workers)."""
+process is (exit codes and one-line errors, signals, kills, streams, servers, workers); the longer-lived
+processes fork from one pre-imported interpreter (tests/zygote.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Every command as a real process, once: a mistake it can report exits 2 with one line on stderr that
-names the file or option and the fix, and nothing on stdout. (Elsewhere the commands run in the test's
-own process; signals, kills, streams, servers and dask workers are tested on processes where they are.)"""
+"""Every command as a real `python -m` process, once: a mistake it can report exits 2 with one line on
+stderr that names the file or option and the fix, and nothing on stdout. (Elsewhere the commands run in
+the test's own process; signals, kills, streams, servers and dask workers are tested on processes where
+they are, most forked from a pre-imported interpreter: tests/zygote.py.)"""
 
 from __future__ import annotations
 
