@@ -30,7 +30,7 @@ def store_of(manifest: Path) -> Path:
 
 
 def start_run(manifest: Path, *extra: str, env: dict | None = None) -> zygote.Process:
-    """`python -m embed run` as a process of its own (forked from the worker's zygote: tests/zygote.py),
+    """`python -m embed run` as a process of its own (forked from the session's zygote: tests/zygote.py),
     Ctrl-C raising KeyboardInterrupt in it as at a terminal."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return zygote.Process(

@@ -21,7 +21,7 @@ FEED = Path(__file__).with_name("live_feed.py")
 
 
 class Server:
-    """`python -m sequence serve --port 0 ...` (forked from the worker's zygote: tests/zygote.py), returned
+    """`python -m sequence serve --port 0 ...` (forked from the session's zygote: tests/zygote.py), returned
     once it says where it listens (an event, not a guessed sleep); its stderr is collected on a thread."""
 
     def __init__(self, run: str, *extra: str):

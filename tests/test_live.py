@@ -22,7 +22,7 @@ FEED = Path(__file__).with_name("live_feed.py")
 
 
 def _start_live(setup: dict, *extra: str) -> tuple[zygote.Process, list[str]]:
-    """`predict - --live` started (forked from the worker's zygote: tests/zygote.py; Ctrl-C raises
+    """`predict - --live` started (forked from the session's zygote: tests/zygote.py; Ctrl-C raises
     KeyboardInterrupt in it as at a terminal), returned once it says it is reading (an observable event,
     not a guessed sleep: the models are set up); its stderr lines so far, the rest collected on a thread."""
     proc = zygote.Process(
