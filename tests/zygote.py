@@ -1,11 +1,11 @@
 """`python -m embed|sequence ARGS` as real processes that skip the interpreter's start-up: each is forked
 from a server process (a zygote, as Android starts apps and Mercurial's chg starts commands) that has
-already imported the third-party libraries every command imports. Importing torch and torchvision
-takes a process some 3.5 CPU-seconds on this 2-core machine, most of what a short-lived server, live
-stream or killed run costs a test; forked, they are paid once per test session.
+already imported the third-party libraries every command imports. Importing torch and torchvision is
+most of what a short-lived server, live stream or killed run costs a test (docs/performance.md, "Test
+suite"); forked, they are imported once per test session.
 
-What a forked command gets is a process of its own: its own pid, its standard streams (pipes, files or
-the test's), exit code, signals (Ctrl-C raises KeyboardInterrupt as in a fresh interpreter), working
+What a forked command gets is a process of its own: its own pid, its standard streams (pipes or the
+test's), exit code, signals (Ctrl-C raises KeyboardInterrupt as in a fresh interpreter), working
 directory, environment and resource limits, and the interpreter's normal exit (threads joined, atexit
 handlers). It imports every module of ours afresh, as `python -m` does; only third-party libraries are
 already imported, with the environment of the test worker that started the zygote. Each command
