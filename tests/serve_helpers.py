@@ -86,6 +86,16 @@ def pushing(url: str, sid: str, **kw) -> threading.Thread:
     return thread
 
 
+def server_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """A server-sent event stream's (event, data) pairs, as they arrive."""
+    event = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event is not None:
+            yield event, json.loads(line[6:])
+
+
 class Listener(threading.Thread):
     """A source's server-sent events read on a thread until its `end` event; `subscribed` is set once
     the first event (its status) arrived, so nothing pushed after that can be missed."""
@@ -107,18 +117,14 @@ class Listener(threading.Thread):
 
     def _read(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        event = None
         with httpx.stream("GET", f"{self.url}/sources/{self.sid}/events", headers=headers, timeout=300) as response:
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event is not None:
-                    self.events.append((event, json.loads(line[6:])))
-                    self.subscribed.set()
-                    if self.on_event is not None:
-                        self.on_event(event)
-                    if event == "end":
-                        return
+            for event, data in server_events(response):
+                self.events.append((event, data))
+                self.subscribed.set()
+                if self.on_event is not None:
+                    self.on_event(event)
+                if event == "end":
+                    return
 
     def windows(self) -> list[dict]:
         return [data for event, data in self.events if event == "window"]
@@ -142,18 +148,13 @@ class ClassListener(threading.Thread):
         self.subscribed.wait(timeout=60)
 
     def run(self) -> None:
-        event = None
         with contextlib.suppress(httpx.TransportError), httpx.stream("GET", f"{self.url}/events", timeout=300) as response:
-            for line in response.iter_lines():  # until the server stops
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event is not None:
-                    self.subscribed.set()
-                    if event != "sources":  # the snapshot of the sources before this one
-                        data = json.loads(line[6:])
-                        with self.changed:
-                            self.events.setdefault(data["source"], []).append((event, data.get("line", data.get("state"))))
-                            self.changed.notify_all()
+            for event, data in server_events(response):  # until the server stops
+                self.subscribed.set()
+                if event != "sources":  # the snapshot of the sources before this one
+                    with self.changed:
+                        self.events.setdefault(data["source"], []).append((event, data.get("line", data.get("state"))))
+                        self.changed.notify_all()
 
     def until_end(self, sid: str, timeout: float = 120) -> list[tuple[str, dict]]:
         """Source `sid`'s events up to its `end`, once that came."""
